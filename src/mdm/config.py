@@ -1,0 +1,217 @@
+"""Dataclass configs, the shipped presets, and YAML / command-line overrides.
+
+A config is plain data: library functions take these dataclasses, never a dict
+or a Hydra tree. ``load_config("tiny")`` reads a shipped preset
+(``src/mdm/configs/*.yaml``); ``load_config("path/to/file.yaml")`` a user's file.
+Overrides are ``section.key=value`` strings parsed as YAML scalars. Unknown or
+mistyped keys are errors that name the file, the key and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mdm.nn.scan import parse_pattern_set
+from mdm.nn.ssd import Discretization
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not describe a valid config."""
+
+
+class BackboneKind(str, Enum):
+    MAMBA2 = "mamba2"  # Mamba-2 blocks with scan switches (the paper)
+    TRANSFORMER = "transformer"  # the attention baseline (DESIGN.md §1.7)
+
+
+@dataclass
+class BackboneConfig:
+    """The denoising stack: M blocks over the MDM sequence (Sec 4.2.1; App. C)."""
+
+    kind: BackboneKind = BackboneKind.MAMBA2
+    d_model: int = 256
+    n_layers: int = 8
+    # Mamba-2 mixer (Eq. 10-13)
+    d_state: int = 64
+    d_conv: int = 4
+    expand: int = 2
+    head_dim: int = 64  # also the attention head width of the Transformer baseline
+    n_groups: int = 1
+    chunk_size: int = 64  # best on CPU; the CUDA kernel uses >= 64
+    discretization: Discretization = Discretization.ZOH
+    segment_len: int = 2048  # positions a Mamba block processes at a time (exact; bounds temporaries)
+    # scan switches (DESIGN.md §1.6)
+    scan_patterns: str = "1234/12"
+    row_pad: int = 0  # DiM's learned pads after each image row/column; 0 = off until measured
+    long_skips: bool = False  # U-ViT skips between the two halves (mirrors the scan cycle)
+    # Transformer baseline
+    mlp_ratio: float = 4.0
+    # sequence
+    n_classes: int = 0  # class labels for the CLS token (plus one null class)
+    max_seq_len: int = 4096
+    pos_embed: bool = True
+
+    def __post_init__(self) -> None:
+        self.kind = _enum(BackboneKind, self.kind, "backbone.kind")
+        self.discretization = _enum(Discretization, self.discretization, "backbone.discretization")
+        for name in ("d_model", "n_layers", "d_state", "d_conv", "expand", "head_dim", "n_groups",
+                     "chunk_size", "segment_len", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"backbone.{name} must be >= 1, got {getattr(self, name)}")
+        if self.row_pad < 0 or self.n_classes < 0:
+            raise ConfigError("backbone.row_pad and backbone.n_classes must be >= 0")
+        try:
+            parse_pattern_set(self.scan_patterns)
+        except ValueError as e:
+            raise ConfigError(f"backbone.scan_patterns: {e}") from None
+        if (self.expand * self.d_model) % self.head_dim or ((self.expand * self.d_model) // self.head_dim) % self.n_groups:
+            raise ConfigError(f"backbone: expand * d_model = {self.expand * self.d_model} must split into heads of "
+                              f"head_dim {self.head_dim}, a multiple of n_groups {self.n_groups}")
+        if self.kind is BackboneKind.TRANSFORMER and self.d_model % self.head_dim:
+            raise ConfigError(f"backbone: d_model {self.d_model} must be a multiple of head_dim {self.head_dim} "
+                              f"for attention")
+
+
+@dataclass
+class LayoutConfig:
+    """How data becomes tokens (Sec 4.1; App. C): image grid and text length per segment."""
+
+    image_size: int = 32  # pixels per side
+    image_channels: int = 3
+    vq_factor: int = 4  # pixels per VQ code side (stage 0); 1 = raw pixels
+    patch_size: int = 1  # codes per token side (App. C: 2 x 2)
+    text_len: int = 32  # tokens per text segment (App. C: 512)
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "image_channels", "vq_factor", "patch_size", "text_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"layout.{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size % (self.vq_factor * self.patch_size):
+            raise ConfigError(f"layout.image_size {self.image_size} must be a multiple of vq_factor * patch_size "
+                              f"= {self.vq_factor * self.patch_size}")
+
+    @property
+    def image_grid(self) -> tuple[int, int]:
+        side = self.image_size // (self.vq_factor * self.patch_size)
+        return side, side
+
+
+@dataclass
+class MDMConfig:
+    """Everything that defines a model. Sections grow with the library (VAE, diffusion, training)."""
+
+    name: str = "custom"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+
+
+PRESETS = ("tiny", "small", "base", "paper-7b")
+T = TypeVar("T")
+
+
+def _enum(cls: type[Enum], value: Any, where: str) -> Any:
+    try:
+        return cls(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in cls]}") from None
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix: str = "") -> T:
+    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys and wrong types by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'the top level'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; valid keys in "
+                          f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, source, prefix + name)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, source, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, source, key)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return _enum(hint, value, f"{source}: {key}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and
+                                                 not (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain dict (enums as their values), ready for YAML or JSON."""
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return v.value if isinstance(v, Enum) else v
+    return plain(config)
+
+
+def apply_overrides(config: T, overrides: list[str], source: str = "command line") -> T:
+    """Return a copy of ``config`` with ``section.key=value`` overrides (values parsed as YAML)."""
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a config section; sections: "
+                                  f"{', '.join(k for k, v in node.items() if isinstance(v, dict))}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"{source}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return from_dict(type(config), data, source)
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> MDMConfig:
+    """A shipped preset by name (``tiny``, ``small``, ``base``, ``paper-7b``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if str(name_or_path) in PRESETS:
+        text = resources.files("mdm.configs").joinpath(f"{name_or_path}.yaml").read_text()
+        source = f"preset {name_or_path}"
+    elif path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (presets: {', '.join(PRESETS)})")
+        text, source = path.read_text(), str(path)
+    else:
+        raise ConfigError(f"unknown config {str(name_or_path)!r}: give a preset ({', '.join(PRESETS)}) "
+                          f"or a path to a .yaml file")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    config = from_dict(MDMConfig, data, source)
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def save_config(config: MDMConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,160 @@
+"""The MDM denoising backbone (Sec 4.2 of arXiv 2510.13253; DESIGN.md §1.3, §1.5-1.7).
+
+Content embeddings of every segment -> the sequence layout (class, begin/end,
+time and pad tokens) -> M blocks, each reading the sequence in its scan-switch
+order and modulated per position by its own noise level -> a final modulated
+norm -> hidden states of the content positions. The network knows nothing of
+diffusion: it sees embeddings and noise levels, and returns features that the
+model's heads turn into predictions.
+
+Shape letters: ``b`` batch, ``l`` layout length, ``n`` content positions, ``d`` d_model,
+``k`` modulation vectors per block, ``u`` distinct noise levels in a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mdm.config import BackboneConfig, BackboneKind
+from mdm.nn.embeddings import AdaLNSingle, TimestepEmbedder, modulate, sincos_position_embedding
+from mdm.nn.layout import N_SPECIAL, SequenceLayout
+from mdm.nn.mamba2 import MambaBlock
+from mdm.nn.scan import ScanSwitch, block_patterns
+from mdm.nn.transformer import TransformerBlock
+
+
+def build_block(config: BackboneConfig) -> nn.Module:
+    if config.kind is BackboneKind.MAMBA2:
+        return MambaBlock(config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+                          head_dim=config.head_dim, n_groups=config.n_groups, chunk_size=config.chunk_size,
+                          discretization=config.discretization, segment_len=config.segment_len)
+    return TransformerBlock(config.d_model, head_dim=config.head_dim, mlp_ratio=config.mlp_ratio)
+
+
+class Backbone(nn.Module):
+    """M blocks over the MDM sequence; the Mamba-2 stack of the paper or the Transformer baseline."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.class_embed = nn.Embedding(config.n_classes + 1, d)  # row n_classes is the null class
+        self.special_embed = nn.Embedding(N_SPECIAL, d)
+        self.time_embed = TimestepEmbedder(d)
+        self.blocks = nn.ModuleList(build_block(config) for _ in range(config.n_layers))
+        self.adaln = AdaLNSingle(d, self.blocks[0].n_modulation)
+        n_skips = config.n_layers // 2 if config.long_skips else 0
+        self.skip_proj = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(n_skips))
+        self.norm_out = nn.RMSNorm(d, elementwise_affine=False, eps=1e-6)
+        self.adaln_out = AdaLNSingle(d, 2)
+        self.patterns = (block_patterns(config.scan_patterns, config.n_layers, mirror=config.long_skips)
+                         if config.kind is BackboneKind.MAMBA2 else None)
+        self._switches: dict[tuple, ScanSwitch] = {}
+
+    @property
+    def null_class(self) -> int:
+        return self.config.n_classes
+
+    def scan_switch(self, layout: SequenceLayout, device: torch.device) -> ScanSwitch | None:
+        """The per-block orders of ``layout`` (cached); None for attention, which needs no order."""
+        if self.patterns is None:
+            return None
+        key = (layout.key, device)
+        if key not in self._switches:
+            self._switches[key] = ScanSwitch(layout, self.patterns).to(device)
+        return self._switches[key]
+
+    def forward(self, content: Tensor, content_t: Tensor, segment_t: Tensor, layout: SequenceLayout,
+                class_labels: Tensor | None = None) -> Tensor:
+        """Hidden states of the content positions.
+
+        Args:
+            content: (b, n, d) embeddings of every segment's content, segments concatenated in order.
+            content_t: (b, n) noise level (scheduler timestep) of each content position.
+            segment_t: (b, n_segments) noise level of each segment, for its TIME token.
+            layout: the segment structure shared by the batch.
+            class_labels: (b,) ints in [0, n_classes], ``n_classes`` = null; None = null for all.
+        Returns:
+            (b, n, d).
+        """
+        self._check(content, content_t, segment_t, layout, class_labels)
+        b, device = content.shape[0], content.device
+        dtype = content.dtype
+
+        # 1. Lay out the sequence in canonical order (Fig. 2 d, e).
+        if class_labels is None:
+            class_labels = torch.full((b,), self.null_class, dtype=torch.long, device=device)
+        time_tokens = self.time_embed(segment_t).to(dtype)  # (b, segments, d)
+        x = content.new_empty(b, layout.length, content.shape[-1])
+        x[:, layout.content_positions.to(device)] = content
+        x[:, layout.special_positions.to(device)] = self.special_embed(layout.special_ids.to(device)).to(dtype)
+        x[:, layout.cls_position] = self.class_embed(class_labels).to(dtype)
+        x[:, layout.time_positions.to(device)] = time_tokens
+        if self.config.pos_embed:
+            x = x + sincos_position_embedding(layout.length, x.shape[-1], device).to(dtype)
+
+        # 2. Per-position modulation, computed once per distinct noise level.
+        t_pos = layout.position_times(content_t, segment_t)  # (b, l)
+        levels, level_of = torch.unique(t_pos, return_inverse=True)  # (u,), (b, l)
+        t_emb = self.time_embed(levels).to(dtype)  # (u, d)
+        modulation = self.adaln(t_emb)  # (u, k, d)
+
+        # 3. The blocks, each in its scan-switch order (one gather between blocks).
+        switch = self.scan_switch(layout, device)
+        order = None  # None = canonical
+        skips: list[Tensor] = []
+        n_skips, n_layers = len(self.skip_proj), len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            if switch is not None:
+                step = switch.transitions[i]
+                if step is not None:
+                    x = x[:, step]
+                order = switch.orders[i]
+            if i >= n_layers - n_skips:
+                x = self.skip_proj[n_layers - 1 - i](torch.cat([x, skips.pop()], dim=-1))
+            levels_here = level_of if order is None else level_of[:, order]
+            x = block(x, modulation, levels_here)
+            if i < n_skips:
+                skips.append(x)
+        if switch is not None and switch.to_canonical is not None:
+            x = x[:, switch.to_canonical]
+
+        # 4. Final modulated norm, content positions only.
+        shift, scale = self.adaln_out(t_emb)[level_of].unbind(-2)
+        x = modulate(self.norm_out(x), shift, scale)
+        return x[:, layout.content_positions.to(device)]
+
+    def _check(self, content: Tensor, content_t: Tensor, segment_t: Tensor, layout: SequenceLayout,
+               class_labels: Tensor | None) -> None:
+        d = self.config.d_model
+        if content.dim() != 3 or content.shape[1:] != (layout.n_content, d):
+            raise ValueError(f"Backbone: content must be (batch, {layout.n_content}, {d}) for {layout}, "
+                             f"got {tuple(content.shape)}")
+        if not content.is_floating_point():
+            raise TypeError(f"Backbone: content must be floating point, got {content.dtype}")
+        b = content.shape[0]
+        if content_t.shape != (b, layout.n_content):
+            raise ValueError(f"Backbone: content_t must be (batch, n_content) = {(b, layout.n_content)}, "
+                             f"got {tuple(content_t.shape)}")
+        if segment_t.shape != (b, layout.n_segments):
+            raise ValueError(f"Backbone: segment_t must be (batch, n_segments) = {(b, layout.n_segments)}, "
+                             f"got {tuple(segment_t.shape)}")
+        if layout.length > self.config.max_seq_len:
+            raise ValueError(f"Backbone: the sequence has {layout.length} positions but backbone.max_seq_len is "
+                             f"{self.config.max_seq_len}; raise max_seq_len or shorten the segments")
+        if layout.row_pad != self.config.row_pad:
+            raise ValueError(f"Backbone: layout has row_pad={layout.row_pad} but backbone.row_pad is "
+                             f"{self.config.row_pad}")
+        if class_labels is not None:
+            if class_labels.shape != (b,) or class_labels.dtype != torch.long:
+                raise ValueError(f"Backbone: class_labels must be a (batch,) = ({b},) long tensor, got "
+                                 f"{tuple(class_labels.shape)} {class_labels.dtype}")
+            if len(class_labels) and (class_labels.min() < 0 or class_labels.max() > self.null_class):
+                raise ValueError(f"Backbone: class labels must be in [0, {self.null_class}] "
+                                 f"({self.null_class} = null class), got [{int(class_labels.min())}, "
+                                 f"{int(class_labels.max())}]")
+
+    def make_layout(self, segments: list, length: int | None = None) -> SequenceLayout:
+        """A layout for this backbone (its row pads)."""
+        return SequenceLayout(segments, length=length, row_pad=self.config.row_pad)

@@ -1,0 +1,76 @@
+"""Embeddings of noise level and position, and the per-position modulation (DESIGN.md §1.3).
+
+A single TIME token is weak conditioning for a causal scan (positions before it
+never see it), so, as DiM does after PixArt-alpha's adaLN-single, every position
+is also modulated (shift, scale, gate) by the embedding of its own noise level.
+One shared MLP maps the noise level to ``k * d_model`` numbers; each block adds
+its own learned ``(k, d_model)`` table (PixArt's ``scale_shift_table``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """(...,) -> (..., dim): the transformer sinusoid of a (possibly fractional) timestep.
+
+    Timesteps are in the scheduler's units (0 .. num_train_timesteps), as in DDPM/DiT.
+    Computed in float32 at least: float16 loses the high frequencies.
+    """
+    half = dim // 2
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    args = t.to(dtype)[..., None] * freqs
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """Noise level -> d_model vector: sinusoid then a SiLU MLP (DiT)."""
+
+    def __init__(self, d_model: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(sinusoidal_embedding(t, self.frequency_dim).to(self.mlp[0].weight.dtype))
+
+
+def sincos_position_embedding(length: int, dim: int, device: torch.device | str | None = None) -> Tensor:
+    """(length, dim) fixed 1-D sin/cos embedding of canonical positions.
+
+    The attention baseline needs it (attention is blind to order); the Mamba
+    backbone gets it too so that the two differ only in the block.
+    """
+    return sinusoidal_embedding(torch.arange(length, device=device, dtype=torch.float32), dim)
+
+
+class AdaLNSingle(nn.Module):
+    """Shared map from a time embedding to ``n_params`` modulation vectors per position.
+
+    The output layer starts at zero, so every block's modulation starts as its
+    own table, and the network at initialisation does not depend on t.
+    """
+
+    def __init__(self, d_model: int, n_params: int) -> None:
+        super().__init__()
+        self.n_params = n_params
+        self.linear = nn.Linear(d_model, n_params * d_model)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, t_emb: Tensor) -> Tensor:
+        """(..., d) -> (..., n_params, d)."""
+        return self.linear(nn.functional.silu(t_emb)).unflatten(-1, (self.n_params, -1))
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: ``x * (1 + scale) + shift``."""
+    return torch.addcmul(shift, x, 1 + scale)

@@ -1,0 +1,50 @@
+"""Parameter and FLOP counts of a backbone, from its config alone (no allocation).
+
+FLOPs count multiply-adds of matrix products as 2 (the usual convention, the
+one ``torch.utils.flop_counter`` uses); element-wise work (exp, masks, norms) is
+left out, which is why the SSD reaches a small share of matmul peak even when
+it is fast (DESIGN.md §1.5). A test ties these formulas to FlopCounterMode.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mdm.config import BackboneConfig, BackboneKind
+
+
+def ssd_flops_per_token(n_heads: int, head_dim: int, n_groups: int, d_state: int, chunk_size: int) -> int:
+    """Matmul FLOPs per position of the chunked SSD (see ``ssd._ssd_chunks`` steps 1-4)."""
+    s, p, n = chunk_size, head_dim, d_state
+    cb = 2 * s * n * n_groups  # 1. C B^T, once per group
+    intra = 2 * s * p * n_heads  # 1. (CB * L) @ x
+    states = 2 * p * n * n_heads  # 2. chunk states
+    readout = 2 * p * n * n_heads  # 4. C @ state
+    return cb + intra + states + readout
+
+
+def block_flops_per_token(config: BackboneConfig, seq_len: int) -> int:
+    """Matmul (and convolution) FLOPs of one block per position, at sequence length ``seq_len``."""
+    d = config.d_model
+    if config.kind is BackboneKind.MAMBA2:
+        d_inner = config.expand * d
+        n_heads = d_inner // config.head_dim
+        in_proj = d * (2 * d_inner + 2 * config.n_groups * config.d_state + n_heads)
+        conv = (d_inner + 2 * config.n_groups * config.d_state) * config.d_conv
+        ssd = ssd_flops_per_token(n_heads, config.head_dim, config.n_groups, config.d_state,
+                                  min(config.chunk_size, seq_len))
+        return 2 * (in_proj + d_inner * d + conv) + ssd
+    hidden = int(d * config.mlp_ratio)
+    linear = 3 * d * d + d * d + 2 * d * hidden
+    attention = 4 * seq_len * d  # Q K^T and A V
+    return 2 * linear + attention
+
+
+def backbone_flops_per_token(config: BackboneConfig, seq_len: int) -> int:
+    """All blocks plus the long-skip projections, per position (embeddings and adaLN excluded)."""
+    skips = (config.n_layers // 2) * 2 * (2 * config.d_model * config.d_model) if config.long_skips else 0
+    return config.n_layers * block_flops_per_token(config, seq_len) + skips
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,178 @@
+"""The Mamba-2 mixer (Dao & Gu 2024) as MDM's denoising block uses it (Sec 4.2.1, Eq. 10-13).
+
+``in_proj -> (z, x, B, C, dt)``; a depthwise causal conv1d over (x, B, C); SiLU;
+the SSD scan (:mod:`mdm.nn.ssd`) with ``A = -exp(A_log)``,
+``dt = softplus(dt + dt_bias)`` and a D skip; a gated RMSNorm; ``out_proj``.
+
+Parameter names, shapes and the ``in_proj`` split order (z, x, B, C, dt) are
+those of the public Mamba-2 (``mamba_ssm.modules.mamba2.Mamba2``), so its
+state dicts load with :meth:`Mamba2Mixer.load_state_dict` and give the same
+output (with ``discretization="euler"``, the rule those weights were trained with).
+
+Shape letters: ``b`` batch, ``l`` length, ``d`` d_model, ``h`` n_heads,
+``p`` head_dim, ``g`` n_groups, ``n`` d_state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mdm.nn.embeddings import modulate
+from mdm.nn.ssd import Discretization, ssd
+
+
+class MixerState(NamedTuple):
+    """What a Mamba-2 mixer carries from one segment of a sequence to the next."""
+
+    conv: Tensor  # (b, conv_dim, d_conv - 1): the last inputs of the causal convolution
+    ssm: Tensor  # (b, n_heads, head_dim, d_state): the SSM state H of Eq. 10
+
+
+class GatedRMSNorm(nn.Module):
+    """``RMSNorm(y * silu(z)) * weight``, normalised per group of ``group_size`` channels.
+
+    The gate is applied before the norm, as in the public Mamba-2 (its
+    ``norm_before_gate=False``): that is the order its weights expect.
+    """
+
+    def __init__(self, d: int, group_size: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        if d % group_size:
+            raise ValueError(f"GatedRMSNorm: width {d} is not a multiple of group_size {group_size}")
+        self.weight = nn.Parameter(torch.ones(d))
+        self.group_size, self.eps = group_size, eps
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        dtype = y.dtype
+        y = (y * F.silu(z)).float()
+        y = y.unflatten(-1, (-1, self.group_size))
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * y.flatten(-2).to(dtype)
+
+
+class Mamba2Mixer(nn.Module):
+    """One Mamba-2 mixer: (b, l, d_model) -> (b, l, d_model), causal along l.
+
+    Args:
+        d_model: width of the residual stream.
+        d_state: N, the size of each head's state (B, C width per group).
+        d_conv: width of the causal depthwise convolution.
+        expand: d_inner = expand * d_model.
+        head_dim: P; n_heads = d_inner / head_dim.
+        n_groups: groups of heads sharing B and C.
+        chunk_size: SSD chunk length (64 is fastest on CPU, see ``ssd_chunked``).
+        discretization: ``zoh`` (Eq. 12-13, the paper) or ``euler`` (public checkpoints).
+        dt_min, dt_max, dt_init_floor, A_init_range: the public Mamba-2 initialisation.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, d_conv: int = 4, expand: int = 2,
+                 head_dim: int = 64, n_groups: int = 1, chunk_size: int = 64,
+                 discretization: Discretization | str = Discretization.ZOH,
+                 dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+                 A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        d_inner = expand * d_model
+        if d_inner % head_dim:
+            raise ValueError(f"Mamba2Mixer: expand * d_model = {d_inner} is not a multiple of head_dim {head_dim}")
+        n_heads = d_inner // head_dim
+        if n_heads % n_groups:
+            raise ValueError(f"Mamba2Mixer: n_heads = {n_heads} is not a multiple of n_groups {n_groups}")
+        self.d_model, self.d_state, self.d_conv, self.d_inner = d_model, d_state, d_conv, d_inner
+        self.head_dim, self.n_heads, self.n_groups = head_dim, n_heads, n_groups
+        self.chunk_size = chunk_size
+        self.discretization = Discretization(discretization)
+        kw = {"device": device, "dtype": dtype}
+
+        conv_dim = d_inner + 2 * n_groups * d_state
+        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * n_groups * d_state + n_heads, bias=False, **kw)
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1, bias=True, **kw)
+        self.dt_bias = nn.Parameter(torch.empty(n_heads, **kw))
+        self.A_log = nn.Parameter(torch.empty(n_heads, **kw))
+        self.D = nn.Parameter(torch.empty(n_heads, **kw))
+        self.norm = GatedRMSNorm(d_inner, group_size=d_inner // n_groups, eps=norm_eps)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False, **kw)
+        if self.A_log.device.type != "meta":
+            self.reset_ssm_parameters(dt_min, dt_max, dt_init_floor, A_init_range)
+        self.norm.to(**kw)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
+                             A_init_range: tuple[float, float] = (1.0, 16.0)) -> None:
+        """Public Mamba-2 init: dt log-uniform in [dt_min, dt_max], A uniform in A_init_range, D = 1."""
+        dt = torch.exp(torch.rand(self.n_heads, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+        self.A_log.copy_(torch.log(torch.empty(self.n_heads, dtype=torch.float64).uniform_(*A_init_range)))
+        self.D.fill_(1.0)
+
+    def forward(self, u: Tensor, state: MixerState | None = None,
+                return_state: bool = False) -> Tensor | tuple[Tensor, MixerState]:
+        """u: (b, l, d_model) -> (b, l, d_model), continuing from ``state`` (None = start of sequence).
+
+        With ``return_state`` also returns the state after the last position, so a
+        long sequence can be processed in segments with exactly the same result.
+        """
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba2Mixer: expected input (batch, length, {self.d_model}), got {tuple(u.shape)}")
+        b, l, _ = u.shape
+        g, n, k = self.n_groups, self.d_state, self.d_conv
+        z, xBC, dt = torch.split(self.in_proj(u), [self.d_inner, self.d_inner + 2 * g * n, self.n_heads], dim=-1)
+        # Causal depthwise conv: the last d_conv - 1 inputs of the previous segment
+        # (zeros at the start) stand in for the left padding.
+        xBC = xBC.transpose(1, 2)  # (b, conv_dim, l)
+        context = xBC.new_zeros(b, xBC.shape[1], k - 1) if state is None else state.conv.to(xBC.dtype)
+        xBC = torch.cat([context, xBC], dim=-1)
+        next_conv = xBC[..., xBC.shape[-1] - (k - 1):]
+        xBC = F.silu(F.conv1d(xBC, self.conv1d.weight, self.conv1d.bias, groups=xBC.shape[1])).transpose(1, 2)
+        x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
+        f32 = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype  # scan accumulates in >= fp32
+        A = -torch.exp(self.A_log.to(f32))
+        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))
+        y, ssm = ssd(x.reshape(b, l, self.n_heads, self.head_dim).to(f32), dt, A,
+                     B.reshape(b, l, g, n).to(f32), C.reshape(b, l, g, n).to(f32), self.D.to(f32),
+                     initial_state=None if state is None else state.ssm,
+                     discretization=self.discretization, chunk_size=self.chunk_size)
+        out = self.out_proj(self.norm(y.reshape(b, l, self.d_inner).to(u.dtype), z))
+        return (out, MixerState(next_conv, ssm)) if return_state else out
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual Mamba-2 block with per-position adaLN: ``h + gate * mixer(modulate(norm(h)))``.
+
+    ``modulation`` (u, 3, d) holds (shift, scale, gate) for each of ``u`` noise
+    levels and ``levels`` (b, l) the level of each position, in the order the block
+    reads the sequence; the block adds its own table to the modulation.
+
+    Sequences longer than ``segment_len`` are processed ``segment_len`` positions
+    at a time with the mixer's state carried: exact (the block is causal), and
+    every temporary stays small. Temporaries above ~32 MB are freshly mmapped by
+    glibc and page-fault on every call, which made a whole-sequence pass about
+    2x slower at 16-64K tokens on this project's CPU (DESIGN.md §1.5).
+    """
+
+    n_modulation = 3
+
+    def __init__(self, d_model: int, segment_len: int = 2048, **mixer_kwargs) -> None:
+        super().__init__()
+        if segment_len < 1:
+            raise ValueError(f"MambaBlock: segment_len must be >= 1, got {segment_len}")
+        self.segment_len = segment_len
+        self.norm = nn.RMSNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.mixer = Mamba2Mixer(d_model, **mixer_kwargs)
+        self.modulation_table = nn.Parameter(torch.randn(self.n_modulation, d_model) / math.sqrt(d_model))
+
+    def forward(self, h: Tensor, modulation: Tensor, levels: Tensor) -> Tensor:
+        modulation = modulation + self.modulation_table
+        out, state = [], None
+        for start in range(0, h.shape[1], self.segment_len):
+            h_seg = h[:, start:start + self.segment_len]
+            shift, scale, gate = modulation[levels[:, start:start + self.segment_len]].unbind(-2)
+            y, state = self.mixer(modulate(self.norm(h_seg), shift, scale), state, return_state=True)
+            out.append(torch.addcmul(h_seg, gate, y))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
