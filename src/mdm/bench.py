@@ -19,6 +19,7 @@ predicted time (quadratic extrapolation of the previous one) exceeds ``max_secon
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 import multiprocessing as mp
 import os
 import platform
@@ -62,12 +63,19 @@ def _time(fn: Callable[[], Any], min_repeats: int = 3, min_seconds: float = 1.0)
     return Timing(statistics.median(times), max(peak - rss0, 0.0), len(times))
 
 
-def _in_subprocess(target: Callable[..., dict], *args: Any) -> dict:
-    """Run ``target(*args)`` in a fresh process and return its dict (or {'error': ...})."""
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
+def _in_subprocess(target: Callable[..., dict], *args: Any, isolate: bool = True) -> dict:
+    """Run ``target(*args)`` in a fresh process and return its dict (or {'error': ...}).
+
+    ``isolate=False`` runs it here instead: faster, but the memory high-water mark
+    then includes every earlier measurement, and the thread count stays changed.
+    """
+    if not isolate:
+        return target(*args)
+    # A process pool, not mp.Pool: if the child is killed (out of memory), the
+    # executor raises BrokenProcessPool where mp.Pool would wait forever.
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
         try:
-            return pool.apply(target, args)
+            return pool.submit(target, *args).result()
         except Exception as e:  # an OOM kill or an error inside the child
             return {"error": f"{type(e).__name__}: {e}"}
 
@@ -135,7 +143,7 @@ def parameter_matched_depth(mamba: BackboneConfig) -> int:
 
 def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LENGTHS, threads: int | None = None,
                    max_seconds: float = 30.0, ref_max_length: int = 16384,
-                   progress: Callable[[str], None] = print) -> dict:
+                   progress: Callable[[str], None] = print, isolate: bool = True) -> dict:
     """Run the whole benchmark; returns a JSON-ready dict (see module docstring)."""
     from mdm.config import to_dict
     from mdm.nn.backbone import Backbone
@@ -152,7 +160,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
         params = {name: count_parameters(Backbone(cfg)) for name, cfg in variants.items()}
 
     progress(f"measuring fp32 matmul peak ({threads} threads)")
-    peak = _in_subprocess(_matmul_job, 2048, threads)
+    peak = _in_subprocess(_matmul_job, 2048, threads, isolate=isolate)
     result: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
                     "torch": torch.__version__, "matmul_fp32_gflops": peak.get("gflops")},
@@ -168,7 +176,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
                     result["backbone"][name][str(length)] = {"skipped": f"predicted {predicted:.0f}s > {max_seconds}s"}
                     continue
             progress(f"{name} @ {length}")
-            r = _in_subprocess(_backbone_job, to_dict(cfg), length, threads, 0)
+            r = _in_subprocess(_backbone_job, to_dict(cfg), length, threads, 0, isolate=isolate)
             if "seconds" in r:
                 r["flops_per_token"] = backbone_flops_per_token(cfg, length)
                 last = (length, r["seconds"])
@@ -179,7 +187,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
     for length in lengths:
         progress(f"ssd @ {length}")
         chunked = _in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state, mamba.chunk_size,
-                                 threads, False)
+                                 threads, False, isolate=isolate)
         entry = {"chunked": chunked}
         if "seconds" in chunked:
             flops = length * ssd_flops_per_token(n_heads, mamba.head_dim, 1, mamba.d_state, mamba.chunk_size)
@@ -188,7 +196,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
                 chunked["share_of_matmul_peak"] = chunked["gflops"] / peak["gflops"]
         if length <= ref_max_length:
             entry["sequential"] = _in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state,
-                                                 mamba.chunk_size, threads, True)
+                                                 mamba.chunk_size, threads, True, isolate=isolate)
         result["ssd"][str(length)] = entry
     result["summary"] = summarize(result)
     return result

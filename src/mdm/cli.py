@@ -69,7 +69,7 @@ def cmd_bench_backbone(args: argparse.Namespace) -> int:
     kwargs = {"lengths": lengths} if lengths else {}
     result = bench_backbone(config.backbone, threads=args.threads, max_seconds=args.max_seconds,
                             ref_max_length=args.ref_max_length, progress=lambda m: print(m, file=sys.stderr),
-                            **kwargs)
+                            isolate=not args.in_process, **kwargs)
     (out / "backbone.json").write_text(json.dumps(result, indent=2))
     table = format_table(result)
     (out / "backbone.md").write_text(table + "\n")
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest length at which to time the sequential SSD reference")
     p.add_argument("--out", default="bench-results", help="folder for backbone.json / .md / .png")
     p.add_argument("--plot", action="store_true", help="also write backbone.png")
+    p.add_argument("--in-process", action="store_true",
+                   help="measure in this process instead of one fresh process per measurement (faster; memory "
+                        "figures then include earlier measurements)")
     p.set_defaults(func=cmd_bench_backbone)
     return parser
 

@@ -23,24 +23,39 @@ def ssd_flops_per_token(n_heads: int, head_dim: int, n_groups: int, d_state: int
     return cb + intra + states + readout
 
 
-def block_flops_per_token(config: BackboneConfig, seq_len: int) -> int:
-    """Matmul (and convolution) FLOPs of one block per position, at sequence length ``seq_len``."""
+def ssd_padded_length(length: int, chunk_size: int, segment_len: int, ssd_segment_len: int = 2048) -> int:
+    """Positions the chunked SSD really computes for ``length`` inputs: a block runs
+    segments of ``segment_len``, the scan splits those into segments of
+    ``ssd_segment_len`` (rounded down to whole chunks), and pads each to whole chunks."""
+    inner = max(ssd_segment_len - ssd_segment_len % chunk_size, chunk_size)
+    total = 0
+    for start in range(0, length, segment_len):
+        outer = min(segment_len, length - start)
+        for s in range(0, outer, inner):
+            n = min(inner, outer - s)
+            total += -(-n // chunk_size) * chunk_size
+    return total
+
+
+def block_flops_per_token(config: BackboneConfig, seq_len: int) -> float:
+    """Matmul (and convolution) FLOPs of one block per position, at sequence length ``seq_len``
+    (padding of the last SSD chunk included, so it may be fractional)."""
     d = config.d_model
     if config.kind is BackboneKind.MAMBA2:
         d_inner = config.expand * d
         n_heads = d_inner // config.head_dim
         in_proj = d * (2 * d_inner + 2 * config.n_groups * config.d_state + n_heads)
         conv = (d_inner + 2 * config.n_groups * config.d_state) * config.d_conv
-        ssd = ssd_flops_per_token(n_heads, config.head_dim, config.n_groups, config.d_state,
-                                  min(config.chunk_size, seq_len))
-        return 2 * (in_proj + d_inner * d + conv) + ssd
+        ssd = ssd_flops_per_token(n_heads, config.head_dim, config.n_groups, config.d_state, config.chunk_size)
+        padded = ssd_padded_length(seq_len, config.chunk_size, config.segment_len)
+        return 2 * (in_proj + d_inner * d + conv) + ssd * padded / seq_len
     hidden = int(d * config.mlp_ratio)
     linear = 3 * d * d + d * d + 2 * d * hidden
     attention = 4 * seq_len * d  # Q K^T and A V
     return 2 * linear + attention
 
 
-def backbone_flops_per_token(config: BackboneConfig, seq_len: int) -> int:
+def backbone_flops_per_token(config: BackboneConfig, seq_len: int) -> float:
     """All blocks plus the long-skip projections, per position (embeddings and adaLN excluded)."""
     skips = (config.n_layers // 2) * 2 * (2 * config.d_model * config.d_model) if config.long_skips else 0
     return config.n_layers * block_flops_per_token(config, seq_len) + skips
