@@ -128,7 +128,8 @@ def _enum(cls: type[Enum], value: Any, where: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix: str = "") -> T:
     """Build dataclass ``cls`` from nested dicts, rejecting unknown keys and wrong types by name."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix or 'the top level'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the top level'} must be a mapping, "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

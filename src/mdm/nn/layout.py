@@ -181,9 +181,10 @@ class SequenceLayout:
         """Noise level of every position (b, L): content positions their own, the rest of a
         segment its segment's, CLS and global pads 0."""
         b = content_t.shape[0]
-        t = segment_t.new_zeros(b, self.length)
+        dtype = torch.promote_types(torch.promote_types(content_t.dtype, segment_t.dtype), torch.float32)
+        t = torch.zeros(b, self.length, dtype=dtype, device=content_t.device)
         inside = self.segment_of >= 0
-        t[:, inside] = segment_t[:, self.segment_of[inside]]
+        t[:, inside] = segment_t[:, self.segment_of[inside]].to(dtype)
         t[:, self.content_positions] = content_t.to(t.dtype)
         return t
 

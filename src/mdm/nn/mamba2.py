@@ -49,7 +49,7 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
         dtype = y.dtype
-        y = (y * F.silu(z)).float()
+        y = (y * F.silu(z)).to(torch.promote_types(dtype, torch.float32))  # at least fp32, float64 kept
         y = y.unflatten(-1, (-1, self.group_size))
         y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * y.flatten(-2).to(dtype)
@@ -122,6 +122,12 @@ class Mamba2Mixer(nn.Module):
             raise ValueError(f"Mamba2Mixer: expected input (batch, length, {self.d_model}), got {tuple(u.shape)}")
         b, l, _ = u.shape
         g, n, k = self.n_groups, self.d_state, self.d_conv
+        if l == 0:  # nothing to scan: the state passes through unchanged
+            if state is None:
+                conv_dim = self.d_inner + 2 * g * n
+                state = MixerState(u.new_zeros(b, conv_dim, k - 1), u.new_zeros(b, self.n_heads, self.head_dim, n))
+            out = u.new_zeros(b, 0, self.d_model)
+            return (out, state) if return_state else out
         z, xBC, dt = torch.split(self.in_proj(u), [self.d_inner, self.d_inner + 2 * g * n, self.n_heads], dim=-1)
         # Causal depthwise conv: the last d_conv - 1 inputs of the previous segment
         # (zeros at the start) stand in for the left padding.
@@ -169,10 +175,10 @@ class MambaBlock(nn.Module):
 
     def forward(self, h: Tensor, modulation: Tensor, levels: Tensor) -> Tensor:
         modulation = modulation + self.modulation_table
-        out, state = [], None
+        out, state = [h[:, :0]] if h.shape[1] == 0 else [], None
         for start in range(0, h.shape[1], self.segment_len):
             h_seg = h[:, start:start + self.segment_len]
             shift, scale, gate = modulation[levels[:, start:start + self.segment_len]].unbind(-2)
             y, state = self.mixer(modulate(self.norm(h_seg), shift, scale), state, return_state=True)
             out.append(torch.addcmul(h_seg, gate, y))
-        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+        return torch.cat(out, dim=1) if len(out) != 1 else out[0]

@@ -1,0 +1,276 @@
+"""SentencePiece unigram tokenizer for MDM's text states (arXiv 2510.13253, Appendix D).
+
+Appendix D trains one SentencePiece model offline, before MDM itself::
+
+    spm.SentencePieceTrainer.train(input=..., model_type="unigram", vocab_size=32000,
+                                   character_coverage=0.9995, input_sentence_size=1000000,
+                                   shuffle_input_sentence=True, num_threads=8)
+
+:class:`TextTokenizer` wraps exactly that, with the special ids MDM relies on
+fixed by the trainer options rather than left to SentencePiece's defaults (which
+disable padding), so that every checkpoint agrees on them:
+
+=====  ===  =====================================================================
+name   id   use
+=====  ===  =====================================================================
+pad    0    right padding of a text segment to ``text_len`` ("token completion")
+unk    1    characters outside the model's ``character_coverage``
+bos    2    available to users; MDM's layout has its own learned BEGIN token, so
+            :meth:`TextTokenizer.encode_fixed` does not prepend it
+eos    3    end of the real text inside a fixed-length segment; decoding stops here
+=====  ===  =====================================================================
+
+No mask id is defined: MDM's text diffusion is Gaussian noise on latents of the
+states (DESIGN.md §2.1), not an absorbing-state process, so nothing needs one.
+
+The model lives in one file, ``tokenizer.model``, so it can sit in a checkpoint
+folder beside the weights; ``tokenizer.vocab`` (piece and log-probability per
+line, as SentencePiece writes it) is saved next to it for people, never read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+from torch import Tensor
+
+PAD_ID = 0
+UNK_ID = 1
+BOS_ID = 2
+EOS_ID = 3
+MODEL_FILENAME = "tokenizer.model"
+VOCAB_FILENAME = "tokenizer.vocab"
+
+
+def _corpus_lines(corpus: Sequence[str] | str | os.PathLike[str]) -> tuple[list[str], str]:
+    """The corpus as a list of non-blank lines, and a name for it in error messages.
+
+    A path is read as Appendix D's line-separated corpus file; a list of strings is
+    split on newlines the same way, so both inputs mean the same thing.
+    """
+    if isinstance(corpus, (str, os.PathLike)):
+        path = Path(corpus)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer corpus file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        name = str(path)
+    else:
+        if not all(isinstance(s, str) for s in corpus):
+            raise TypeError("corpus must be a path or a list of str")
+        text = "\n".join(corpus)
+        name = f"<list of {len(corpus)} strings>"
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"tokenizer corpus {name} is empty (no non-blank line to train on)")
+    return lines, name
+
+
+class TextTokenizer:
+    """A SentencePiece model with MDM's fixed special ids (see the module docstring).
+
+    Build one with :meth:`train` or :meth:`load`. Characters the model does not
+    cover become ``unk``; each new such character is warned about once per
+    tokenizer and counted in :attr:`oov_counts` (instance state, one per
+    DataLoader worker), and ``strict=True`` raises instead, naming them.
+    """
+
+    pad_id = PAD_ID
+    unk_id = UNK_ID
+    bos_id = BOS_ID
+    eos_id = EOS_ID
+
+    def __init__(self, model_proto: bytes, source: str = "<memory>") -> None:
+        self._proto = bytes(model_proto)
+        self.source = source
+        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        found = {
+            "pad": self._sp.pad_id(),
+            "unk": self._sp.unk_id(),
+            "bos": self._sp.bos_id(),
+            "eos": self._sp.eos_id(),
+        }
+        wanted = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
+        if found != wanted:
+            raise ValueError(
+                f"SentencePiece model {source} has special ids {found}, but MDM needs {wanted}; "
+                "retrain it with TextTokenizer.train"
+            )
+        self.oov_counts: Counter[str] = Counter()
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        corpus: Sequence[str] | str | os.PathLike[str],
+        vocab_size: int,
+        out_dir: str | os.PathLike[str] | None = None,
+        *,
+        character_coverage: float = 0.9995,
+        model_type: str = "unigram",
+        hard_vocab_limit: bool = False,
+        input_sentence_size: int = 1_000_000,
+        shuffle_input_sentence: bool = True,
+        num_threads: int | None = None,
+        max_sentence_length: int = 16384,
+    ) -> TextTokenizer:
+        """Train offline on ``corpus`` (a line-per-sentence file or a list of strings).
+
+        Options default to Appendix D. ``hard_vocab_limit=False`` (SentencePiece's
+        soft limit) lets a small corpus yield fewer pieces than ``vocab_size``
+        instead of failing; a :class:`UserWarning` then names both sizes, and the
+        model's embedding table should use :attr:`vocab_size`, not the request.
+        With ``hard_vocab_limit=True`` that case is a ``ValueError``.
+        ``max_sentence_length`` (bytes) is raised from SentencePiece's 4192 because
+        chat turns are long and SentencePiece would skip them silently.
+        If ``out_dir`` is given the model is saved there (:meth:`save`).
+        """
+        if vocab_size <= 4:
+            raise ValueError(f"vocab_size must exceed the 4 special ids, got {vocab_size}")
+        lines, name = _corpus_lines(corpus)
+        writer = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines),
+                model_writer=writer,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=character_coverage,
+                input_sentence_size=input_sentence_size,
+                shuffle_input_sentence=shuffle_input_sentence,
+                num_threads=num_threads or min(8, os.cpu_count() or 1),
+                max_sentence_length=max_sentence_length,
+                hard_vocab_limit=hard_vocab_limit,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                minloglevel=2,  # SentencePiece logs every EM step to stderr otherwise
+            )
+        except RuntimeError as err:
+            if "Vocabulary size too high" in str(err):
+                raise ValueError(
+                    f"corpus {name} ({len(lines)} lines) cannot support vocab_size={vocab_size}: {err}. "
+                    "Use a smaller vocab_size, a more varied corpus, or hard_vocab_limit=False"
+                ) from err
+            raise
+        tokenizer = cls(writer.getvalue(), source=f"trained on {name}")
+        if tokenizer.vocab_size < vocab_size:
+            warnings.warn(
+                f"corpus {name} supports only {tokenizer.vocab_size} pieces; asked for {vocab_size}",
+                stacklevel=2,
+            )
+        if out_dir is not None:
+            tokenizer.save(out_dir)
+        return tokenizer
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TextTokenizer:
+        """Load from a folder holding ``tokenizer.model`` or from a ``.model`` file itself."""
+        path = Path(path)
+        file = path / MODEL_FILENAME if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"tokenizer model not found: {file}")
+        return cls(file.read_bytes(), source=str(file))
+
+    def save(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Write ``tokenizer.model`` (and a readable ``tokenizer.vocab``) into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model_file = out / MODEL_FILENAME
+        model_file.write_bytes(self._proto)
+        vocab = "".join(
+            f"{self._sp.id_to_piece(i)}\t{self._sp.get_score(i):g}\n" for i in range(self.vocab_size)
+        )
+        (out / VOCAB_FILENAME).write_text(vocab, encoding="utf-8")
+        return model_file
+
+    # -- pickling (DataLoader workers): the processor is rebuilt from the model bytes --
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"proto": self._proto, "source": self.source, "oov_counts": self.oov_counts}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["proto"], source=state["source"])  # type: ignore[misc, arg-type]
+        self.oov_counts = state["oov_counts"]  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TextTokenizer) and self._proto == other._proto
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (oov_counts); equality is by model
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
+
+    # -- encoding -------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of states, special ids included (the size of MDM's text embedding table)."""
+        return self._sp.get_piece_size()
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(i)
+
+    def _encode_checked(self, text: str, strict: bool) -> list[int]:
+        ids: list[int] = self._sp.encode(text)
+        if UNK_ID not in ids:
+            return ids
+        # Pieces carry the (normalised) surface of unknown spans; "▁" marks a word start.
+        pieces: list[str] = self._sp.encode(text, out_type=str)
+        chars = [c for i, p in zip(ids, pieces) if i == UNK_ID for c in p.replace("▁", "")]
+        unknown = sorted(set(chars))
+        if strict:
+            raise ValueError(f"characters outside the tokenizer's coverage: {unknown} in {text!r}")
+        new = [c for c in unknown if c not in self.oov_counts]
+        self.oov_counts.update(chars)
+        if new:
+            warnings.warn(f"characters outside the tokenizer's coverage map to unk: {new}", stacklevel=3)
+        return ids
+
+    def encode(self, text: str, *, strict: bool = False) -> list[int]:
+        """Token ids of ``text``, without bos/eos."""
+        return self._encode_checked(text, strict)
+
+    def encode_fixed(self, text: str, length: int, *, strict: bool = False) -> tuple[Tensor, int]:
+        """``(ids, n_real)``: ``text`` + eos, right-padded with pad to ``length``.
+
+        ``n_real`` counts the non-pad ids (eos included), so an absent segment can be
+        told from an empty string (0 vs 1). Too long a text is truncated with a
+        warning naming both lengths; eos is kept as the last id so every segment
+        ends the same way and :meth:`decode` finds its end.
+        """
+        if length < 1:
+            raise ValueError(f"length must be >= 1 (room for eos), got {length}")
+        ids = self._encode_checked(text, strict) + [EOS_ID]
+        if len(ids) > length:
+            warnings.warn(
+                f"text of {len(ids)} tokens (eos included) truncated to {length}: {text[:40]!r}...",
+                stacklevel=2,
+            )
+            ids = ids[: length - 1] + [EOS_ID]
+        n_real = len(ids)
+        out = torch.full((length,), PAD_ID, dtype=torch.long)
+        out[:n_real] = torch.tensor(ids, dtype=torch.long)
+        return out, n_real
+
+    def decode(self, ids: Iterable[int] | Tensor) -> str:
+        """Text of ``ids``, stopping at the first eos and ignoring pad and bos.
+
+        Stopping at eos is what a sampler wants: positions after it are padding
+        the model filled in. Ids outside the vocabulary are an error.
+        """
+        seq = ids.tolist() if isinstance(ids, Tensor) else [int(i) for i in ids]
+        if EOS_ID in seq:
+            seq = seq[: seq.index(EOS_ID)]
+        bad = [i for i in seq if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"ids outside the vocabulary [0, {self.vocab_size}): {bad[:10]}")
+        return self._sp.decode([i for i in seq if i not in (PAD_ID, BOS_ID)])

@@ -1,0 +1,212 @@
+"""Configs (mdm.config): presets, YAML files, overrides, and errors that name what is wrong."""
+
+import dataclasses
+import re
+
+import pytest
+import torch
+
+from mdm.config import (PRESETS, BackboneConfig, BackboneKind, ConfigError, LayoutConfig, MDMConfig, apply_overrides,
+                        from_dict, load_config, save_config, to_dict)
+from mdm.nn.ssd import Discretization
+
+BACKBONE_KEYS = sorted(f.name for f in dataclasses.fields(BackboneConfig))
+
+
+def write(tmp_path, text: str, name: str = "config.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- presets
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_loads(preset):
+    config = load_config(preset)
+    assert isinstance(config, MDMConfig)
+    assert config.name == preset
+    assert isinstance(config.backbone.kind, BackboneKind)
+    assert isinstance(config.backbone.discretization, Discretization)
+    assert config.backbone.d_model % config.backbone.head_dim == 0
+
+
+def test_tiny_preset_values():
+    config = load_config("tiny")
+    assert (config.backbone.d_model, config.backbone.n_layers, config.backbone.scan_patterns) == (32, 4, "1234/12")
+    assert config.layout.image_grid == (4, 4)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_to_dict_from_dict_round_trip(preset):
+    config = load_config(preset)
+    data = to_dict(config)
+    assert data["backbone"]["kind"] == config.backbone.kind.value  # plain values, not enums
+    assert from_dict(MDMConfig, data) == config
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_save_load_round_trip(tmp_path, preset):
+    config = load_config(preset)
+    path = tmp_path / f"{preset}.yaml"
+    save_config(config, path)
+    assert load_config(path) == config
+    assert load_config(str(path)) == config
+
+
+# --------------------------------------------------------------------------- overrides
+
+def test_overrides():
+    config = load_config("tiny", ["backbone.d_model=64", "backbone.kind=transformer", "name=mine",
+                                  "backbone.mlp_ratio=2", "layout.text_len=9"])
+    assert config.backbone.d_model == 64
+    assert config.backbone.kind is BackboneKind.TRANSFORMER
+    assert config.name == "mine"
+    assert config.backbone.mlp_ratio == 2.0 and isinstance(config.backbone.mlp_ratio, float)
+    assert config.layout.text_len == 9
+    assert load_config("tiny").backbone.d_model == 32  # the preset is untouched
+
+
+def test_apply_overrides_returns_a_copy():
+    config = load_config("tiny")
+    changed = apply_overrides(config, ["backbone.n_layers=2"])
+    assert changed.backbone.n_layers == 2 and config.backbone.n_layers == 4
+
+
+def test_override_without_equals_raises():
+    with pytest.raises(ConfigError, match=r"override 'backbone.d_model' must look like section.key=value"):
+        load_config("tiny", ["backbone.d_model"])
+
+
+def test_override_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'backbone.width'; valid keys here: .*d_model"):
+        load_config("tiny", ["backbone.width=3"])
+    with pytest.raises(ConfigError, match=r"'decoder' is not a config section; sections: backbone, layout"):
+        load_config("tiny", ["decoder.width=3"])
+
+
+def test_override_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"backbone.n_layers must be int, got 'abc'"):
+        load_config("tiny", ["backbone.n_layers=abc"])
+
+
+# --------------------------------------------------------------------------- YAML files and their errors
+
+def test_user_file_loads(tmp_path):
+    path = write(tmp_path, "name: mine\nbackbone:\n  d_model: 64\n  kind: transformer\n")
+    config = load_config(path)
+    assert config.name == "mine" and config.backbone.d_model == 64
+    assert config.backbone.kind is BackboneKind.TRANSFORMER
+    assert config.backbone.n_layers == BackboneConfig().n_layers  # unspecified keys keep defaults
+
+
+def test_unknown_key_names_file_key_and_valid_keys(tmp_path):
+    path = write(tmp_path, "backbone:\n  d_model: 64\n  n_layer: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "backbone.n_layer" in message
+    assert "valid keys in backbone: " + ", ".join(BACKBONE_KEYS) in message
+
+
+def test_unknown_top_level_section(tmp_path):
+    path = write(tmp_path, "training:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: unknown key\(s\) training; "
+                                          r"valid keys in the top level: backbone, layout, name"):
+        load_config(path)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    path = write(tmp_path, "backbone:\n  n_layers: abc\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: backbone.n_layers must be int, got 'abc'"):
+        load_config(path)
+    path = write(tmp_path, "backbone:\n  long_skips: 3\n", "b.yaml")
+    with pytest.raises(ConfigError, match=r"backbone.long_skips must be bool"):
+        load_config(path)
+    path = write(tmp_path, "backbone:\n  n_layers: true\n", "c.yaml")  # bool is not an int here
+    with pytest.raises(ConfigError, match=r"backbone.n_layers must be int"):
+        load_config(path)
+
+
+def test_section_must_be_a_mapping(tmp_path):
+    path = write(tmp_path, "backbone: 3\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: backbone.* must be a mapping, got int"):
+        load_config(path)
+    path = write(tmp_path, "- 1\n- 2\n", "list.yaml")
+    with pytest.raises(ConfigError, match=r"the top level must be a mapping, got list"):
+        load_config(path)
+
+
+def test_section_error_names_the_key_cleanly():
+    with pytest.raises(ConfigError, match=r"^f.yaml: backbone must be a mapping, got int$"):
+        from_dict(MDMConfig, {"backbone": 3}, "f.yaml")
+
+
+def test_bad_enum_lists_valid_values(tmp_path):
+    path = write(tmp_path, "backbone:\n  kind: rnn\n")
+    with pytest.raises(ConfigError, match=r"backbone.kind: 'rnn' is not one of \['mamba2', 'transformer'\]"):
+        load_config(path)
+    path = write(tmp_path, "backbone:\n  discretization: rk4\n", "d.yaml")
+    with pytest.raises(ConfigError, match=r"backbone.discretization: 'rk4' is not one of \['zoh', 'euler'\]"):
+        load_config(path)
+
+
+def test_bad_scan_pattern_raises(tmp_path):
+    path = write(tmp_path, "backbone:\n  scan_patterns: 5/1\n")
+    with pytest.raises(ConfigError, match=r"backbone.scan_patterns: unknown scan pattern set '5/1'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="backbone.scan_patterns"):
+        load_config("tiny", ["backbone.scan_patterns=11/1"])
+
+
+def test_inconsistent_sizes_raise():
+    with pytest.raises(ConfigError, match="head_dim 24"):
+        load_config("tiny", ["backbone.head_dim=24"])
+    with pytest.raises(ConfigError, match="backbone.n_layers must be >= 1"):
+        load_config("tiny", ["backbone.n_layers=0"])
+    with pytest.raises(ConfigError, match="layout.image_size 18 must be a multiple"):
+        load_config("tiny", ["layout.image_size=18"])
+
+
+def test_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=rf"config file {re.escape(str(path))} does not exist"):
+        load_config(path)
+
+
+def test_unknown_name_lists_presets():
+    with pytest.raises(ConfigError, match=r"unknown config 'huge'.*tiny, small, base, paper-7b"):
+        load_config("huge")
+
+
+def test_malformed_yaml_raises(tmp_path):
+    path = write(tmp_path, "backbone:\n  d_model: [64\n  n_layers: 2\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: not valid YAML"):
+        load_config(path)
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == MDMConfig()
+
+
+def test_dataclass_defaults_are_valid():
+    assert BackboneConfig() == from_dict(BackboneConfig, {})
+    assert LayoutConfig().image_grid == (8, 8)
+
+
+# --------------------------------------------------------------------------- the paper's size
+
+def test_paper_7b_builds_on_meta_device():
+    from mdm.nn.backbone import Backbone
+
+    config = load_config("paper-7b").backbone
+    assert (config.d_model, config.n_layers) == (2048, 49)
+    with torch.device("meta"):
+        backbone = Backbone(config)
+    params = list(backbone.parameters())
+    assert all(p.is_meta for p in params)  # nothing allocated
+    assert all(b.is_meta for b in backbone.buffers())
+    n_params = sum(p.numel() for p in params)
+    assert n_params > 1e9
+    assert len(backbone.blocks) == 49 and len(backbone.skip_proj) == 24
