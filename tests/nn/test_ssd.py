@@ -233,3 +233,20 @@ def test_bad_input_names_the_argument(fn, case, mutate, exc, pattern):
 def test_bad_chunking_raises(chunk_size, segment_len):
     with pytest.raises(ValueError, match="chunk_size"):
         ssd_chunked(**_valid(), chunk_size=chunk_size, segment_len=segment_len)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the mamba_ssm kernel path needs a CUDA device")
+@pytest.mark.parametrize("discretization", ["zoh", "euler"])
+def test_cuda_dispatch_matches_cpu_chunked(discretization):
+    """On CUDA, `ssd` uses mamba_ssm's kernel when it imports (ZOH through a rescaled x); same answer as CPU."""
+    g = torch.Generator().manual_seed(0)
+    b, l, h, p, n = 2, 200, 4, 16, 16
+    x = torch.randn(b, l, h, p, generator=g)
+    dt = torch.nn.functional.softplus(torch.randn(b, l, h, generator=g) - 1)
+    A = -torch.rand(h, generator=g) - 0.5
+    B, C = torch.randn(b, l, 1, n, generator=g), torch.randn(b, l, 1, n, generator=g)
+    D = torch.randn(h, generator=g)
+    y_cpu, s_cpu = ssd_chunked(x, dt, A, B, C, D, discretization=discretization)
+    y_gpu, s_gpu = ssd(*(t.cuda() for t in (x, dt, A, B, C, D)), discretization=discretization)
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-3, atol=1e-3)  # TF32 / kernel ordering on GPU
+    torch.testing.assert_close(s_gpu.cpu(), s_cpu, rtol=1e-3, atol=1e-3)
