@@ -44,9 +44,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 PathLike = str | os.PathLike[str]
 
 
-# -- shared helpers ------------------------------------------------------------------
-
-
 def _existing(path: PathLike, kind: str, is_dir: bool = False) -> Path:
     p = Path(path)
     if not (p.is_dir() if is_dir else p.is_file()):
@@ -71,11 +68,19 @@ def _field(record: Any, key: str, path: Path, where: str) -> Any:
     return record[key]
 
 
+def _text(record: Any, key: str, path: Path, where: str) -> str:
+    """A string field, checked here so a bad record fails at construction, not mid-epoch."""
+    value = _field(record, key, path, where)
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: {where} field {key!r} is a {type(value).__name__}, expected a string")
+    return value
+
+
 def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if h < 1 or w < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
-    return int(h), int(w)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size}")
+    return int(size[0]), int(size[1])
 
 
 def load_image(path: PathLike, image_size: int | Sequence[int]) -> Tensor:
@@ -100,10 +105,14 @@ def load_image(path: PathLike, image_size: int | Sequence[int]) -> Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).clamp_(0.0, 1.0).contiguous()
 
 
-class _VerifiedImages:
-    """Eager image verification shared by the image datasets (see the module docstring)."""
+class _ImageDataset(Dataset[Sample]):
+    """What the image datasets share: eager verification (module docstring), ``items``, the skip count."""
 
+    items: list[Any]
     skipped_files: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.items)
 
     def _verify_images(self, paths: Iterable[Path], strict: bool, full_verify: bool, desc: str) -> set[Path]:
         paths = list(paths)
@@ -113,7 +122,7 @@ class _VerifiedImages:
         for path in tqdm(paths, desc=f"verifying {desc}", unit="img", disable=None if len(paths) > 1000 else True):
             try:
                 if not path.is_file():
-                    raise FileNotFoundError("file not found")
+                    raise FileNotFoundError(f"image not found: {path}")
                 with Image.open(path) as im:
                     if full_verify:
                         im.load()
@@ -121,7 +130,8 @@ class _VerifiedImages:
                         im.verify()
             except Exception as err:  # noqa: BLE001 - PIL raises many types on bad files
                 if strict:
-                    raise ValueError(f"corrupt or missing image {path}: {err}") from err
+                    kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+                    raise kind(f"corrupt or missing image {path}: {err}") from err
                 self.skipped_files.append((str(path), f"{type(err).__name__}: {err}"))
             else:
                 good.add(path)
@@ -143,7 +153,7 @@ class _VerifiedImages:
 # -- ImageNet-style class folders ------------------------------------------------------
 
 
-class ImageFolderDataset(_VerifiedImages, Dataset[Sample]):
+class ImageFolderDataset(_ImageDataset):
     """``root/<class_name>/<image>``; class names sorted give the label ids 0..C-1.
 
     Sorting makes the ids reproducible across machines (``os.listdir`` order is
@@ -151,15 +161,9 @@ class ImageFolderDataset(_VerifiedImages, Dataset[Sample]):
     extension are ignored (``.DS_Store``, ``README``), hidden folders too.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        image_size: int | Sequence[int],
-        *,
-        extensions: Sequence[str] = IMAGE_EXTENSIONS,
-        strict: bool = False,
-        full_verify: bool = False,
-    ) -> None:
+    def __init__(self, root: PathLike, image_size: int | Sequence[int], *,
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS, strict: bool = False,
+                 full_verify: bool = False) -> None:
         self.root = _existing(root, "image folder root", is_dir=True)
         self.image_size = _size_hw(image_size)
         self.class_names = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -177,9 +181,6 @@ class ImageFolderDataset(_VerifiedImages, Dataset[Sample]):
         good = self._verify_images((p for p, _ in items), strict, full_verify, str(self.root))
         self.items: list[tuple[Path, int]] = [(p, label) for p, label in items if p in good]
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, index: int) -> Sample:
         path, label = self.items[index]
         meta = {"path": str(path), "class_name": self.class_names[label]}
@@ -189,7 +190,7 @@ class ImageFolderDataset(_VerifiedImages, Dataset[Sample]):
 # -- COCO captions ---------------------------------------------------------------------
 
 
-class CocoCaptionsDataset(_VerifiedImages, Dataset[Sample]):
+class CocoCaptionsDataset(_ImageDataset):
     """COCO captions: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
 
     By default one Sample per image with every caption as a CAPTION segment (in
@@ -199,16 +200,8 @@ class CocoCaptionsDataset(_VerifiedImages, Dataset[Sample]):
     ``image_id`` is not among the images is an error: the files disagree.
     """
 
-    def __init__(
-        self,
-        annotations_json: PathLike,
-        images_dir: PathLike,
-        image_size: int | Sequence[int],
-        *,
-        per_caption: bool = False,
-        strict: bool = False,
-        full_verify: bool = False,
-    ) -> None:
+    def __init__(self, annotations_json: PathLike, images_dir: PathLike, image_size: int | Sequence[int], *,
+                 per_caption: bool = False, strict: bool = False, full_verify: bool = False) -> None:
         path = _existing(annotations_json, "COCO annotations file")
         self.images_dir = _existing(images_dir, "COCO images folder", is_dir=True)
         self.image_size = _size_hw(image_size)
@@ -223,13 +216,11 @@ class CocoCaptionsDataset(_VerifiedImages, Dataset[Sample]):
         pairs: list[tuple[int, str]] = []
         for i, rec in enumerate(annotations):
             image_id = _field(rec, "image_id", path, f"annotations record {i}")
-            caption = _field(rec, "caption", path, f"annotations record {i}")
+            caption = _text(rec, "caption", path, f"annotations record {i}").strip()
             if image_id not in files:
                 raise ValueError(f"{path}: annotations record {i} refers to image_id {image_id} not in 'images'")
-            if not isinstance(caption, str):
-                raise ValueError(f"{path}: annotations record {i} field 'caption' is not a string")
-            captions[image_id].append(caption.strip())
-            pairs.append((image_id, caption.strip()))
+            captions[image_id].append(caption)
+            pairs.append((image_id, caption))
         good = self._verify_images(files.values(), strict, full_verify, str(self.images_dir))
         self.files = files
         entries = pairs if per_caption else [(image_id, None) for image_id in files]
@@ -238,9 +229,6 @@ class CocoCaptionsDataset(_VerifiedImages, Dataset[Sample]):
             for image_id, text in entries
             if files[image_id] in good
         ]
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int) -> Sample:
         image_id, caps = self.items[index]
@@ -255,7 +243,7 @@ class CocoCaptionsDataset(_VerifiedImages, Dataset[Sample]):
 # -- VQAv2 -----------------------------------------------------------------------------
 
 
-class VQAv2Dataset(_VerifiedImages, Dataset[Sample]):
+class VQAv2Dataset(_ImageDataset):
     """VQAv2 questions (+ annotations) over COCO images; one Sample per question.
 
     ``texts`` = [QUESTION, ANSWER (the ``multiple_choice_answer``)] and
@@ -271,17 +259,9 @@ class VQAv2Dataset(_VerifiedImages, Dataset[Sample]):
     bad image (``strict=True`` raises).
     """
 
-    def __init__(
-        self,
-        questions_json: PathLike,
-        annotations_json: PathLike | None,
-        images_dir: PathLike,
-        image_size: int | Sequence[int],
-        *,
-        image_name: str | None = None,
-        strict: bool = False,
-        full_verify: bool = False,
-    ) -> None:
+    def __init__(self, questions_json: PathLike, annotations_json: PathLike | None, images_dir: PathLike,
+                 image_size: int | Sequence[int], *, image_name: str | None = None, strict: bool = False,
+                 full_verify: bool = False) -> None:
         qpath = _existing(questions_json, "VQAv2 questions file")
         apath = None if annotations_json is None else _existing(annotations_json, "VQAv2 annotations file")
         self.images_dir = _existing(images_dir, "VQAv2 images folder", is_dir=True)
@@ -303,8 +283,8 @@ class VQAv2Dataset(_VerifiedImages, Dataset[Sample]):
                     raise ValueError(f"{apath}: {where} field 'answers' is not a non-empty list")
                 answers_by_qid[qid] = {
                     "image_id": _field(rec, "image_id", apath, where),
-                    "answer": _field(rec, "multiple_choice_answer", apath, where),
-                    "answers": [_field(a, "answer", apath, f"{where} answer {j}") for j, a in enumerate(human)],
+                    "answer": _text(rec, "multiple_choice_answer", apath, where),
+                    "answers": [_text(a, "answer", apath, f"{where} answer {j}") for j, a in enumerate(human)],
                     "answer_type": rec.get("answer_type"),
                 }
 
@@ -314,7 +294,7 @@ class VQAv2Dataset(_VerifiedImages, Dataset[Sample]):
             entry = {
                 "question_id": _field(rec, "question_id", qpath, where),
                 "image_id": _field(rec, "image_id", qpath, where),
-                "question": _field(rec, "question", qpath, where),
+                "question": _text(rec, "question", qpath, where),
             }
             if apath is not None:
                 ann = answers_by_qid.get(entry["question_id"])
@@ -334,11 +314,9 @@ class VQAv2Dataset(_VerifiedImages, Dataset[Sample]):
 
     def _image_path(self, image_id: int) -> Path:
         """The first existing of the pattern and the two fallbacks (else the pattern, reported missing)."""
-        names = [self.image_name.format(image_id=image_id), f"{image_id:012d}.jpg", f"{image_id}.jpg"]
-        return next((self.images_dir / n for n in names if (self.images_dir / n).is_file()), self.images_dir / names[0])
-
-    def __len__(self) -> int:
-        return len(self.items)
+        paths = [self.images_dir / n for n in (self.image_name.format(image_id=image_id),
+                                               f"{image_id:012d}.jpg", f"{image_id}.jpg")]
+        return next((p for p in paths if p.is_file()), paths[0])
 
     def __getitem__(self, index: int) -> Sample:
         r = self.items[index]
@@ -396,11 +374,9 @@ class ChatJsonlDataset(Dataset[Sample]):
             segments = []
             for i, msg in enumerate(record["messages"]):
                 role = _field(msg, "role", self.path, f"record {index} (line {lineno}) message {i}")
-                content = _field(msg, "content", self.path, f"record {index} (line {lineno}) message {i}")
+                content = _text(msg, "content", self.path, f"record {index} (line {lineno}) message {i}")
                 if role not in _CHAT_ROLES:
                     raise ValueError(f"{where}: message {i} has role {role!r}, expected one of {list(_CHAT_ROLES)}")
-                if not isinstance(content, str):
-                    raise ValueError(f"{where}: message {i} field 'content' is not a string")
                 segments.append(TextSegment(_CHAT_ROLES[role], content))
         elif "data" in record:
             turns = record["data"]

@@ -36,6 +36,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 import torch
@@ -49,27 +50,29 @@ MODEL_FILENAME = "tokenizer.model"
 VOCAB_FILENAME = "tokenizer.vocab"
 
 
-def _corpus_lines(corpus: Sequence[str] | str | os.PathLike[str]) -> tuple[list[str], str]:
-    """The corpus as a list of non-blank lines, and a name for it in error messages.
+def _corpus_input(corpus: Sequence[str] | str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """SentencePiece trainer options feeding ``corpus``, and a name for it in error messages.
 
-    A path is read as Appendix D's line-separated corpus file; a list of strings is
-    split on newlines the same way, so both inputs mean the same thing.
+    A path is Appendix D's line-separated corpus file and is handed to SentencePiece
+    as is (it samples ``input_sentence_size`` lines itself, so a corpus of many GB is
+    never read into Python); it is only scanned up to its first non-blank line to
+    reject an empty file by name. A list of strings is split on newlines the same way.
     """
     if isinstance(corpus, (str, os.PathLike)):
         path = Path(corpus)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer corpus file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-        name = str(path)
-    else:
-        if not all(isinstance(s, str) for s in corpus):
-            raise TypeError("corpus must be a path or a list of str")
-        text = "\n".join(corpus)
-        name = f"<list of {len(corpus)} strings>"
-    lines = [line for line in text.splitlines() if line.strip()]
+        with path.open(encoding="utf-8") as f:
+            if not any(line.strip() for line in f):
+                raise ValueError(f"tokenizer corpus {path} is empty (no non-blank line to train on)")
+        return {"input": str(path)}, str(path)
+    if not all(isinstance(s, str) for s in corpus):
+        raise TypeError("corpus must be a path or a list of str")
+    lines = [line for text in corpus for line in text.splitlines() if line.strip()]
+    name = f"<list of {len(corpus)} strings>"
     if not lines:
         raise ValueError(f"tokenizer corpus {name} is empty (no non-blank line to train on)")
-    return lines, name
+    return {"sentence_iterator": iter(lines)}, name
 
 
 class TextTokenizer:
@@ -89,7 +92,10 @@ class TextTokenizer:
     def __init__(self, model_proto: bytes, source: str = "<memory>") -> None:
         self._proto = bytes(model_proto)
         self.source = source
-        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        except RuntimeError as err:
+            raise ValueError(f"{source} is not a SentencePiece model: {err}") from err
         found = {
             "pad": self._sp.pad_id(),
             "unk": self._sp.unk_id(),
@@ -134,11 +140,11 @@ class TextTokenizer:
         """
         if vocab_size <= 4:
             raise ValueError(f"vocab_size must exceed the 4 special ids, got {vocab_size}")
-        lines, name = _corpus_lines(corpus)
+        source, name = _corpus_input(corpus)
         writer = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines),
+                **source,
                 model_writer=writer,
                 vocab_size=vocab_size,
                 model_type=model_type,
@@ -157,7 +163,7 @@ class TextTokenizer:
         except RuntimeError as err:
             if "Vocabulary size too high" in str(err):
                 raise ValueError(
-                    f"corpus {name} ({len(lines)} lines) cannot support vocab_size={vocab_size}: {err}. "
+                    f"corpus {name} cannot support vocab_size={vocab_size}: {err}. "
                     "Use a smaller vocab_size, a more varied corpus, or hard_vocab_limit=False"
                 ) from err
             raise
