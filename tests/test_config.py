@@ -113,7 +113,7 @@ def test_unknown_key_names_file_key_and_valid_keys(tmp_path):
 def test_unknown_top_level_section(tmp_path):
     path = write(tmp_path, "training:\n  lr: 1\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: unknown key\(s\) training; "
-                                          r"valid keys in the top level: backbone, layout, name"):
+                                          r"valid keys in the top level: backbone, diffusion, layout, name, vae"):
         load_config(path)
 
 

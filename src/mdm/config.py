@@ -106,12 +106,52 @@ class LayoutConfig:
 
 
 @dataclass
+class VAEConfig:
+    """The unified VAE (Sec 4.1, Eq. 15-17; DESIGN.md §1.2)."""
+
+    d_latent: int = 16
+    d_hidden: int = 128
+    beta: float = 1e-3  # KL weight (Eq. 17, 18)
+    detach_latents: bool = True  # the diffusion loss does not flow into the VAE (REPA-E); False to measure
+
+    def __post_init__(self) -> None:
+        if self.d_latent < 1 or self.d_hidden < 1 or self.beta < 0:
+            raise ConfigError("vae: d_latent and d_hidden must be >= 1 and beta >= 0")
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise schedules, objective and training mixture of noise levels (DESIGN.md §1.4, §2, §3)."""
+
+    num_train_timesteps: int = 1000
+    text_schedule: str = "squaredcos_cap_v2"
+    image_schedule: str = "linear"
+    analytic_offset: bool = False  # add the Gaussian log-likelihood to the learned logits (measured: off)
+    se_weight: float = 1.0  # lambda of Eq. 18
+    per_position_t_prob: float = 0.5  # share of noised segments trained with an independent t per position
+    cond_dropout: float = 0.1  # classifier-free guidance: drop the class / condition segments
+
+    def __post_init__(self) -> None:
+        from mdm.diffusion.schedule import BetaSchedule
+
+        for name in ("text_schedule", "image_schedule"):
+            _enum(BetaSchedule, getattr(self, name), f"diffusion.{name}")
+        for name in ("per_position_t_prob", "cond_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.num_train_timesteps < 2:
+            raise ConfigError("diffusion.num_train_timesteps must be >= 2")
+
+
+@dataclass
 class MDMConfig:
-    """Everything that defines a model. Sections grow with the library (VAE, diffusion, training)."""
+    """Everything that defines a model. Sections grow with the library (training, data)."""
 
     name: str = "custom"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
 PRESETS = ("tiny", "small", "base", "paper-7b")

@@ -1,0 +1,155 @@
+"""MDM's diffusion over a multimodal sequence: noising per segment, the total loss (Eq. 18), the denoiser.
+
+A batch is a list of :class:`Segment`: each is either a *target* (noised, to be
+predicted) or a *condition* (clean, ``tau = 0``). Which segments are targets is
+the task: caption clean + image noised is text->image, both noised is joint
+generation, and so on (DESIGN.md §4) -- one model learns them all.
+
+Noise levels per segment (DESIGN.md §1.3, §3): a target segment draws one
+timestep for all its positions, or -- with probability ``per_position_t_prob`` --
+one per position with a random share of positions left clean. The second kind
+teaches the model the inputs multi-step selection produces at sampling time
+(committed positions fed back clean at ``tau = 0`` beside noisy ones).
+
+Classifier-free guidance: with probability ``cond_dropout`` a sample's class
+becomes the null class and its condition segments are replaced by pure noise at
+the last level -- the unconditional model is the joint model that has not yet
+seen the condition, so no extra "null" tokens are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mdm.config import DiffusionConfig, VAEConfig
+from mdm.diffusion.objective import gaussian_offset, score_entropy_onehot
+from mdm.diffusion.schedule import NoiseSchedule
+from mdm.nn.layout import Modality, SegmentSpec, SequenceLayout
+from mdm.nn.network import MDMNetwork
+
+
+@dataclass
+class Segment:
+    """One segment of a batch: its shape, its clean states, and whether it is generated (a target)."""
+
+    spec: SegmentSpec
+    states: Tensor | None  # (b, n) long; None for a target at sampling time
+    target: bool
+
+    def __post_init__(self) -> None:
+        if self.states is not None:
+            n = self.spec.n_content
+            if self.states.dim() != 2 or self.states.shape[1] != n:
+                raise ValueError(f"Segment: {self.spec.modality.value} states must be (batch, {n}), got "
+                                 f"{tuple(self.states.shape)}")
+            if self.states.dtype != torch.long:
+                raise TypeError(f"Segment: states must be torch.long ids, got {self.states.dtype}")
+        elif not self.target:
+            raise ValueError("Segment: a condition (target=False) needs its states")
+
+
+class MultimodalDiffusion:
+    """Schedules per modality plus the training loss and the denoiser of an :class:`MDMNetwork`."""
+
+    def __init__(self, config: DiffusionConfig, vae_config: VAEConfig) -> None:
+        self.config, self.vae_config = config, vae_config
+        self.schedules = {Modality.TEXT: NoiseSchedule(config.text_schedule, config.num_train_timesteps),
+                          Modality.IMAGE: NoiseSchedule(config.image_schedule, config.num_train_timesteps)}
+        self.T = config.num_train_timesteps
+
+    # ------------------------------------------------------------------ denoiser
+    def logits(self, network: MDMNetwork, z: Tensor, tau: Tensor, segment_tau: Tensor, layout: SequenceLayout,
+               class_labels: Tensor | None = None, guidance_scale: float = 1.0,
+               uncond: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None) -> list[Tensor]:
+        """The network's logits per segment, guided and offset as configured.
+
+        Guidance (DESIGN.md §3) mixes the learned logits ``l_u + w (l_c - l_u)``;
+        ``uncond`` = (z, tau, segment_tau, class_labels) of the unconditional input.
+        The analytic Gaussian offset is added after guidance (it is the same for both).
+        """
+        out = network(z, tau, segment_tau, layout, class_labels)
+        if guidance_scale != 1.0:
+            if uncond is None:
+                raise ValueError("guidance_scale != 1 needs the unconditional input")
+            out_u = network(*uncond[:3], layout, uncond[3])
+            out = [lu + guidance_scale * (lc - lu) for lc, lu in zip(out, out_u)]
+        if self.config.analytic_offset:
+            out = [self._offset(network, lg, z[:, seg.content], tau[:, seg.content], seg.spec.modality)
+                   for lg, seg in zip(out, layout.segments)]
+        return out
+
+    def _offset(self, network: MDMNetwork, logits: Tensor, z: Tensor, tau: Tensor, modality: Modality) -> Tensor:
+        noisy = tau > 0
+        t = (tau.round().long() - 1).clamp(min=0)
+        alpha_bar = self.schedules[modality].alpha_bar(t)
+        offset = gaussian_offset(z, network.vae.candidates(modality).detach(), alpha_bar)
+        return logits + torch.where(noisy[..., None], offset, torch.zeros_like(offset))
+
+    # ------------------------------------------------------------------ training
+    def training_losses(self, network: MDMNetwork, segments: list[Segment], class_labels: Tensor | None = None,
+                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Eq. 18: ``L = L_rec_img + L_rec_txt + beta L_KL + lambda L_se``, each term returned (and 'loss')."""
+        if not any(s.target for s in segments):
+            raise ValueError("training_losses: at least one segment must be a target")
+        layout = network.make_layout([s.spec for s in segments])
+        device = next(network.parameters()).device
+        b = segments[0].states.shape[0]
+        cfg, T = self.config, self.T
+        rnd = lambda *shape: torch.rand(*shape, generator=generator, device=device)  # noqa: E731
+
+        drop = rnd(b) < cfg.cond_dropout  # classifier-free guidance dropout, per sample
+        if class_labels is not None:
+            class_labels = torch.where(drop, torch.full_like(class_labels, network.backbone.null_class), class_labels)
+
+        rec = {m: [] for m in Modality}
+        kls, zs, taus, seg_taus, targets = [], [], [], [], []
+        for seg in segments:
+            vae_out = network.vae(seg.states, seg.spec.modality, generator=generator)
+            rec[seg.spec.modality].append(vae_out.rec)
+            kls.append(vae_out.kl)
+            detach = self.vae_config.detach_latents
+            n = seg.spec.n_content
+            if seg.target:
+                z0 = vae_out.z0.detach() if detach else vae_out.z0
+                t = torch.randint(0, T, (b, 1), generator=generator, device=device).expand(b, n)
+                per_position = (rnd(b) < cfg.per_position_t_prob)[:, None]
+                t_free = torch.randint(0, T, (b, n), generator=generator, device=device)
+                clean = per_position & (rnd(b, n) < rnd(b, 1))  # a random share of positions left clean
+                t = torch.where(per_position, t_free, t)
+                noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
+                z = torch.where(clean[..., None], z0, self.schedules[seg.spec.modality].add_noise(z0, noise, t))
+                tau = torch.where(clean, torch.zeros_like(t), t + 1).float()
+                seg_tau = (t[:, 0] + 1).float()
+                targets.append(~clean)
+            else:
+                mu = vae_out.mu.detach() if detach else vae_out.mu
+                noise = torch.randn(mu.shape, generator=generator, device=device, dtype=mu.dtype)
+                # Dropped condition: pure noise at the last level (see module docstring).
+                last = torch.full((b, n), T - 1, device=device)
+                z = torch.where(drop[:, None, None], self.schedules[seg.spec.modality].add_noise(mu, noise, last), mu)
+                tau = torch.where(drop[:, None], torch.full((b, n), float(T), device=device),
+                                  torch.zeros(b, n, device=device))
+                seg_tau = tau[:, 0]
+                targets.append(torch.zeros(b, n, dtype=torch.bool, device=device))
+            zs.append(z)
+            taus.append(tau)
+            seg_taus.append(seg_tau)
+
+        z, tau = torch.cat(zs, dim=1), torch.cat(taus, dim=1)
+        logits = self.logits(network, z, tau, torch.stack(seg_taus, dim=1), layout, class_labels)
+        se_sum, se_count = z.new_zeros(()), 0
+        for seg, lg, mask in zip(segments, logits, targets):
+            if seg.target:
+                se = score_entropy_onehot(lg, seg.states)  # uniform w_t
+                se_sum = se_sum + (se * mask).sum()
+                se_count += int(mask.sum())
+        se = se_sum / max(se_count, 1)
+        rec_img = torch.stack(rec[Modality.IMAGE]).mean() if rec[Modality.IMAGE] else z.new_zeros(())
+        rec_txt = torch.stack(rec[Modality.TEXT]).mean() if rec[Modality.TEXT] else z.new_zeros(())
+        kl = torch.stack(kls).mean()
+        loss = rec_img + rec_txt + self.vae_config.beta * kl + cfg.se_weight * se
+        return {"loss": loss, "rec_img": rec_img.detach(), "rec_txt": rec_txt.detach(), "kl": kl.detach(),
+                "se": se.detach()}

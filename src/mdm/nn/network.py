@@ -1,0 +1,73 @@
+"""The MDM network: latents of every segment -> backbone -> logits over each modality's states.
+
+This is ``f_theta`` of Eq. 7 (arXiv 2510.13253) plus the unified VAE that defines
+the latents it sees. It knows nothing of diffusion: it takes latents and noise
+levels and returns logits; ``mdm.diffusion`` turns those into losses and samples.
+
+Noise levels here are *network times* ``tau``: 0 for a clean position (a
+condition, or a position committed by multi-step selection) and ``t + 1`` for a
+position noised to scheduler timestep ``t``; so "clean" never collides with the
+first noise level.
+
+Shape letters: ``b`` batch, ``n`` content positions (all segments), ``e`` d_latent,
+``d`` d_model, ``v`` states of a modality.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mdm.config import MDMConfig
+from mdm.nn.backbone import Backbone
+from mdm.nn.layout import Modality, SequenceLayout
+from mdm.nn.vae import UnifiedVAE
+
+
+class MDMNetwork(nn.Module):
+    """Unified VAE + latent-in projection + backbone + per-modality heads (logits over candidate states)."""
+
+    def __init__(self, config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_sizes = {Modality(m): int(v) for m, v in vocab_sizes.items()}
+        d, e = config.backbone.d_model, config.vae.d_latent
+        self.vae = UnifiedVAE(self.vocab_sizes, d_latent=e, d_hidden=config.vae.d_hidden)
+        self.latent_in = nn.Linear(e, d)
+        self.modality_in = nn.Embedding(len(Modality), d)
+        self.backbone = Backbone(config.backbone)
+        self.heads = nn.ModuleDict({m.value: nn.Linear(d, v) for m, v in self.vocab_sizes.items()})
+        self._modality_index = {m: i for i, m in enumerate(Modality)}
+
+    def make_layout(self, segments: list, length: int | None = None) -> SequenceLayout:
+        return self.backbone.make_layout(segments, length)
+
+    def modality_ids(self, layout: SequenceLayout, device: torch.device) -> Tensor:
+        """(n,) the modality index of every content position."""
+        ids = [torch.full((seg.spec.n_content,), self._modality_index[seg.spec.modality], dtype=torch.long)
+               for seg in layout.segments]
+        return torch.cat(ids).to(device)
+
+    def forward(self, z: Tensor, tau: Tensor, segment_tau: Tensor, layout: SequenceLayout,
+                class_labels: Tensor | None = None) -> list[Tensor]:
+        """Logits over each segment's candidate states.
+
+        Args:
+            z: (b, n, e) latents of all segments, concatenated in layout order.
+            tau: (b, n) network time of every content position (0 = clean).
+            segment_tau: (b, n_segments) network time of every segment, for its TIME token.
+            layout: the shared segment structure.
+            class_labels: (b,) or None (null class).
+        Returns:
+            One (b, n_k, v_k) tensor of logits per segment.
+        """
+        e = self.config.vae.d_latent
+        if z.dim() != 3 or z.shape[-1] != e:
+            raise ValueError(f"MDMNetwork: z must be (batch, n_content, {e}), got {tuple(z.shape)}")
+        for seg in layout.segments:
+            if seg.spec.modality not in self.vocab_sizes:
+                raise ValueError(f"MDMNetwork: the layout has a {seg.spec.modality.value} segment but the model "
+                                 f"was built for {[m.value for m in self.vocab_sizes]}")
+        x = self.latent_in(z) + self.modality_in(self.modality_ids(layout, z.device))
+        h = self.backbone(x, tau, segment_tau, layout, class_labels)
+        return [self.heads[seg.spec.modality.value](h[:, seg.content]) for seg in layout.segments]

@@ -1,0 +1,125 @@
+"""Training loss and sampling of the MDM diffusion on the tiny config."""
+
+import pytest
+import torch
+
+from mdm.config import load_config
+from mdm.diffusion.process import MultimodalDiffusion, Segment
+from mdm.diffusion.sampling import CommitSchedule, SamplerConfig, committed_count, sample
+from mdm.nn.layout import Modality, SegmentSpec
+from mdm.nn.network import MDMNetwork
+
+IMG, TXT = SegmentSpec.image(3, 3), SegmentSpec.text(6)
+
+
+def build(kind="mamba2"):
+    torch.manual_seed(0)
+    config = load_config("tiny", [f"backbone.kind={kind}"])
+    return MDMNetwork(config, {Modality.TEXT: 30, Modality.IMAGE: 16}), MultimodalDiffusion(config.diffusion,
+                                                                                          config.vae)
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "transformer"])
+def test_loss_decreases_on_a_batch_it_overfits(kind):
+    net, diffusion = build(kind)
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(0, 30, (4, 6), generator=g)
+    image = text[:, :1].repeat(1, 9) % 16  # the image is determined by the caption
+    segs = [Segment(TXT, text, target=False), Segment(IMG, image, target=True)]
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for step in range(60):
+        out = diffusion.training_losses(net, segs, generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["se"].item())
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    assert set(out) == {"loss", "rec_img", "rec_txt", "kl", "se"}
+
+
+def test_training_losses_use_the_onehot_score_entropy(monkeypatch):
+    """Eq. 4 with the data's one-hot target, nothing else, is what training minimises (DESIGN §2.1)."""
+    import mdm.diffusion.process as process
+
+    calls = []
+    original = process.score_entropy_onehot
+
+    def spy(logits, target, weight=1.0):
+        calls.append(target)
+        return original(logits, target, weight)
+
+    monkeypatch.setattr(process, "score_entropy_onehot", spy)
+    net, diffusion = build()
+    image = torch.randint(0, 16, (2, 9))
+    diffusion.training_losses(net, [Segment(IMG, image, target=True)])
+    assert len(calls) == 1 and torch.equal(calls[0], image)
+
+
+def test_sampling_is_deterministic_by_seed_and_shapes():
+    net, diffusion = build()
+    net.eval()
+    text = torch.randint(0, 30, (3, 6))
+    segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
+    cfg = SamplerConfig(steps=5)
+    a = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
+    b = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
+    c = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+    assert torch.equal(a[0], text)  # conditions are returned unchanged
+    assert a[1].shape == (3, 9) and a[1].dtype == torch.long and a[1].max() < 16
+
+
+def test_guidance_scale_zero_is_the_unconditional_model():
+    """w = 0 leaves only the unconditional logits: the condition's content cannot matter."""
+    net, diffusion = build()
+    net.eval()
+    cfg = SamplerConfig(steps=4, guidance_scale=0.0)
+    outs = []
+    for seed in (1, 2):
+        text = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(seed))
+        segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
+        outs.append(sample(net, diffusion, segs, class_labels=torch.tensor([1, 2]) * seed, config=cfg,
+                           generator=torch.Generator().manual_seed(0))[1])
+    assert torch.equal(outs[0], outs[1])
+    # and at the level of logits: w = 0 gives the unconditional network, w = 1 the conditional one
+    layout = net.make_layout([TXT, IMG])
+    z_c, z_u = torch.randn(2, 15, 16), torch.randn(2, 15, 16)
+    tau_c = torch.cat([torch.zeros(2, 6), torch.full((2, 9), 500.0)], 1)
+    tau_u = torch.full((2, 15), 500.0)
+    seg_c, seg_u = torch.tensor([[0.0, 500.0]] * 2), torch.full((2, 2), 500.0)
+    uncond = (z_u, tau_u, seg_u, None)
+    with torch.no_grad():
+        w0 = diffusion.logits(net, z_c, tau_c, seg_c, layout, torch.tensor([3, 4]), 0.0, uncond)
+        w1 = diffusion.logits(net, z_c, tau_c, seg_c, layout, torch.tensor([3, 4]), 1.0, uncond)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w0, net(z_u, tau_u, seg_u, layout, None)))
+        assert all(torch.allclose(a, b) for a, b in zip(w1, net(z_c, tau_c, seg_c, layout, torch.tensor([3, 4]))))
+
+
+@pytest.mark.parametrize("schedule", list(CommitSchedule))
+def test_commit_schedule_commits_everything_by_the_last_step(schedule):
+    counts = [committed_count(i, 10, 37, schedule) for i in range(10)]
+    assert counts[-1] == 37 and counts == sorted(counts)
+    if schedule is CommitSchedule.OFF:
+        assert counts[:-1] == [0] * 9
+
+
+def test_ddpm_and_joint_generation_shapes():
+    net, diffusion = build()
+    out = sample(net, diffusion, [Segment(IMG, None, True), Segment(TXT, None, True)],
+                 config=SamplerConfig(solver="ddpm", steps=6, selection="off"), batch_size=2)
+    assert out[0].shape == (2, 9) and out[1].shape == (2, 6)
+
+
+def test_bad_sampler_settings_raise():
+    with pytest.raises(ValueError, match="steps"):
+        SamplerConfig(steps=0)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        SamplerConfig(guidance_scale=-1)
+    with pytest.raises(ValueError, match="solver|valid|dpm"):
+        SamplerConfig(solver="euler-ancestral")
+    net, diffusion = build()
+    with pytest.raises(ValueError, match="batch_size"):
+        sample(net, diffusion, [Segment(IMG, None, True)])
+    with pytest.raises(ValueError, match="needs its states"):
+        Segment(TXT, None, target=False)
