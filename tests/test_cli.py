@@ -40,3 +40,34 @@ def test_bench_backbone_writes_table_json_and_plot(tmp_path, capsys):
     assert (out / "backbone.png").stat().st_size > 1000
     table = capsys.readouterr().out
     assert "| 128 |" in table and "matmul peak" in table
+
+
+def test_data_preview_writes_png(tmp_path, capsys):
+    for name in ("shapesworld", "digits", "moving-digits"):
+        out = tmp_path / f"{name}.png"
+        assert main(["data", "preview", name, "-n", "4", "--out", str(out)]) == 0
+        assert out.stat().st_size > 5000
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_tokenizer_train_cli(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    words = ["red", "green", "blue", "circle", "square", "triangle", "left", "right", "small", "large"]
+    corpus.write_text("\n".join(f"a {words[i % 10]} {words[(i * 3) % 10]} on the {words[(i * 7) % 10]}"
+                                for i in range(300)))
+    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "40", "--out",
+                 str(tmp_path / "tok")]) == 0
+    assert (tmp_path / "tok" / "tokenizer.model").is_file()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["tokenizer", "train", "--input", str(empty), "--vocab-size", "40", "--out",
+                 str(tmp_path / "t2")]) == 2
+    assert "empty.txt" in capsys.readouterr().err
+
+
+def test_vq_train_cli_reports_l2_against_baseline(tmp_path, capsys):
+    assert main(["vq", "train", "--data", "shapesworld", "--size", "64", "--image-size", "16", "--steps", "3",
+                 "--batch-size", "8", "--codebook-size", "16", "--out", str(tmp_path / "vq")]) == 0
+    out = capsys.readouterr().out
+    assert "validation L2 (Eq. 15)" in out and "mean-image baseline" in out
+    assert (tmp_path / "vq" / "model.safetensors").is_file()

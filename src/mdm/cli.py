@@ -81,6 +81,51 @@ def cmd_bench_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_preview(args: argparse.Namespace) -> int:
+    from mdm.data.preview import preview
+
+    path = preview(args.name, args.out or f"preview-{args.name}.png", n=args.n, split=args.split, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from mdm.data.text_tokenizer import TextTokenizer
+
+    tokenizer = TextTokenizer.train(args.input, args.vocab_size, args.out,
+                                    character_coverage=args.character_coverage)
+    print(f"trained a unigram SentencePiece model with {tokenizer.vocab_size} pieces -> {Path(args.out)}")
+    return 0
+
+
+def cmd_vq_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from mdm.data.preview import load_builtin
+    from mdm.data.vq import VQVAE, VQConfig, codebook_usage, train_vq
+
+    dataset = load_builtin(args.data, "train", size=args.size, seed=args.seed, image_size=args.image_size)
+    images = torch.stack([dataset[i].image for i in range(len(dataset))])
+    config = VQConfig(in_channels=images.shape[1], downsample=args.downsample, codebook_size=args.codebook_size)
+    torch.manual_seed(args.seed)
+    model = VQVAE(config)
+    history = train_vq(model, images, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    model.save(args.out)
+    model.eval()
+    with torch.no_grad():
+        val = load_builtin(args.data, "val", size=256, seed=args.seed, image_size=args.image_size)
+        val_images = torch.stack([val[i].image for i in range(len(val))])
+        recon = model.decode(model.encode(val_images))
+        l2 = torch.mean((recon - val_images) ** 2).item()
+        baseline = torch.mean((images.mean(0, keepdim=True) - val_images) ** 2).item()
+        usage = codebook_usage(model.encode(val_images), config.codebook_size)
+    print(f"{args.steps} steps, final train loss {history[-1].get('loss', float('nan')):.4f}")
+    print(f"validation L2 (Eq. 15) {l2:.5f}  vs mean-image baseline {baseline:.5f}; "
+          f"codebook perplexity {usage['perplexity']:.1f}, used {100 * usage['used_fraction']:.0f}%")
+    print(f"saved -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdm", description="Multi-modal Diffusion Mamba (arXiv 2510.13253)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +151,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure in this process instead of one fresh process per measurement (faster; memory "
                         "figures then include earlier measurements)")
     p.set_defaults(func=cmd_bench_backbone)
+
+    data = sub.add_parser("data", help="built-in datasets").add_subparsers(dest="what", required=True)
+    p = data.add_parser("preview", help="write a PNG grid of samples with their captions/questions/answers")
+    p.add_argument("name", choices=["shapesworld", "digits", "moving-digits"])
+    p.add_argument("--out", default=None, help="PNG path (default preview-NAME.png)")
+    p.add_argument("-n", type=int, default=12, help="number of samples")
+    p.add_argument("--split", default="train", help="train, val or test")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_preview)
+
+    tok = sub.add_parser("tokenizer", help="text tokenizer").add_subparsers(dest="what", required=True)
+    p = tok.add_parser("train", help="train a SentencePiece unigram model (App. D)")
+    p.add_argument("--input", required=True, help="corpus: a text file, one sentence per line")
+    p.add_argument("--vocab-size", type=int, required=True, help="pieces (32000 at scale; small for small corpora)")
+    p.add_argument("--out", default="tokenizer", help="output folder (tokenizer.model, tokenizer.vocab)")
+    p.add_argument("--character-coverage", type=float, default=0.9995)
+    p.set_defaults(func=cmd_tokenizer_train)
+
+    vq = sub.add_parser("vq", help="the stage-0 image tokenizer").add_subparsers(dest="what", required=True)
+    p = vq.add_parser("train", help="train a VQ-VAE on a built-in dataset and report Eq. 15's L2")
+    p.add_argument("--data", default="shapesworld", choices=["shapesworld", "digits"])
+    p.add_argument("--size", type=int, default=4096, help="training images")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--downsample", type=int, default=4, choices=[2, 4, 8])
+    p.add_argument("--codebook-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="vq", help="output folder (config.json, model.safetensors)")
+    p.set_defaults(func=cmd_vq_train)
     return parser
 
 
@@ -115,4 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as e:
         print(f"mdm: config error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"mdm: error: {e}", file=sys.stderr)
         return 2

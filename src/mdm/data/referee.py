@@ -6,12 +6,15 @@ miniature, made analytic by ShapesWorld's design (:mod:`mdm.data.shapesworld`):
 
 1. **colour**: each channel is thresholded at 0.5, which picks the nearest corner
    of the RGB cube, i.e. the nearest palette colour (black is background); a
-   pixel farther than ``tolerance`` from that corner in any channel is dropped,
-   so washed-out or grey noise is not given a colour;
+   pixel farther than ``tolerance`` (0.45) from that corner in any channel is
+   dropped, so grey noise is not given a colour (0.45 rather than 0.4: with
+   Gaussian noise of std 0.2 on 16x16 renders the object count is right 97.5%
+   of the time at 0.4 and 99.2% at 0.45, while uniform-noise images still parse
+   to 0.27 (16x16) and 0.01 (32x32) spurious objects on average);
 2. **objects**: 8-connected components of each colour mask, dropping specks below
    a quarter of the smallest object's box;
-3. **shape**: the component's bounding box is filled with every candidate
-   shape's template (the same :func:`shape_mask` that draws the dataset) and the
+3. **shape**: the component's bounding box (or that box grown by one pixel on
+   some sides, see :func:`_classify`) is filled with every candidate shape's template (the same :func:`shape_mask` that draws the dataset) and the
    best intersection-over-union wins. This is exact on clean renders, degrades
    gracefully on blurry ones, and unlike a single fill ratio it separates
    triangle from diamond (both fill half their box);
@@ -28,6 +31,7 @@ finite image and return finite numbers; an image with nothing in it parses empty
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -86,7 +90,7 @@ def _components(mask: np.ndarray) -> list[tuple[list[int], list[int]]]:
 
 
 def parse_image(image: Tensor, *, shapes: Sequence[str] = SHAPES, colors: Sequence[str] = COLORS,
-                tolerance: float = 0.4, min_area: float | None = None) -> list[dict[str, Any]]:
+                tolerance: float = 0.45, min_area: float | None = None) -> list[dict[str, Any]]:
     """Objects in an image (3, S, S): dicts like ShapesWorld's meta objects, plus ``area`` and ``score``.
 
     ``center`` is the box centre (x, y) in pixel indices (a float for an even
@@ -96,6 +100,8 @@ def parse_image(image: Tensor, *, shapes: Sequence[str] = SHAPES, colors: Sequen
     """
     if not 0 < tolerance <= 0.5:
         raise ValueError(f"tolerance must be in (0, 0.5], got {tolerance}")
+    if not shapes:
+        raise ValueError(f"shapes must name at least one of {', '.join(SHAPES)}")
     for s in shapes:
         if s not in SHAPES:
             raise ValueError(f"unknown shape {s!r}; valid: {', '.join(SHAPES)}")
@@ -116,14 +122,36 @@ def parse_image(image: Tensor, *, shapes: Sequence[str] = SHAPES, colors: Sequen
             y0, y1, x0, x1 = min(ys), max(ys), min(xs), max(xs)
             crop = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=bool)
             crop[np.array(ys) - y0, np.array(xs) - x0] = True
-            ious = [(_iou(crop, shape_mask(s, *crop.shape)), s) for s in shapes]
-            score, shape = max(ious, key=lambda t: t[0])  # first listed shape wins a tie
+            score, shape, (top, bottom, left, right) = _classify(crop, shapes)
+            y0, y1, x0, x1 = y0 - top, y1 + bottom, x0 - left, x1 + right
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             objects.append({"shape": shape, "color": color,
-                            "size": "large" if max(crop.shape) > (small_side + large_side) / 2 else "small",
+                            "size": "large" if max(y1 - y0, x1 - x0) + 1 > (small_side + large_side) / 2 else "small",
                             "position": position_of(cx, cy, S), "center": (cx, cy),
                             "area": len(ys), "score": float(score)})
     return sorted(objects, key=lambda o: (o["center"][1], o["center"][0], o["color"]))
+
+
+def _classify(crop: np.ndarray, shapes: Sequence[str]) -> tuple[float, str, tuple[int, int, int, int]]:
+    """Best (IoU, shape, growth) over templates fitted to the box, or to the box grown by one
+    pixel on any of its (top, bottom, left, right) sides.
+
+    Growing lets a template reach a thin tip that a blurry image lost (a
+    triangle's apex, a cross's arm ends): with it, 3x3-blurred 32x32 renders
+    go from 86% to 100% shape accuracy. A clean render scores 1.0 on the
+    exact box, which is tried first and only beaten strictly, so it stays exact.
+    """
+    best: tuple[float, str, tuple[int, int, int, int]] = (-1.0, shapes[0], (0, 0, 0, 0))
+    for growth in itertools.product((0, 1), repeat=4):
+        top, bottom, left, right = growth
+        grown = np.pad(crop, ((top, bottom), (left, right)))
+        for shape in shapes:
+            iou = _iou(grown, shape_mask(shape, *grown.shape))
+            if iou > best[0] + 1e-12:
+                best = (iou, shape, growth)
+        if best[0] >= 1.0:  # a perfect fit cannot be beaten (every clean render stops at the exact box)
+            break
+    return best
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

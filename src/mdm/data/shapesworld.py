@@ -19,8 +19,9 @@ position) tuple:
 Objects in one scene have distinct colours (the referee separates them by colour),
 distinct cells (a position word names one object), and disjoint boxes with a gap
 of at least one pixel. The i-th sample of a split is drawn from
-``np.random.default_rng([seed + SPLIT_OFFSETS[split], i])``, so ``dataset[i]`` is
-random access and reproducible, and splits use disjoint seed streams.
+``np.random.default_rng([seed, SPLIT_OFFSETS[split], i])``, so ``dataset[i]`` is
+random access and reproducible, and (seed, split) pairs never share a stream
+(an entropy list, unlike ``seed + offset``, cannot collide across seeds).
 
 Objects are plain dicts ``{shape, color, size, position, center}`` with
 ``center = (x, y)``, the column and row of the centre pixel; they are what
@@ -139,6 +140,9 @@ class ShapesWorldConfig:
     hold_out: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("image_size", "min_objects", "max_objects"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"config.{name} must be an int, got {getattr(self, name)!r}")
         object.__setattr__(self, "shapes", tuple(self.shapes))
         object.__setattr__(self, "colors", tuple(self.colors))
         for s in self.shapes:
@@ -150,9 +154,10 @@ class ShapesWorldConfig:
                              f"got {self.shapes} and {self.colors}")
         pairs = []
         for pair in self.hold_out:
-            if isinstance(pair, str) or len(pair) != 2:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"hold_out entries are (color, shape) pairs, got {pair!r}")
-            pairs.append((_check(pair[0], self.colors, "hold_out color"), _check(pair[1], self.shapes, "hold_out shape")))
+            color, shape = pair
+            pairs.append((_check(color, self.colors, "hold_out color"), _check(shape, self.shapes, "hold_out shape")))
         object.__setattr__(self, "hold_out", tuple(dict.fromkeys(pairs)))
         if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
             raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
@@ -174,7 +179,8 @@ def sample_objects(rng: np.random.Generator, config: ShapesWorldConfig, composit
 
     With ``compositional`` the first object is a held-out pair and the others
     any pair; otherwise held-out pairs never occur. Colours and cells are
-    distinct by construction; only the centres are rejected and redrawn.
+    distinct by construction; a scene whose boxes come closer than a one-pixel
+    gap (or whose object does not fit its cell) is redrawn whole.
     """
     if compositional and not config.hold_out:
         raise ValueError("the compositional split needs a non-empty config.hold_out")
@@ -233,10 +239,11 @@ def render(objects: Sequence[Mapping[str, Any]], image_size: int = 32) -> Tensor
 def place_phrase(position: str) -> str:
     """'on the left', 'at the top-right', 'in the center'."""
     _check(position, POSITIONS, "position")
-    return {"center": "in the center", "left": "on the left", "right": "on the right"}.get(position, f"at the {position}")
+    special = {"center": "in the center", "left": "on the left", "right": "on the right"}
+    return special.get(position, f"at the {position}")
 
 
-def _np(obj: Mapping[str, Any], size: bool = True) -> str:
+def _noun_phrase(obj: Mapping[str, Any], size: bool = True) -> str:
     return f"a {obj['size']} {obj['color']} {obj['shape']}" if size else f"a {obj['color']} {obj['shape']}"
 
 
@@ -251,17 +258,18 @@ def caption(objects: Sequence[Mapping[str, Any]], rng: np.random.Generator, temp
     if not objects:
         raise ValueError("caption needs at least one object")
     objs = [objects[int(i)] for i in rng.permutation(len(objects))]
+    placed = " and ".join(f"{_noun_phrase(o)} {place_phrase(o['position'])}" for o in objs)
     if template == "plain":
-        return " and ".join(f"{_np(o)} {place_phrase(o['position'])}" for o in objs)
+        return placed
     if template == "there_is":
-        return "there is " + " and ".join(f"{_np(o)} {place_phrase(o['position'])}" for o in objs)
+        return "there is " + placed
     if template == "position_first":
-        return "; ".join(f"{place_phrase(o['position'])}, {_np(o)}" for o in objs)
+        return "; ".join(f"{place_phrase(o['position'])}, {_noun_phrase(o)}" for o in objs)
     if template == "color_shape":
-        return " and ".join(_np(o, size=False) for o in objs)
+        return " and ".join(_noun_phrase(o, size=False) for o in objs)
     if template == "count":
         noun = "shape" if len(objs) == 1 else "shapes"
-        return f"{NUMBER_WORDS[len(objs)]} {noun}: " + " and ".join(f"{_np(o)} {place_phrase(o['position'])}" for o in objs)
+        return f"{NUMBER_WORDS[len(objs)]} {noun}: {placed}"
     return " and ".join(f"a {o['size']} {o['shape']} in {o['color']} {place_phrase(o['position'])}" for o in objs)
 
 
@@ -269,7 +277,7 @@ def describe_scene(objects: Sequence[Mapping[str, Any]]) -> str:
     """The whole scene in words, in reading order: what the text-only task sees instead of the image."""
     objs = sorted(objects, key=lambda o: (POSITIONS.index(o["position"]), o["color"]))
     noun = "shape" if len(objs) == 1 else "shapes"
-    return " ".join([f"{NUMBER_WORDS[len(objs)]} {noun}."] + [f"{_np(o)} {place_phrase(o['position'])}." for o in objs])
+    return " ".join([f"{NUMBER_WORDS[len(objs)]} {noun}."] + [f"{_noun_phrase(o)} {place_phrase(o['position'])}." for o in objs])
 
 
 def question_answer(objects: Sequence[Mapping[str, Any]], rng: np.random.Generator, kind: str | None = None, *,
@@ -281,7 +289,9 @@ def question_answer(objects: Sequence[Mapping[str, Any]], rng: np.random.Generat
     only when no other object shares it. ``colors`` and ``shapes`` are the
     vocabulary for count questions whose answer may be "zero".
     """
-    kind = QUESTION_KINDS[int(rng.integers(len(QUESTION_KINDS)))] if kind is None else _check(kind, QUESTION_KINDS, "question kind")
+    if kind is None:
+        kind = QUESTION_KINDS[int(rng.integers(len(QUESTION_KINDS)))]
+    _check(kind, QUESTION_KINDS, "question kind")
     if not objects:
         raise ValueError("question_answer needs at least one object")
 
@@ -336,7 +346,7 @@ class ShapesWorld(Dataset):
         if not -self.size <= index < self.size:
             raise IndexError(f"index {index} out of range for a ShapesWorld of size {self.size}")
         index = int(index) % self.size
-        rng = np.random.default_rng([self.seed + SPLIT_OFFSETS[self.split], index])
+        rng = np.random.default_rng([self.seed, SPLIT_OFFSETS[self.split], index])
         cfg = self.config
         objects = sample_objects(rng, cfg, compositional=self.split == "compositional")
         template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]

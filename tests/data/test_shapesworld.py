@@ -1,0 +1,170 @@
+"""ShapesWorld (mdm.data.shapesworld): determinism, splits, hold-outs, scene validity, text/scene consistency."""
+
+import numpy as np
+import pytest
+import torch
+
+from mdm.data.referee import answer_from_objects
+from mdm.data.sample import Role, Sample
+from mdm.data.shapesworld import (CAPTION_TEMPLATES, COLORS, NUMBER_WORDS, POSITIONS, QUESTION_KINDS, RGB, SHAPES,
+                                  SIZES, ShapesWorld, ShapesWorldConfig, caption, describe_scene, place_phrase,
+                                  position_of, question_answer, radius, render, shape_mask)
+
+HOLD_OUT = (("red", "circle"), ("blue", "triangle"))
+
+
+def test_sample_format():
+    s = ShapesWorld("train", 4)[0]
+    assert isinstance(s, Sample)
+    assert s.image.shape == (3, 32, 32) and s.image.dtype == torch.float32
+    assert set(s.image.unique().tolist()) <= {0.0, 1.0}
+    assert [t.role for t in s.texts] == [Role.CAPTION, Role.QUESTION, Role.ANSWER, Role.SCENE]
+    assert s.answers == [s.text(Role.ANSWER)]
+    assert set(s.meta["objects"][0]) == {"shape", "color", "size", "position", "center"}
+
+
+def test_same_index_same_sample_in_any_order():
+    a, b = ShapesWorld("train", 50), ShapesWorld("train", 50)
+    later = [b[i] for i in (49, 7, 3)]  # another access order must not matter
+    for i, s in zip((49, 7, 3), later):
+        t = a[i]
+        assert torch.equal(s.image, t.image)
+        assert s.texts == t.texts and s.meta == t.meta
+    assert torch.equal(a[-1].image, a[49].image)
+
+
+def test_splits_and_seeds_differ():
+    splits = [ShapesWorld(split, 20) for split in ("train", "val", "test")] + [ShapesWorld("train", 20, seed=1)]
+    for i in range(20):
+        scenes = [ds[i].meta["objects"] for ds in splits]
+        assert all(scenes[j] != scenes[k] for j in range(4) for k in range(j + 1, 4)), i
+
+
+def test_hold_out_only_in_compositional_split():
+    config = ShapesWorldConfig(hold_out=[list(p) for p in HOLD_OUT])  # as YAML gives it
+    assert config.hold_out == HOLD_OUT
+    for split in ("train", "val", "test"):
+        ds = ShapesWorld(split, 300, config)
+        pairs = {(o["color"], o["shape"]) for i in range(len(ds)) for o in ds[i].meta["objects"]}
+        assert not pairs & set(HOLD_OUT), split
+    comp = ShapesWorld("compositional", 100, config)
+    seen = set()
+    for i in range(len(comp)):
+        pairs = {(o["color"], o["shape"]) for o in comp[i].meta["objects"]}
+        assert pairs & set(HOLD_OUT)
+        seen |= pairs & set(HOLD_OUT)
+    assert seen == set(HOLD_OUT)
+
+
+@pytest.mark.parametrize("image_size, max_objects", [(32, 2), (16, 2), (16, 4), (64, 4)])
+def test_scenes_are_valid_and_rendered_as_described(image_size, max_objects):
+    config = ShapesWorldConfig(image_size=image_size, max_objects=max_objects, shapes=SHAPES)
+    ds = ShapesWorld("val", 200, config)
+    counts = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        objects = s.meta["objects"]
+        counts.add(len(objects))
+        assert len({o["color"] for o in objects}) == len(objects)
+        assert len({o["position"] for o in objects}) == len(objects)
+        for o in objects:
+            (x, y), r = o["center"], radius(o["size"], image_size)
+            assert position_of(x, y, image_size) == o["position"]
+            assert torch.equal(s.image[:, y, x], torch.tensor(RGB[o["color"]], dtype=torch.float32))
+            colour_mask = (s.image == torch.tensor(RGB[o["color"]]).view(3, 1, 1)).all(0)
+            assert colour_mask.sum().item() == shape_mask(o["shape"], 2 * r + 1, 2 * r + 1).sum()
+        for j, a in enumerate(objects):  # boxes at least one pixel apart along x or y
+            for b in objects[j + 1:]:
+                reach = radius(a["size"], image_size) + radius(b["size"], image_size) + 1
+                assert max(abs(a["center"][0] - b["center"][0]), abs(a["center"][1] - b["center"][1])) > reach
+    assert counts == set(range(1, max_objects + 1))
+
+
+def test_shape_masks_fill_their_box():
+    for r in range(2, 11):
+        for shape in SHAPES:
+            m = shape_mask(shape, 2 * r + 1, 2 * r + 1)
+            assert m.any(0).all() and m.any(1).all(), (shape, r)
+            assert (m == m[:, ::-1]).all(), (shape, r)  # left-right symmetric
+            assert m[r, r]
+
+
+def test_captions_name_every_object():
+    ds = ShapesWorld("test", 60, ShapesWorldConfig(max_objects=3))
+    rng = np.random.default_rng(0)
+    for i in range(len(ds)):
+        objects = ds[i].meta["objects"]
+        for template in CAPTION_TEMPLATES:
+            text = caption(objects, rng, template)
+            for o in objects:
+                assert o["color"] in text and o["shape"] in text, (template, text)
+                if template != "color_shape":
+                    assert o["size"] in text and place_phrase(o["position"]) in text, (template, text)
+            if template == "count":
+                assert text.startswith(NUMBER_WORDS[len(objects)] + " shape")
+    with pytest.raises(ValueError, match="valid: plain"):
+        caption(objects, rng, "haiku")
+
+
+def test_scene_text_is_complete_and_order_free():
+    objects = ShapesWorld("test", 30)[3].meta["objects"]
+    text = describe_scene(objects)
+    assert describe_scene(objects[::-1]) == text
+    assert text.startswith(NUMBER_WORDS[len(objects)])
+    for o in objects:
+        assert f"a {o['size']} {o['color']} {o['shape']} {place_phrase(o['position'])}." in text
+
+
+def test_questions_are_unambiguous_one_word_and_consistent():
+    vocab = {"color": COLORS, "shape": SHAPES, "size": SIZES, "position": POSITIONS, "count": NUMBER_WORDS}
+    ds = ShapesWorld("train", 150, ShapesWorldConfig(max_objects=3))
+    rng = np.random.default_rng(1)
+    kinds = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        objects = s.meta["objects"]
+        kinds.add(s.meta["question_kind"])
+        assert answer_from_objects(objects, s.text(Role.QUESTION)) == s.text(Role.ANSWER)
+        for kind in QUESTION_KINDS:
+            question, answer = question_answer(objects, rng, kind)
+            assert answer in vocab[kind] and " " not in answer
+            # the referent is unique: the answer does not depend on which matching object comes first
+            assert answer_from_objects(objects, question) == answer_from_objects(objects[::-1], question) == answer
+    assert kinds == set(QUESTION_KINDS)
+
+
+def test_render_requested_objects_without_center():
+    image = render([{"shape": "circle", "color": "red", "size": "large", "position": "top-left"}], 16)
+    ys, xs = torch.nonzero(image[0]).unbind(1)
+    assert position_of((xs.min() + xs.max()).item() / 2, (ys.min() + ys.max()).item() / 2, 16) == "top-left"
+    with pytest.raises(ValueError, match="does not fit"):
+        render([{"shape": "square", "color": "red", "size": "large", "center": (1, 1)}], 32)
+    with pytest.raises(ValueError, match="valid: red"):
+        render([{"shape": "square", "color": "purple", "size": "large", "center": (16, 16)}], 32)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"hold_out": [("purple", "circle")]}, "unknown hold_out color 'purple'; valid: red, green, blue"),
+    ({"hold_out": [("red", "hexagon")]}, "unknown hold_out shape 'hexagon'; valid: square, circle"),
+    ({"hold_out": ["red"]}, "pairs"),
+    ({"colors": ("red", "mauve")}, "valid: red"),
+    ({"image_size": 8}, ">= 16"),
+    ({"min_objects": 3, "max_objects": 2}, "min_objects"),
+    ({"max_objects": 5}, "max_objects <= 4"),
+    ({"colors": ("red",), "max_objects": 2}, "needs that many colours"),
+])
+def test_config_errors(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ShapesWorldConfig(**kwargs)
+
+
+def test_dataset_errors():
+    with pytest.raises(ValueError, match="valid: train, val, test, compositional"):
+        ShapesWorld("dev", 3)
+    with pytest.raises(ValueError, match="hold_out"):
+        ShapesWorld("compositional", 3)
+    with pytest.raises(IndexError):
+        ShapesWorld("train", 3)[3]
+    with pytest.raises(ValueError, match="valid: color"):
+        question_answer([{"shape": "circle", "color": "red", "size": "small", "position": "left"}],
+                        np.random.default_rng(0), "texture")
