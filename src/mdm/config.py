@@ -144,6 +144,49 @@ class DiffusionConfig:
 
 
 @dataclass
+class TrainConfig:
+    """The training loop (Sec 5.1: AdamW lr 1e-4 without weight decay, EMA 0.9999)."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    seed: int = 0
+    log_every: int = 50
+    # task mixture: relative weights of the tasks the data supports (DESIGN.md §4)
+    task_weights: dict = field(default_factory=lambda: {"text_to_image": 1.0, "image_to_text": 1.0, "vqa": 1.0,
+                                                        "text_to_text": 1.0, "joint": 1.0,
+                                                        "class_to_image": 1.0})
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("train: steps and batch_size must be >= 1 and lr > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        from mdm.tasks import Task
+
+        for name, w in self.task_weights.items():
+            _enum(Task, name, "train.task_weights")
+            if not isinstance(w, (int, float)) or w < 0:
+                raise ConfigError(f"train.task_weights.{name} must be a number >= 0, got {w!r}")
+
+
+@dataclass
+class DataConfig:
+    """Which data: a built-in dataset and the text length of each role."""
+
+    name: str = "shapesworld"
+    train_size: int = 8000
+    vocab_size: int = 128
+    codebook_size: int = 128
+    vq_steps: int = 1200
+    text_lens: dict = field(default_factory=lambda: {"caption": 24, "question": 12, "answer": 4, "scene": 32})
+
+
+@dataclass
 class MDMConfig:
     """Everything that defines a model. Sections grow with the library (training, data)."""
 
@@ -152,6 +195,8 @@ class MDMConfig:
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 PRESETS = ("tiny", "small", "base", "paper-7b")

@@ -1,0 +1,219 @@
+"""Every MDM task from one checkpoint (DESIGN.md §4): a task is which segments are clean.
+
+=================  ==========================================  ==================
+task               segments (clean -> generated)               paper
+=================  ==========================================  ==================
+class_to_image     CLS class -> image                          Table 1 (ImageNet)
+text_to_image      caption -> image                            Table 1 (GenEval)
+image_to_text      image -> caption                            Table 2 (COCO)
+vqa                image, question -> answer                   Table 2 (VQAv2)
+text_to_text       scene text, question -> answer              Fig. 3 (QA)
+joint              -> image + caption                          Fig. 3, 4
+=================  ==========================================  ==================
+
+:class:`TokenizedData` holds a dataset as id tensors (text ids per role, VQ codes,
+labels) so that training batches are tensor slices; :func:`task_segments` lays a
+batch out for a task. :class:`MDMPipeline` runs the tasks on a trained model and
+returns images and strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from mdm.data.sample import Role
+from mdm.data.text_tokenizer import TextTokenizer
+from mdm.data.vq import VQVAE
+from mdm.diffusion.process import MultimodalDiffusion, Segment
+from mdm.diffusion.sampling import SamplerConfig, sample
+from mdm.nn.layout import SegmentSpec
+from mdm.nn.network import MDMNetwork
+
+
+class Task(str, Enum):
+    CLASS_TO_IMAGE = "class_to_image"
+    TEXT_TO_IMAGE = "text_to_image"
+    IMAGE_TO_TEXT = "image_to_text"
+    VQA = "vqa"
+    TEXT_TO_TEXT = "text_to_text"
+    JOINT = "joint"
+
+
+# (part, generated?) per task; a part is "image" or a text role.
+TASK_PARTS: dict[Task, tuple[tuple[str, bool], ...]] = {
+    Task.CLASS_TO_IMAGE: (("image", True),),
+    Task.TEXT_TO_IMAGE: ((Role.CAPTION.value, False), ("image", True)),
+    Task.IMAGE_TO_TEXT: (("image", False), (Role.CAPTION.value, True)),
+    Task.VQA: (("image", False), (Role.QUESTION.value, False), (Role.ANSWER.value, True)),
+    Task.TEXT_TO_TEXT: ((Role.SCENE.value, False), (Role.QUESTION.value, False), (Role.ANSWER.value, True)),
+    Task.JOINT: (("image", True), (Role.CAPTION.value, True)),
+}
+
+
+@dataclass
+class TokenizedData:
+    """A dataset as tensors: ``codes`` (N, h, w) VQ ids, ``texts[role]`` (N, L_role) ids, ``labels`` (N,)."""
+
+    codes: Tensor | None = None
+    texts: dict[str, Tensor] = field(default_factory=dict)
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        for t in (self.codes, self.labels, *self.texts.values()):
+            if t is not None:
+                return t.shape[0]
+        return 0
+
+    def parts(self) -> set[str]:
+        return ({"image"} if self.codes is not None else set()) | set(self.texts)
+
+    def supports(self, task: Task) -> bool:
+        needed = {p for p, _ in TASK_PARTS[task]}
+        return needed <= self.parts() and (task is not Task.CLASS_TO_IMAGE or self.labels is not None)
+
+    def subset(self, index: Tensor) -> "TokenizedData":
+        return TokenizedData(None if self.codes is None else self.codes[index],
+                             {k: v[index] for k, v in self.texts.items()},
+                             None if self.labels is None else self.labels[index])
+
+
+def tokenize_samples(samples, tokenizer: TextTokenizer | None, vq: VQVAE | None, text_lens: dict[str, int],
+                     batch_size: int = 256) -> TokenizedData:
+    """Encode a list of :class:`Sample` once: texts per role to fixed length, images to VQ codes."""
+    texts = {}
+    for role, length in text_lens.items():
+        rows = []
+        for s in samples:
+            text = s.text(role)
+            if text is None:
+                raise ValueError(f"tokenize_samples: a sample has no {role!r} text; roles present: "
+                                 f"{sorted({t.role.value for t in s.texts})}")
+            rows.append(tokenizer.encode_fixed(text, length)[0])
+        texts[role] = torch.stack(rows)
+    codes = None
+    if vq is not None:
+        chunks = []
+        with torch.no_grad():
+            for i in range(0, len(samples), batch_size):
+                chunks.append(vq.encode(torch.stack([s.image for s in samples[i:i + batch_size]])))
+        codes = torch.cat(chunks)
+    labels = None
+    if samples and samples[0].label is not None:
+        labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    return TokenizedData(codes, texts, labels)
+
+
+def task_segments(task: Task, batch: TokenizedData, generate: bool = False) -> list[Segment]:
+    """The segments of ``task`` for ``batch``; ``generate=True`` drops the states of the generated parts."""
+    segments = []
+    for part, generated in TASK_PARTS[task]:
+        if part == "image":
+            if batch.codes is None:
+                raise ValueError(f"task {task.value} needs images (VQ codes)")
+            h, w = batch.codes.shape[1:]
+            spec, states = SegmentSpec.image(h, w), batch.codes.flatten(1)
+        else:
+            if part not in batch.texts:
+                raise ValueError(f"task {task.value} needs {part!r} texts; the data has {sorted(batch.texts)}")
+            states = batch.texts[part]
+            spec = SegmentSpec.text(states.shape[1])
+        segments.append(Segment(spec, None if (generate and generated) else states, target=generated))
+    return segments
+
+
+class MDMPipeline:
+    """A trained MDM with its tokenizers: the tasks of the module table as one Python API."""
+
+    def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, tokenizer: TextTokenizer | None,
+                 vq: VQVAE | None, text_lens: dict[str, int]) -> None:
+        self.network, self.diffusion, self.tokenizer, self.vq = network, diffusion, tokenizer, vq
+        self.text_lens = dict(text_lens)
+        self.device = next(network.parameters()).device
+
+    # -- encoding / decoding -------------------------------------------------
+    def encode_text(self, texts: list[str], role: str) -> Tensor:
+        if self.tokenizer is None:
+            raise ValueError("this model has no text tokenizer")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise ValueError(f"{role}: prompts must be a non-empty list of non-empty strings")
+        length = self.text_lens[role]
+        return torch.stack([self.tokenizer.encode_fixed(t, length)[0] for t in texts]).to(self.device)
+
+    def decode_text(self, ids: Tensor) -> list[str]:
+        return [self.tokenizer.decode(row.tolist()) for row in ids.cpu()]
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        if self.vq is None:
+            raise ValueError("this model has no image tokenizer")
+        c, size = self.vq.config.in_channels, self.network.config.layout.image_size
+        if images.dim() != 4 or images.shape[1:] != (c, size, size):
+            raise ValueError(f"images must be (batch, {c}, {size}, {size}) in [0, 1], got {tuple(images.shape)}")
+        with torch.no_grad():
+            return self.vq.encode(images.to(self.device).float().clamp(0, 1)).flatten(1)
+
+    def decode_images(self, codes: Tensor) -> Tensor:
+        side = self.network.config.layout.image_size // self.network.config.layout.vq_factor
+        with torch.no_grad():
+            return self.vq.decode(codes.view(-1, side, side)).clamp(0, 1).cpu()
+
+    def _grid(self) -> SegmentSpec:
+        side = self.network.config.layout.image_size // self.network.config.layout.vq_factor
+        return SegmentSpec.image(side, side)
+
+    def _run(self, segments: list[Segment], class_labels: Tensor | None, sampler: SamplerConfig | None,
+             batch_size: int | None, seed: int) -> list[Tensor]:
+        self.network.eval()
+        generator = torch.Generator(self.device).manual_seed(seed)
+        return sample(self.network, self.diffusion, segments, class_labels, sampler, batch_size, generator)
+
+    # -- tasks ---------------------------------------------------------------
+    def class_to_image(self, labels: list[int], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:
+        n = self.network.config.backbone.n_classes
+        if not labels or any(not 0 <= int(c) < n for c in labels):
+            raise ValueError(f"class labels must be a non-empty list of ints in [0, {n})")
+        segs = [Segment(self._grid(), None, True)]
+        out = self._run(segs, torch.tensor(labels, device=self.device), sampler, len(labels), seed)
+        return self.decode_images(out[0])
+
+    def text_to_image(self, prompts: list[str], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:
+        cap = self.encode_text(prompts, Role.CAPTION.value)
+        segs = [Segment(SegmentSpec.text(cap.shape[1]), cap, False), Segment(self._grid(), None, True)]
+        return self.decode_images(self._run(segs, None, sampler, None, seed)[1])
+
+    def image_to_text(self, images: Tensor, sampler: SamplerConfig | None = None, seed: int = 0) -> list[str]:
+        codes = self.encode_images(images)
+        segs = [Segment(self._grid(), codes, False),
+                Segment(SegmentSpec.text(self.text_lens[Role.CAPTION.value]), None, True)]
+        return self.decode_text(self._run(segs, None, sampler, None, seed)[1])
+
+    def vqa(self, images: Tensor, questions: list[str], sampler: SamplerConfig | None = None,
+            seed: int = 0) -> list[str]:
+        codes, q = self.encode_images(images), self.encode_text(questions, Role.QUESTION.value)
+        if codes.shape[0] != q.shape[0]:
+            raise ValueError(f"vqa: {codes.shape[0]} images but {q.shape[0]} questions")
+        segs = [Segment(self._grid(), codes, False), Segment(SegmentSpec.text(q.shape[1]), q, False),
+                Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)]
+        return self.decode_text(self._run(segs, None, sampler, None, seed)[2])
+
+    def text_to_text(self, scenes: list[str], questions: list[str], sampler: SamplerConfig | None = None,
+                     seed: int = 0) -> list[str]:
+        s, q = self.encode_text(scenes, Role.SCENE.value), self.encode_text(questions, Role.QUESTION.value)
+        if s.shape[0] != q.shape[0]:
+            raise ValueError(f"text_to_text: {s.shape[0]} scenes but {q.shape[0]} questions")
+        segs = [Segment(SegmentSpec.text(s.shape[1]), s, False), Segment(SegmentSpec.text(q.shape[1]), q, False),
+                Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)]
+        return self.decode_text(self._run(segs, None, sampler, None, seed)[2])
+
+    def joint(self, n: int, sampler: SamplerConfig | None = None, seed: int = 0) -> tuple[Tensor, list[str]]:
+        if n < 1:
+            raise ValueError(f"joint: n must be >= 1, got {n}")
+        segs = [Segment(self._grid(), None, True),
+                Segment(SegmentSpec.text(self.text_lens[Role.CAPTION.value]), None, True)]
+        out = self._run(segs, None, sampler, n, seed)
+        return self.decode_images(out[0]), self.decode_text(out[1])
