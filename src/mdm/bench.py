@@ -10,9 +10,9 @@
   chunked scan's matmul GFLOP/s against this machine's measured fp32 matmul peak.
 
 Every measurement runs in a fresh ``spawn``-ed process so that one
-measurement's memory high-water mark (``ru_maxrss``) and allocator state do not
-leak into the next. Peak memory is that high-water mark minus the resident size
-just before the forward pass. A Transformer length is skipped when its
+measurement's allocator state does not leak into the next. Peak memory is the
+resident high-water mark during the timed calls (reset just before them) minus
+the resident size just before them: what the forward pass adds. A Transformer length is skipped when its
 predicted time (quadratic extrapolation of the previous one) exceeds ``max_seconds``.
 """
 
@@ -45,13 +45,37 @@ class Timing:
     repeats: int
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float | None:
+    """A memory figure (``VmRSS``, ``VmHWM``) of this process from /proc/self/status, in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's resident high-water mark (Linux >= 4.0: write 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _time(fn: Callable[[], Any], min_repeats: int = 3, min_seconds: float = 1.0) -> Timing:
-    rss0 = _rss_mb()
+    """Median latency of ``fn`` and the resident memory it adds at its peak.
+
+    The peak is the high-water mark (``VmHWM``) reset just before the first call,
+    minus the resident size then; where the reset is not allowed, the process's
+    lifetime ``ru_maxrss`` is used instead (an over-estimate).
+    """
+    reset = _reset_peak_rss()
+    rss0 = _status_mb("VmRSS") or 0.0
     fn()  # warm-up (allocator, lazy init); also the first memory peak
     times = []
     start = time.perf_counter()
@@ -59,7 +83,9 @@ def _time(fn: Callable[[], Any], min_repeats: int = 3, min_seconds: float = 1.0)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    peak = _status_mb("VmHWM") if reset else None
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return Timing(statistics.median(times), max(peak - rss0, 0.0), len(times))
 
 
