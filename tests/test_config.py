@@ -113,7 +113,7 @@ def test_unknown_key_names_file_key_and_valid_keys(tmp_path):
 def test_unknown_top_level_section(tmp_path):
     path = write(tmp_path, "training:\n  lr: 1\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: unknown key\(s\) training; "
-                                          r"valid keys in the top level: backbone, diffusion, layout, name, vae"):
+                                          r"valid keys in the top level: backbone, data, diffusion, layout, name, train, vae"):
         load_config(path)
 
 
@@ -210,3 +210,10 @@ def test_paper_7b_builds_on_meta_device():
     n_params = sum(p.numel() for p in params)
     assert n_params > 1e9
     assert len(backbone.blocks) == 49 and len(backbone.skip_proj) == 24
+
+
+def test_float_in_exponent_notation_without_dot():
+    """YAML 1.1 reads `1e-3` as a string; a float field still takes it."""
+    assert load_config("tiny", ["train.lr=1e-3"]).train.lr == 1e-3
+    with pytest.raises(ConfigError, match="train.lr must be float"):
+        load_config("tiny", ["train.lr=fast"])
