@@ -12,7 +12,7 @@ from mdm.nn.layout import Modality
 from mdm.tasks import MDMPipeline, Task, task_segments, tokenize_samples
 from mdm.train import build_model, train_loop
 
-LENS = {"caption": 48, "question": 24, "answer": 4, "scene": 48}
+LENS = {"caption": 48, "question": 24, "answer": 8, "scene": 48}
 
 
 @pytest.fixture(scope="module")
