@@ -75,6 +75,11 @@ class TokenizedData:
         needed = {p for p, _ in TASK_PARTS[task]}
         return needed <= self.parts() and (task is not Task.CLASS_TO_IMAGE or self.labels is not None)
 
+    def to(self, device: torch.device | str) -> "TokenizedData":
+        return TokenizedData(None if self.codes is None else self.codes.to(device),
+                             {k: v.to(device) for k, v in self.texts.items()},
+                             None if self.labels is None else self.labels.to(device))
+
     def subset(self, index: Tensor) -> "TokenizedData":
         return TokenizedData(None if self.codes is None else self.codes[index],
                              {k: v[index] for k, v in self.texts.items()},

@@ -71,7 +71,10 @@ def train_loop(network: MDMNetwork, diffusion: MultimodalDiffusion, data: Tokeni
                log_path: str | Path | None = None, progress: bool = True,
                time_budget_s: float | None = None) -> tuple[EMA, list[dict]]:
     """Train ``network`` in place; returns the EMA and one log dict per ``log_every`` steps."""
-    generator = torch.Generator().manual_seed(config.seed)
+    device = next(network.parameters()).device
+    data = data.to(device)
+    generator = torch.Generator().manual_seed(config.seed)  # tasks and batch indices, on the CPU
+    noise_generator = torch.Generator(device).manual_seed(config.seed + 1)  # the diffusion's noise, beside the model
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = EMA(network, config.ema_decay)
     draw_task = task_sampler(data, config.task_weights, generator)
@@ -85,9 +88,9 @@ def train_loop(network: MDMNetwork, diffusion: MultimodalDiffusion, data: Tokeni
         for step in bar:
             task = draw_task()
             index = torch.randint(len(data), (config.batch_size,), generator=generator)
-            batch = data.subset(index)
+            batch = data.subset(index.to(device))
             labels = batch.labels if task is Task.CLASS_TO_IMAGE else None
-            losses = diffusion.training_losses(network, task_segments(task, batch), labels, generator)
+            losses = diffusion.training_losses(network, task_segments(task, batch), labels, noise_generator)
             if not torch.isfinite(losses["loss"]):
                 raise FloatingPointError(f"non-finite loss at step {step} (task {task.value}): "
                                          f"{ {k: float(v) for k, v in losses.items()} }")
@@ -123,11 +126,3 @@ def train_loop(network: MDMNetwork, diffusion: MultimodalDiffusion, data: Tokeni
             log_file.close()
     network.eval()
     return ema, history
-
-
-def param_count(module: nn.Module) -> str:
-    n = sum(p.numel() for p in module.parameters())
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
-
-
-

@@ -175,7 +175,11 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"class labels must be in \[0, 10\]"):
         backbone(content, content_t, segment_t, layout, torch.tensor([0, 11]))
     with pytest.raises(ValueError, match=r"class labels must be in \[0, 10\]"):
-        backbone(content, content_t, segment_t, layout, torch.tensor([-1, 0]))
+        backbone(content, content_t, segment_t, layout, torch.tensor([-2, 0]))
+    # -1 is the collate's NO_LABEL: the null class, not an error
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(content, content_t, segment_t, layout, torch.tensor([-1, 10])),
+                                   backbone(content, content_t, segment_t, layout, torch.tensor([10, 10])))
     with pytest.raises(ValueError, match="class_labels must be a"):
         backbone(content, content_t, segment_t, layout, torch.tensor([0]))
 

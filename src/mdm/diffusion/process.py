@@ -114,15 +114,17 @@ class MultimodalDiffusion:
             n = seg.spec.n_content
             if seg.target:
                 z0 = vae_out.z0.detach() if detach else vae_out.z0
+                mu = vae_out.mu.detach() if detach else vae_out.mu
                 t = torch.randint(0, T, (b, 1), generator=generator, device=device).expand(b, n)
                 per_position = (rnd(b) < cfg.per_position_t_prob)[:, None]
                 t_free = torch.randint(0, T, (b, n), generator=generator, device=device)
                 clean = per_position & (rnd(b, n) < rnd(b, 1))  # a random share of positions left clean
+                seg_tau = (t[:, 0] + 1).float()  # the TIME token: the segment's shared level, as at sampling
                 t = torch.where(per_position, t_free, t)
                 noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
-                z = torch.where(clean[..., None], z0, self.schedules[seg.spec.modality].add_noise(z0, noise, t))
+                # Clean positions are fed mu, as committed positions are at sampling (c_y = mu(e(y))).
+                z = torch.where(clean[..., None], mu, self.schedules[seg.spec.modality].add_noise(z0, noise, t))
                 tau = torch.where(clean, torch.zeros_like(t), t + 1).float()
-                seg_tau = (t[:, 0] + 1).float()
                 targets.append(~clean)
             else:
                 mu = vae_out.mu.detach() if detach else vae_out.mu

@@ -165,7 +165,6 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
                 continue
             x0_hat = expected_latent(lg, c)
             x0_hat = torch.where(committed[k][..., None], c[states[k]], x0_hat)
-            z_next = schedulers[k].step(x0_hat, t, zs[k], generator=generator).prev_sample if isinstance(
-                schedulers[k], DDPMScheduler) else schedulers[k].step(x0_hat, t, zs[k]).prev_sample
+            z_next = schedulers[k].step(x0_hat, t, zs[k], generator=generator).prev_sample
             zs[k] = torch.where(committed[k][..., None], c[states[k]], z_next)
     return states

@@ -74,7 +74,8 @@ class Backbone(nn.Module):
             content_t: (b, n) noise level (scheduler timestep) of each content position.
             segment_t: (b, n_segments) noise level of each segment, for its TIME token.
             layout: the segment structure shared by the batch.
-            class_labels: (b,) ints in [0, n_classes], ``n_classes`` = null; None = null for all.
+            class_labels: (b,) ints in [0, n_classes], ``n_classes`` = null; ``-1`` (the collate's
+                NO_LABEL, a sample without a class) is also the null class; None = null for all.
         Returns:
             (b, n, d).
         """
@@ -85,19 +86,21 @@ class Backbone(nn.Module):
         # 1. Lay out the sequence in canonical order (Fig. 2 d, e).
         if class_labels is None:
             class_labels = torch.full((b,), self.null_class, dtype=torch.long, device=device)
-        time_tokens = self.time_embed(segment_t).to(dtype)  # (b, segments, d)
+        class_labels = torch.where(class_labels < 0, self.null_class, class_labels)
         x = content.new_empty(b, layout.length, content.shape[-1])
         x[:, layout.content_positions.to(device)] = content
         x[:, layout.special_positions.to(device)] = self.special_embed(layout.special_ids.to(device)).to(dtype)
         x[:, layout.cls_position] = self.class_embed(class_labels).to(dtype)
-        x[:, layout.time_positions.to(device)] = time_tokens
+        # Every level, TIME tokens' included, is embedded once (a TIME token carries its segment's level).
+        t_pos = layout.position_times(content_t, segment_t)  # (b, l)
+        levels, level_of = torch.unique(t_pos, return_inverse=True)  # (u,), (b, l)
+        t_emb = self.time_embed(levels).to(dtype)  # (u, d)
+        time_positions = layout.time_positions.to(device)
+        x[:, time_positions] = t_emb[level_of[:, time_positions]]
         if self.config.pos_embed:
             x = x + sincos_position_embedding(layout.length, x.shape[-1], device).to(dtype)
 
         # 2. Per-position modulation, computed once per distinct noise level.
-        t_pos = layout.position_times(content_t, segment_t)  # (b, l)
-        levels, level_of = torch.unique(t_pos, return_inverse=True)  # (u,), (b, l)
-        t_emb = self.time_embed(levels).to(dtype)  # (u, d)
         modulation = self.adaln(t_emb)  # (u, k, d)
 
         # 3. The blocks, each in its scan-switch order (one gather between blocks).
@@ -150,9 +153,9 @@ class Backbone(nn.Module):
             if class_labels.shape != (b,) or class_labels.dtype != torch.long:
                 raise ValueError(f"Backbone: class_labels must be a (batch,) = ({b},) long tensor, got "
                                  f"{tuple(class_labels.shape)} {class_labels.dtype}")
-            if len(class_labels) and (class_labels.min() < 0 or class_labels.max() > self.null_class):
+            if len(class_labels) and (class_labels.min() < -1 or class_labels.max() > self.null_class):
                 raise ValueError(f"Backbone: class labels must be in [0, {self.null_class}] "
-                                 f"({self.null_class} = null class), got [{int(class_labels.min())}, "
+                                 f"({self.null_class} or -1 = null class), got [{int(class_labels.min())}, "
                                  f"{int(class_labels.max())}]")
 
     def make_layout(self, segments: list, length: int | None = None) -> SequenceLayout:
