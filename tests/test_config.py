@@ -217,3 +217,10 @@ def test_float_in_exponent_notation_without_dot():
     assert load_config("tiny", ["train.lr=1e-3"]).train.lr == 1e-3
     with pytest.raises(ConfigError, match="train.lr must be float"):
         load_config("tiny", ["train.lr=fast"])
+
+
+def test_exponent_floats_inside_dict_fields_and_files(tmp_path):
+    config = load_config("tiny", ["train.task_weights={joint: 1e-3, vqa: 2}"])
+    assert config.train.task_weights == {"joint": 1e-3, "vqa": 2}
+    path = write(tmp_path, "train:\n  lr: 3e-4\n")
+    assert load_config(path).train.lr == 3e-4

@@ -10,6 +10,7 @@ mistyped keys are errors that name the file, the key and the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -200,6 +201,24 @@ class MDMConfig:
 
 
 PRESETS = ("tiny", "small", "base", "paper-7b")
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_YAMLLoader)
 T = TypeVar("T")
 
 
@@ -243,11 +262,6 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         return _enum(hint, value, f"{source}: {key}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and
                                                  not (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
@@ -279,7 +293,7 @@ def apply_overrides(config: T, overrides: list[str], source: str = "command line
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"{source}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _parse_yaml(raw)
     return from_dict(type(config), data, source)
 
 
@@ -297,7 +311,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(f"unknown config {str(name_or_path)!r}: give a preset ({', '.join(PRESETS)}) "
                           f"or a path to a .yaml file")
     try:
-        data = yaml.safe_load(text) or {}
+        data = _parse_yaml(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
     config = from_dict(MDMConfig, data, source)
