@@ -80,3 +80,13 @@ def test_bad_input_is_rejected_with_a_message(setup):
         pipe.class_to_image([10])
     with pytest.warns(UserWarning, match="truncat"):
         pipe.encode_text(["a red circle " * 40], "caption")
+
+
+def test_patch_size_above_one_is_refused_not_ignored(setup):
+    samples, tokenizer, vq, data, config, network, diffusion = setup
+    from mdm.config import apply_overrides
+    from mdm.nn.network import MDMNetwork
+
+    patched = MDMNetwork(apply_overrides(config, ["layout.patch_size=2"]), {"text": 10, "image": 16})
+    with pytest.raises(NotImplementedError, match="patch_size = 2"):
+        MDMPipeline(patched, diffusion, tokenizer, vq, LENS)

@@ -135,6 +135,9 @@ class MDMPipeline:
 
     def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, tokenizer: TextTokenizer | None,
                  vq: VQVAE | None, text_lens: dict[str, int]) -> None:
+        if network.config.layout.patch_size != 1:
+            raise NotImplementedError(f"layout.patch_size = {network.config.layout.patch_size}: grouping VQ codes "
+                                      f"into multi-code tokens (App. C's 2x2) is not implemented yet; use 1")
         self.network, self.diffusion, self.tokenizer, self.vq = network, diffusion, tokenizer, vq
         self.text_lens = dict(text_lens)
         self.device = next(network.parameters()).device
