@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdm.data.digits import DIGIT_NAMES, DigitsDataset, Split, resize_images
+from mdm.data.digits import DigitsDataset, Split, digit_caption, resize_images
 from mdm.data.sample import Role, Sample, TextSegment
 
 _SPLIT_CODE = {Split.TRAIN: 0, Split.VAL: 1, Split.TEST: 2}
@@ -192,7 +192,7 @@ class MovingDigitsDataset:
             labels.append(int(self.digit_labels[k]))
             trajectories.append(torch.from_numpy(path).double())
             velocities.append(torch.from_numpy(velocity))
-        captions = [f"the digit {DIGIT_NAMES[lab]} moving {direction_words(tuple(v.tolist()))}"
+        captions = [f"{digit_caption(lab)} moving {direction_words(tuple(v.tolist()))}"
                     for lab, v in zip(labels, velocities)]
         meta = {"trajectory": trajectories[0], "velocity": velocities[0], "digit_index": picks[0],
                 "split": self.split.value}

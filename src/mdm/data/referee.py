@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdm.data.shapesworld import (COLORS, NUMBER_WORDS, PLURALS, POSITIONS, RGB, SHAPES, SIZES, position_of, radius,
-                                  shape_mask)
+from mdm.data.shapesworld import (COLORS, NUMBER_WORDS, PLURALS, POSITIONS, RGB, SHAPES, SIZES, check_choice,
+                                  position_of, radius, shape_mask)
 
 ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "position")
 _GENERIC_NOUNS = frozenset({"shape", "object", "thing"})
@@ -103,8 +103,7 @@ def parse_image(image: Tensor, *, shapes: Sequence[str] = SHAPES, colors: Sequen
     if not shapes:
         raise ValueError(f"shapes must name at least one of {', '.join(SHAPES)}")
     for s in shapes:
-        if s not in SHAPES:
-            raise ValueError(f"unknown shape {s!r}; valid: {', '.join(SHAPES)}")
+        check_choice(s, SHAPES, "shape")
     pixels = _image_array(image)
     S = pixels.shape[0]
     bits = pixels > 0.5
@@ -113,8 +112,7 @@ def parse_image(image: Tensor, *, shapes: Sequence[str] = SHAPES, colors: Sequen
     small_side, large_side = 2 * radius("small", S) + 1, 2 * radius("large", S) + 1
     objects = []
     for color in colors:
-        if color not in RGB:
-            raise ValueError(f"unknown color {color!r}; valid: {', '.join(COLORS)}")
+        check_choice(color, COLORS, "color")
         mask = confident & np.all(bits == np.array(RGB[color], dtype=bool), axis=-1)
         for ys, xs in _components(mask):
             if len(ys) < min_area:

@@ -64,7 +64,8 @@ MAX_OBJECTS = 4
 _EPS = 1e-9  # shape inequalities are evaluated on exact ratios such as 1/3; keep boundary pixels in
 
 
-def _check(value: str, valid: Sequence[str], what: str) -> str:
+def check_choice(value: str, valid: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``valid``, else a ValueError naming what was expected."""
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
     return value
@@ -76,7 +77,7 @@ def radius(size: str, image_size: int) -> int:
     Odd box sides give every shape a centre pixel and a left-right symmetric
     raster; r >= 2 keeps the small shapes distinct even at 16x16.
     """
-    _check(size, SIZES, "size")
+    check_choice(size, SIZES, "size")
     small = max(2, round(0.09 * image_size))
     return small if size == "small" else max(small + 1, round(0.16 * image_size))
 
@@ -88,7 +89,7 @@ def shape_mask(shape: str, height: int, width: int) -> np.ndarray:
     (2r+1)-pixel box reduces to integer offsets dx/r; the referee calls this with
     a measured box of any size to get its templates.
     """
-    _check(shape, SHAPES, "shape")
+    check_choice(shape, SHAPES, "shape")
     ry, rx = (height - 1) / 2, (width - 1) / 2
     v = ((np.arange(height) - ry) / max(ry, 1e-12))[:, None]
     u = ((np.arange(width) - rx) / max(rx, 1e-12))[None, :]
@@ -123,7 +124,7 @@ def _center_range(k: int, r: int, image_size: int) -> tuple[int, int]:
 
 def cell_center(position: str, size: str, image_size: int) -> tuple[int, int]:
     """The middle (x, y) of the centres allowed for an object of ``size`` in a position's cell."""
-    k, r = POSITIONS.index(_check(position, POSITIONS, "position")), radius(size, image_size)
+    k, r = POSITIONS.index(check_choice(position, POSITIONS, "position")), radius(size, image_size)
     (x_lo, x_hi), (y_lo, y_hi) = _center_range(k % 3, r, image_size), _center_range(k // 3, r, image_size)
     return (x_lo + x_hi) // 2, (y_lo + y_hi) // 2
 
@@ -146,9 +147,9 @@ class ShapesWorldConfig:
         object.__setattr__(self, "shapes", tuple(self.shapes))
         object.__setattr__(self, "colors", tuple(self.colors))
         for s in self.shapes:
-            _check(s, SHAPES, "shape in config.shapes")
+            check_choice(s, SHAPES, "shape in config.shapes")
         for c in self.colors:
-            _check(c, COLORS, "color in config.colors")
+            check_choice(c, COLORS, "color in config.colors")
         if len(set(self.shapes)) != len(self.shapes) or len(set(self.colors)) != len(self.colors) or not self.shapes:
             raise ValueError(f"config.shapes and config.colors must be non-empty and without repeats, "
                              f"got {self.shapes} and {self.colors}")
@@ -157,7 +158,7 @@ class ShapesWorldConfig:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"hold_out entries are (color, shape) pairs, got {pair!r}")
             color, shape = pair
-            pairs.append((_check(color, self.colors, "hold_out color"), _check(shape, self.shapes, "hold_out shape")))
+            pairs.append((check_choice(color, self.colors, "hold_out color"), check_choice(shape, self.shapes, "hold_out shape")))
         object.__setattr__(self, "hold_out", tuple(dict.fromkeys(pairs)))
         if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
             raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
@@ -232,13 +233,13 @@ def render(objects: Sequence[Mapping[str, Any]], image_size: int = 32) -> Tensor
         if not (r <= x < image_size - r and r <= y < image_size - r):
             raise ValueError(f"object {dict(obj)} of half-width {r} does not fit a {image_size}x{image_size} image")
         mask = shape_mask(obj["shape"], 2 * r + 1, 2 * r + 1)
-        canvas[y - r:y + r + 1, x - r:x + r + 1][mask] = RGB[_check(obj["color"], COLORS, "color")]
+        canvas[y - r:y + r + 1, x - r:x + r + 1][mask] = RGB[check_choice(obj["color"], COLORS, "color")]
     return torch.from_numpy(canvas).permute(2, 0, 1).contiguous()
 
 
 def place_phrase(position: str) -> str:
     """'on the left', 'at the top-right', 'in the center'."""
-    _check(position, POSITIONS, "position")
+    check_choice(position, POSITIONS, "position")
     special = {"center": "in the center", "left": "on the left", "right": "on the right"}
     return special.get(position, f"at the {position}")
 
@@ -254,7 +255,7 @@ def caption(objects: Sequence[Mapping[str, Any]], rng: np.random.Generator, temp
     :func:`mdm.data.referee.parse_caption` can split a caption into one clause per object.
     """
     template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))] if template is None else template
-    _check(template, CAPTION_TEMPLATES, "caption template")
+    check_choice(template, CAPTION_TEMPLATES, "caption template")
     if not objects:
         raise ValueError("caption needs at least one object")
     objs = [objects[int(i)] for i in rng.permutation(len(objects))]
@@ -291,7 +292,7 @@ def question_answer(objects: Sequence[Mapping[str, Any]], rng: np.random.Generat
     """
     if kind is None:
         kind = QUESTION_KINDS[int(rng.integers(len(QUESTION_KINDS)))]
-    _check(kind, QUESTION_KINDS, "question kind")
+    check_choice(kind, QUESTION_KINDS, "question kind")
     if not objects:
         raise ValueError("question_answer needs at least one object")
 
@@ -331,7 +332,7 @@ class ShapesWorld(Dataset):
 
     def __init__(self, split: str = "train", size: int = 10_000, config: ShapesWorldConfig | None = None,
                  seed: int = 0) -> None:
-        self.split = _check(split, tuple(SPLIT_OFFSETS), "split")
+        self.split = check_choice(split, tuple(SPLIT_OFFSETS), "split")
         if size < 0 or seed < 0:
             raise ValueError(f"size and seed must be >= 0, got {size} and {seed}")
         self.config = ShapesWorldConfig() if config is None else config
