@@ -72,3 +72,88 @@ def test_vq_train_cli_reports_l2_against_baseline(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "validation L2 (Eq. 15)" in out and "mean-image baseline" in out
     assert (tmp_path / "vq" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------- train / sample / quickstart
+
+TINY_RUN = ["train.steps=2", "train.batch_size=4", "train.log_every=1", "data.train_size=48", "data.vq_steps=2",
+            "data.codebook_size=32", "data.vocab_size=64"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--config", "tiny", "--out", str(out), "--no-progress", *TINY_RUN]) == 0
+    return out
+
+
+def test_train_writes_a_run_folder(run_dir, capsys):
+    assert (run_dir / "checkpoint" / "model.safetensors").is_file() and (run_dir / "config.yaml").is_file()
+    assert len((run_dir / "log.jsonl").read_text().splitlines()) == 2
+    # resuming with more steps continues the same run
+    assert main(["train", "--out", str(run_dir), "--resume", "--no-progress", "train.steps=3"]) == 0
+    assert "step 3" in capsys.readouterr().out
+    assert json.loads((run_dir / "checkpoint" / "config.json").read_text())["step"] == 3
+
+
+def test_sample_caption_answer_generate(run_dir, tmp_path, capsys):
+    fast = ["--checkpoint", str(run_dir), "--steps", "2"]
+    assert main(["sample", *fast, "--prompt", "a red circle", "-n", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", *fast, "--label", "3", "-n", "2", "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["generate", *fast, "-n", "2", "--out", str(tmp_path / "g.png")]) == 0
+    for name in ("s", "c", "g"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 2000
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(tmp_path / "red.png")
+    capsys.readouterr()
+    assert main(["caption", *fast, str(tmp_path / "red.png")]) == 0
+    assert capsys.readouterr().out.startswith(str(tmp_path / "red.png") + "\t")
+    assert main(["answer", *fast, "--image", str(tmp_path / "red.png"), "--question", "what color is it?"]) == 0
+    assert main(["answer", *fast, "--scene", "a red circle", "--question", "what color is the circle?"]) == 0
+
+
+def test_sampling_commands_reject_bad_input(run_dir, tmp_path, capsys):
+    fast = ["--checkpoint", str(run_dir), "--steps", "2"]
+    assert main(["sample", *fast]) == 2
+    assert "exactly one of --prompt" in capsys.readouterr().err
+    assert main(["sample", *fast, "--prompt", "x", "--steps", "0"]) == 2
+    assert "steps must be in [1, 1000]" in capsys.readouterr().err
+    assert main(["sample", *fast, "--prompt", "x", "--guidance", "-1"]) == 2
+    assert "guidance_scale" in capsys.readouterr().err
+    assert main(["answer", *fast, "--question", "where?"]) == 2
+    assert "exactly one of --image" in capsys.readouterr().err
+    assert main(["generate", "--checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", "--checkpoint", str(tmp_path / "empty")]) == 2
+    assert "not an MDM checkpoint" in capsys.readouterr().err
+
+
+def test_train_errors_name_the_problem(run_dir, tmp_path, capsys):
+    assert main(["train", "--config", "tiny", "--out", str(run_dir), *TINY_RUN]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny", "--out", str(tmp_path / "r"), "train.stpes=3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.stpes" in err and "steps" in err
+    assert main(["train", "--config", "tiny", "--out", str(tmp_path / "r"), "data.name=coco"]) == 2
+    assert "set data.path" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny", "--out", str(tmp_path / "r"), "data.name=imagefolder",
+                 f"data.path={tmp_path / 'missing'}"]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    shrink = ["backbone.d_model=32", "backbone.n_layers=2", "backbone.head_dim=16", "backbone.d_state=16"]
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--n-eval", "2", "--no-progress",
+                 *TINY_RUN, *shrink]) == 0
+    out = capsys.readouterr().out
+    scores = json.loads((tmp_path / "qs" / "scores.json").read_text())
+    assert {"t2i_attributes", "caption_all_true", "vqa", "text_to_text", "joint_agreement"} <= set(scores)
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert (tmp_path / "qs" / "quickstart.png").stat().st_size > 5000
+    assert "next:" in out and "Q: " in out
+    # a second call reuses the trained model
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--n-eval", "2", "--no-progress",
+                 *TINY_RUN, *shrink]) == 0
+    assert "reusing it" in capsys.readouterr().out

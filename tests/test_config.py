@@ -176,7 +176,7 @@ def test_missing_file_names_the_path(tmp_path):
 
 
 def test_unknown_name_lists_presets():
-    with pytest.raises(ConfigError, match=r"unknown config 'huge'.*tiny, small, base, paper-7b"):
+    with pytest.raises(ConfigError, match=r"unknown config 'huge'.*tiny, quickstart, small, base, paper-7b"):
         load_config("huge")
 
 

@@ -10,7 +10,7 @@ from mdm.data.vq import VQVAE, VQConfig
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.nn.layout import Modality
 from mdm.tasks import MDMPipeline, Task, task_segments, tokenize_samples
-from mdm.train import build_model, train_loop
+from mdm.training.loop import build_model, train_loop
 
 LENS = {"caption": 48, "question": 24, "answer": 8, "scene": 48}
 

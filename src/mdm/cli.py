@@ -126,6 +126,143 @@ def cmd_vq_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- training and sampling
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from mdm.quickstart import quickstart
+
+    _threads(args)
+    quickstart(args.out, minutes=args.minutes, n_eval=args.n_eval, overrides=args.overrides,
+               progress=not args.no_progress)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mdm.training.loop import NonFiniteLossError
+    from mdm.training.run import resume_config, train_run
+
+    _threads(args)
+    if args.resume and args.config is None:
+        config = resume_config(args.out)
+        if args.overrides:
+            from mdm.config import apply_overrides
+
+            config = apply_overrides(config, args.overrides)
+    else:
+        config = load_config(args.config or "small", args.overrides)
+    try:
+        result = train_run(config, args.out, resume=args.resume, progress=not args.no_progress,
+                           time_budget_s=None if args.minutes is None else 60 * args.minutes, device=args.device)
+    except NonFiniteLossError as e:
+        print(f"mdm: training stopped: {e}", file=sys.stderr)
+        return 1
+    tr = result.trainer
+    if tr.interrupted:
+        print(f"interrupted at step {tr.step}; checkpoint saved in {args.out}/checkpoint "
+              f"(continue with: mdm train --out {args.out} --resume)")
+        return 130
+    last = tr.history[-1] if tr.history else {}
+    print(f"step {tr.step}: loss {last.get('loss', float('nan')):.4f}; checkpoint in {args.out}/checkpoint, "
+          f"log in {args.out}/log.jsonl")
+    return 0
+
+
+def _sampler(args: argparse.Namespace):
+    from mdm.diffusion.sampling import SamplerConfig
+
+    return SamplerConfig(solver=args.solver, steps=args.steps, selection=args.selection,
+                         guidance_scale=args.guidance)
+
+
+def _pipeline(args: argparse.Namespace):
+    from mdm.tasks import MDMPipeline
+
+    _threads(args)
+    return MDMPipeline.from_pretrained(args.checkpoint, use_ema=not args.raw_weights, device=args.device)
+
+
+def _load_images(paths: list[str], pipe) -> "torch.Tensor":
+    import torch
+
+    from mdm.data.formats import load_image
+
+    size = pipe.network.config.layout.image_size
+    images = [load_image(p, size) for p in paths]
+    c = pipe.vq.config.in_channels if pipe.vq is not None else 3
+    return torch.stack([im[:1] if c == 1 else im for im in images])
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from mdm.evaluation.figures import image_caption_grid
+
+    pipe = _pipeline(args)
+    if (args.prompt is None) == (args.label is None):
+        raise ValueError("mdm sample: give exactly one of --prompt TEXT (text->image) or --label N (class->image)")
+    if args.prompt is not None:
+        images = pipe.text_to_image([args.prompt] * args.n, _sampler(args), seed=args.seed)
+        titles = [args.prompt] * args.n
+    else:
+        images = pipe.class_to_image([args.label] * args.n, _sampler(args), seed=args.seed)
+        titles = [f"class {args.label}"] * args.n
+    path = image_caption_grid(images, titles, args.out, referee=False)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    pipe = _pipeline(args)
+    captions = pipe.image_to_text(_load_images(args.images, pipe), _sampler(args), seed=args.seed)
+    for path, caption in zip(args.images, captions):
+        print(f"{path}\t{caption}")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    pipe = _pipeline(args)
+    if (args.image is None) == (args.scene is None):
+        raise ValueError("mdm answer: give exactly one of --image FILE (VQA) or --scene TEXT (text->text)")
+    if args.image is not None:
+        answer = pipe.vqa(_load_images([args.image], pipe), [args.question], _sampler(args), seed=args.seed)[0]
+    else:
+        answer = pipe.text_to_text([args.scene], [args.question], _sampler(args), seed=args.seed)[0]
+    print(answer)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mdm.evaluation.figures import image_caption_grid
+
+    pipe = _pipeline(args)
+    images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
+    path = image_caption_grid(images, captions, args.out, title="image and caption generated together")
+    for caption in captions:
+        print(caption)
+    print(f"wrote {path}")
+    return 0
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _add_sampler_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a run folder (its checkpoint/) or a checkpoint folder")
+    p.add_argument("--steps", type=int, default=20, help="solver steps (1-1000; default 20)")
+    p.add_argument("--solver", default="dpmsolver++", choices=["dpmsolver++", "ddpm"],
+                   help="DPM-Solver++ order 2 (default) or DDPM ancestral")
+    p.add_argument("--selection", default="cosine", choices=["cosine", "linear", "off"],
+                   help="multi-step selection commit schedule (Thm 3); off = plain solver")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale (0 = unconditional, 1 = conditional, >1 = guided)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--raw-weights", action="store_true", help="use the trained weights instead of the EMA")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdm", description="Multi-modal Diffusion Mamba (arXiv 2510.13253)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +318,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="vq", help="output folder (config.json, model.safetensors)")
     p.set_defaults(func=cmd_vq_train)
+
+    p = sub.add_parser("quickstart", help="train a small MDM on ShapesWorld (minutes on a CPU), then sample, "
+                                          "answer and score every task")
+    p.add_argument("--out", default="runs/quickstart", help="run folder (reused if it already holds the model)")
+    p.add_argument("--minutes", type=float, default=None, help="cap on training minutes (default: the preset's steps)")
+    p.add_argument("--n-eval", type=int, default=64, help="held-out scenes scored per task")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides of the quickstart preset")
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("train", help="train a model in a run folder (checkpoints, logs; --resume continues it)",
+                       description="Train MDM. Under torchrun (--nproc_per_node N) the same command runs data "
+                                   "parallel. Config keys: mdm info --config NAME shows the model; the YAML "
+                                   "presets list every key.")
+    p.add_argument("--config", default=None,
+                   help=f"a preset ({', '.join(PRESETS)}, quickstart) or a YAML file (default: small, or the "
+                        f"run's own config with --resume)")
+    p.add_argument("--out", required=True, help="run folder: config.yaml, checkpoint/, log.jsonl, tensorboard/")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (exactly)")
+    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. train.steps=4000 train.lr=3e-4 backbone.kind=transformer")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="text->image (--prompt) or class->image (--label) to a PNG grid")
+    _add_sampler_args(p)
+    p.add_argument("--prompt", default=None, help="a caption to draw")
+    p.add_argument("--label", type=int, default=None, help="a class label to draw")
+    p.add_argument("-n", type=int, default=8, help="images")
+    p.add_argument("--out", default="samples.png", help="PNG path")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("caption", help="image->text: caption image files")
+    _add_sampler_args(p)
+    p.add_argument("images", nargs="+", help="image files (resized to the model's image size)")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("answer", help="answer a question about an image (VQA) or a scene described in text")
+    _add_sampler_args(p)
+    p.add_argument("--question", required=True)
+    p.add_argument("--image", default=None, help="image file (VQA)")
+    p.add_argument("--scene", default=None, help="a scene in words (text->text)")
+    p.set_defaults(func=cmd_answer)
+
+    p = sub.add_parser("generate", help="images and their captions generated together (joint) to a PNG")
+    _add_sampler_args(p)
+    p.add_argument("-n", type=int, default=8, help="image+caption pairs")
+    p.add_argument("--out", default="generated.png", help="PNG path")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -192,5 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mdm: config error: {e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as e:
+        print(f"mdm: error: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:
         print(f"mdm: error: {e}", file=sys.stderr)
         return 2

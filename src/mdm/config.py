@@ -127,6 +127,8 @@ class DiffusionConfig:
     num_train_timesteps: int = 1000
     text_schedule: str = "squaredcos_cap_v2"
     image_schedule: str = "linear"
+    text_snr_shift: float = 1.0  # divide every level's SNR by this (schedule.NoiseSchedule says why)
+    image_snr_shift: float = 1.0
     analytic_offset: bool = False  # add the Gaussian log-likelihood to the learned logits (measured: off)
     se_weight: float = 1.0  # lambda of Eq. 18
     per_position_t_prob: float = 0.5  # share of noised segments trained with an independent t per position
@@ -142,6 +144,9 @@ class DiffusionConfig:
                 raise ConfigError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.num_train_timesteps < 2:
             raise ConfigError("diffusion.num_train_timesteps must be >= 2")
+        for name in ("text_snr_shift", "image_snr_shift"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"diffusion.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -155,16 +160,23 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    mixed_precision: str = "auto"  # auto = bf16 autocast on a CUDA device that supports it; "bf16"; "no"
     seed: int = 0
     log_every: int = 50
+    checkpoint_every: int = 500  # steps between checkpoints (and one at the end); 0 = only at the end
+    sample_every: int = 0  # steps between image+caption sample grids in the run folder; 0 = off
     # task mixture: relative weights of the tasks the data supports (DESIGN.md §4)
     task_weights: dict = field(default_factory=lambda: {"text_to_image": 1.0, "image_to_text": 1.0, "vqa": 1.0,
                                                         "text_to_text": 1.0, "joint": 1.0,
                                                         "class_to_image": 1.0})
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("train: steps and batch_size must be >= 1 and lr > 0")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
+            raise ConfigError("train: steps, batch_size and log_every must be >= 1 and lr > 0")
+        if self.checkpoint_every < 0 or self.sample_every < 0:
+            raise ConfigError("train: checkpoint_every and sample_every must be >= 0")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         from mdm.tasks import Task
@@ -179,12 +191,28 @@ class TrainConfig:
 class DataConfig:
     """Which data: a built-in dataset and the text length of each role."""
 
-    name: str = "shapesworld"
-    train_size: int = 8000
-    vocab_size: int = 128
-    codebook_size: int = 128
+    name: str = "shapesworld"  # shapesworld | digits (built in) | imagefolder | coco | vqav2 (local files)
+    path: str = ""  # imagefolder: the class folder; coco: captions JSON; vqav2: questions JSON
+    images: str = ""  # coco / vqav2: the images folder
+    annotations: str = ""  # vqav2: the annotations JSON (answers)
+    train_size: int = 8000  # samples generated (shapesworld) or read at most (files; 0 = all)
+    seed: int = 0
+    vocab_size: int = 128  # SentencePiece pieces asked for (a small corpus supports fewer)
+    codebook_size: int = 256  # VQ codes (the image vocabulary)
     vq_steps: int = 1200
-    text_lens: dict = field(default_factory=lambda: {"caption": 24, "question": 12, "answer": 4, "scene": 32})
+    # tokens per text segment by role, eos included (the longest ShapesWorld texts fit)
+    text_lens: dict = field(default_factory=lambda: {"caption": 28, "question": 20, "answer": 4, "scene": 32})
+
+    def __post_init__(self) -> None:
+        for name in ("train_size", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("vocab_size", "codebook_size", "vq_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        for role, n in self.text_lens.items():
+            if not isinstance(n, int) or n < 1:
+                raise ConfigError(f"data.text_lens.{role} must be an int >= 1, got {n!r}")
 
 
 @dataclass
@@ -200,7 +228,7 @@ class MDMConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-PRESETS = ("tiny", "small", "base", "paper-7b")
+PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b")
 
 
 class _YAMLLoader(yaml.SafeLoader):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -141,6 +142,30 @@ class MDMPipeline:
         self.network, self.diffusion, self.tokenizer, self.vq = network, diffusion, tokenizer, vq
         self.text_lens = dict(text_lens)
         self.device = next(network.parameters()).device
+
+    # -- files ---------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, use_ema: bool = True,
+                        device: str | torch.device = "cpu") -> "MDMPipeline":
+        """Load a checkpoint folder, or a run folder's latest checkpoint (EMA weights by default, Sec 5.1)."""
+        from mdm.diffusion.process import MultimodalDiffusion
+        from mdm.training.checkpoint import load_checkpoint
+        from mdm.training.run import checkpoint_folder
+
+        ckpt = load_checkpoint(checkpoint_folder(folder))
+        if use_ema and ckpt.ema_state is not None:
+            ckpt.network.load_state_dict(ckpt.ema_state)
+        network = ckpt.network.to(device).eval()
+        vq = ckpt.vq.to(device) if ckpt.vq is not None else None
+        return cls(network, MultimodalDiffusion(ckpt.config.diffusion, ckpt.config.vae), ckpt.tokenizer, vq,
+                   ckpt.text_lens)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the network (as the sampling weights), its config and tokenizers as a checkpoint folder."""
+        from mdm.training.checkpoint import save_checkpoint
+
+        return save_checkpoint(folder, config=self.network.config, network=self.network, tokenizer=self.tokenizer,
+                               vq=self.vq, text_lens=self.text_lens)
 
     # -- encoding / decoding -------------------------------------------------
     def encode_text(self, texts: list[str], role: str) -> Tensor:

@@ -104,3 +104,17 @@ def test_expected_latent_is_convex_combination_of_candidates():
     sharp = torch.full((1, 8), -1e9, dtype=torch.float64)
     sharp[0, 3] = 0
     assert torch.allclose(expected_latent(sharp, c), c[3:4])
+
+
+def test_snr_shift_divides_every_levels_snr():
+    base, shifted = NoiseSchedule("squaredcos_cap_v2", 1000), NoiseSchedule("squaredcos_cap_v2", 1000, snr_shift=8.0)
+    t = torch.arange(0, 990, 7)
+    snr = lambda ab: ab / (1 - ab)  # noqa: E731
+    ratio = snr(base.alpha_bar(t)) / snr(shifted.alpha_bar(t))
+    assert torch.allclose(ratio, torch.full_like(ratio, 8.0), rtol=1e-3)  # diffusers recomputes in float32
+    z0, noise = torch.randn(4, 6, 3), torch.randn(4, 6, 3)
+    tt = torch.full((4, 6), 500)
+    ab = shifted.alpha_bar(tt)[..., None].float()
+    assert torch.allclose(shifted.add_noise(z0, noise, tt), ab.sqrt() * z0 + (1 - ab).sqrt() * noise, atol=1e-6)
+    with pytest.raises(ValueError, match="snr_shift must be > 0"):
+        NoiseSchedule("linear", 1000, snr_shift=0.0)

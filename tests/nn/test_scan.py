@@ -7,7 +7,7 @@ import torch
 
 from mdm.nn.layout import Modality, SegmentSpec, SequenceLayout
 from mdm.nn.scan import (ScanPattern, ScanSwitch, block_patterns, inverse_permutation, parse_pattern_set,
-                         scan_order)
+                         permute_positions, scan_order)
 
 ALL_PATTERNS = [ScanPattern(o, r, t) for o, r, t in itertools.product(("row", "col"), (False, True), (False, True))]
 P11 = ScanPattern("row", False, False)  # image 1, text 1
@@ -231,3 +231,17 @@ def test_parse_pattern_set_rejects_with_the_valid_patterns(spec):
         parse_pattern_set(spec)
     with pytest.raises(ValueError, match="unknown scan pattern set"):
         block_patterns(spec, 4)
+
+
+def test_permute_positions_matches_indexing_values_and_gradients():
+    torch.manual_seed(0)
+    perm = torch.randperm(11)
+    x = torch.randn(3, 11, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 11, 5, dtype=torch.float64)
+    (permute_positions(x, perm, inverse_permutation(perm)) * weights).sum().backward()
+    fast = x.grad.clone()
+    x.grad = None
+    (x[:, perm] * weights).sum().backward()
+    assert torch.equal(permute_positions(x, perm, inverse_permutation(perm)), x[:, perm])
+    assert torch.equal(fast, x.grad)
+    assert torch.autograd.gradcheck(lambda t: permute_positions(t, perm, inverse_permutation(perm)), (x,))

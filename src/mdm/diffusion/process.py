@@ -26,6 +26,7 @@ from torch import Tensor
 
 from mdm.config import DiffusionConfig, VAEConfig
 from mdm.diffusion.objective import gaussian_offset, score_entropy_onehot
+from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.schedule import NoiseSchedule
 from mdm.nn.layout import Modality, SegmentSpec, SequenceLayout
 from mdm.nn.network import MDMNetwork
@@ -56,8 +57,10 @@ class MultimodalDiffusion:
 
     def __init__(self, config: DiffusionConfig, vae_config: VAEConfig) -> None:
         self.config, self.vae_config = config, vae_config
-        self.schedules = {Modality.TEXT: NoiseSchedule(config.text_schedule, config.num_train_timesteps),
-                          Modality.IMAGE: NoiseSchedule(config.image_schedule, config.num_train_timesteps)}
+        self.schedules = {Modality.TEXT: NoiseSchedule(config.text_schedule, config.num_train_timesteps,
+                                                       config.text_snr_shift),
+                          Modality.IMAGE: NoiseSchedule(config.image_schedule, config.num_train_timesteps,
+                                                        config.image_snr_shift)}
         self.T = config.num_train_timesteps
 
     # ------------------------------------------------------------------ denoiser
@@ -90,15 +93,20 @@ class MultimodalDiffusion:
 
     # ------------------------------------------------------------------ training
     def training_losses(self, network: MDMNetwork, segments: list[Segment], class_labels: Tensor | None = None,
-                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Eq. 18: ``L = L_rec_img + L_rec_txt + beta L_KL + lambda L_se``, each term returned (and 'loss')."""
+                        generator: torch.Generator | BatchRandom | None = None) -> dict[str, Tensor]:
+        """Eq. 18: ``L = L_rec_img + L_rec_txt + beta L_KL + lambda L_se``, each term returned (and 'loss').
+
+        ``generator`` drives every random draw; a :class:`BatchRandom` makes the draws of
+        each sample independent of how the global batch is split across processes.
+        """
         if not any(s.target for s in segments):
             raise ValueError("training_losses: at least one segment must be a target")
         layout = network.make_layout([s.spec for s in segments])
         device = next(network.parameters()).device
         b = segments[0].states.shape[0]
         cfg, T = self.config, self.T
-        rnd = lambda *shape: torch.rand(*shape, generator=generator, device=device)  # noqa: E731
+        rng = generator if isinstance(generator, BatchRandom) else BatchRandom(generator, device)
+        rnd = rng.rand
 
         drop = rnd(b) < cfg.cond_dropout  # classifier-free guidance dropout, per sample
         if class_labels is not None:
@@ -107,7 +115,8 @@ class MultimodalDiffusion:
         rec = {m: [] for m in Modality}
         kls, zs, taus, seg_taus, targets = [], [], [], [], []
         for seg in segments:
-            vae_out = network.vae(seg.states, seg.spec.modality, generator=generator)
+            xi = rng.randn(*seg.states.shape, network.vae.d_latent)
+            vae_out = network.vae(seg.states, seg.spec.modality, xi=xi)
             rec[seg.spec.modality].append(vae_out.rec)
             kls.append(vae_out.kl)
             detach = self.vae_config.detach_latents
@@ -115,20 +124,20 @@ class MultimodalDiffusion:
             if seg.target:
                 z0 = vae_out.z0.detach() if detach else vae_out.z0
                 mu = vae_out.mu.detach() if detach else vae_out.mu
-                t = torch.randint(0, T, (b, 1), generator=generator, device=device).expand(b, n)
+                t = rng.randint(T, b, 1).expand(b, n)
                 per_position = (rnd(b) < cfg.per_position_t_prob)[:, None]
-                t_free = torch.randint(0, T, (b, n), generator=generator, device=device)
+                t_free = rng.randint(T, b, n)
                 clean = per_position & (rnd(b, n) < rnd(b, 1))  # a random share of positions left clean
                 seg_tau = (t[:, 0] + 1).float()  # the TIME token: the segment's shared level, as at sampling
                 t = torch.where(per_position, t_free, t)
-                noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
+                noise = rng.randn(*z0.shape, dtype=z0.dtype)
                 # Clean positions are fed mu, as committed positions are at sampling (c_y = mu(e(y))).
                 z = torch.where(clean[..., None], mu, self.schedules[seg.spec.modality].add_noise(z0, noise, t))
                 tau = torch.where(clean, torch.zeros_like(t), t + 1).float()
                 targets.append(~clean)
             else:
                 mu = vae_out.mu.detach() if detach else vae_out.mu
-                noise = torch.randn(mu.shape, generator=generator, device=device, dtype=mu.dtype)
+                noise = rng.randn(*mu.shape, dtype=mu.dtype)
                 # Dropped condition: pure noise at the last level (see module docstring).
                 last = torch.full((b, n), T - 1, device=device)
                 z = torch.where(drop[:, None, None], self.schedules[seg.spec.modality].add_noise(mu, noise, last), mu)
@@ -142,13 +151,15 @@ class MultimodalDiffusion:
 
         z, tau = torch.cat(zs, dim=1), torch.cat(taus, dim=1)
         logits = self.logits(network, z, tau, torch.stack(seg_taus, dim=1), layout, class_labels)
-        se_sum, se_count = z.new_zeros(()), 0
+        # Mean over each sample's noised positions, then over samples: a per-sample mean
+        # does not depend on how a global batch is split across processes.
+        se_sum, se_count = z.new_zeros(b), z.new_zeros(b)
         for seg, lg, mask in zip(segments, logits, targets):
             if seg.target:
                 se = score_entropy_onehot(lg, seg.states)  # uniform w_t
-                se_sum = se_sum + (se * mask).sum()
-                se_count += int(mask.sum())
-        se = se_sum / max(se_count, 1)
+                se_sum = se_sum + (se * mask).sum(dim=1)
+                se_count = se_count + mask.sum(dim=1)
+        se = (se_sum / se_count.clamp(min=1)).mean()
         rec_img = torch.stack(rec[Modality.IMAGE]).mean() if rec[Modality.IMAGE] else z.new_zeros(())
         rec_txt = torch.stack(rec[Modality.TEXT]).mean() if rec[Modality.TEXT] else z.new_zeros(())
         kl = torch.stack(kls).mean()

@@ -9,6 +9,14 @@ off: it clamps x0 to [-1, 1], wrong for latents), not re-derived here. Timesteps
 are integers in [0, num_train_timesteps); ``t = 0`` is the first noise level,
 and a clean condition is marked separately by the caller (``t = -1`` is never
 passed to the scheduler).
+
+``snr_shift`` s divides the signal-to-noise ratio of every level by s,
+``alpha_bar' = alpha_bar / (alpha_bar + s (1 - alpha_bar))`` (the resolution shift of
+Hoogeboom et al. 2023 and SD3). Why: a token's latent has ``d_latent`` dimensions
+and only ``vocab`` candidates, so it stays identifiable from z_t far into the
+schedule, and with s = 1 few training draws force the model to read the context.
+The shifted schedule is handed to diffusers as ``trained_betas`` so its noising and
+its solvers use exactly the same levels.
 """
 
 from __future__ import annotations
@@ -29,12 +37,23 @@ class BetaSchedule(str, Enum):
 class NoiseSchedule:
     """One modality's noise schedule, a thin wrapper over diffusers' DDPMScheduler."""
 
-    def __init__(self, beta_schedule: BetaSchedule | str = BetaSchedule.LINEAR, num_train_timesteps: int = 1000) -> None:
+    def __init__(self, beta_schedule: BetaSchedule | str = BetaSchedule.LINEAR, num_train_timesteps: int = 1000,
+                 snr_shift: float = 1.0) -> None:
+        if not snr_shift > 0:
+            raise ValueError(f"snr_shift must be > 0, got {snr_shift}")
         self.beta_schedule = BetaSchedule(beta_schedule)
         self.num_train_timesteps = num_train_timesteps
+        self.snr_shift = snr_shift
         self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
                                        beta_schedule=self.beta_schedule.value, clip_sample=False,
                                        prediction_type="sample")
+        if snr_shift != 1.0:
+            ab = self.scheduler.alphas_cumprod.to(torch.float64)
+            shifted = ab / (ab + snr_shift * (1 - ab))
+            betas = 1 - shifted / torch.cat([shifted.new_ones(1), shifted[:-1]])
+            self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=False,
+                                           prediction_type="sample",
+                                           trained_betas=betas.clamp(max=0.999).tolist())
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64)  # Eq. 1's alpha_bar, in float64
 
     def alpha_bar(self, t: Tensor) -> Tensor:

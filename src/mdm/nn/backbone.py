@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from mdm.config import BackboneConfig, BackboneKind
-from mdm.nn.embeddings import AdaLNSingle, TimestepEmbedder, modulate, sincos_position_embedding
+from mdm.nn.embeddings import AdaLNSingle, TimestepEmbedder, modulate, per_position, sincos_position_embedding
 from mdm.nn.layout import N_SPECIAL, SequenceLayout
 from mdm.nn.mamba2 import MambaBlock
-from mdm.nn.scan import ScanSwitch, block_patterns
+from mdm.nn.scan import ScanSwitch, block_patterns, permute_positions
 from mdm.nn.transformer import TransformerBlock
 
 
@@ -96,7 +96,7 @@ class Backbone(nn.Module):
         levels, level_of = torch.unique(t_pos, return_inverse=True)  # (u,), (b, l)
         t_emb = self.time_embed(levels).to(dtype)  # (u, d)
         time_positions = layout.time_positions.to(device)
-        x[:, time_positions] = t_emb[level_of[:, time_positions]]
+        x[:, time_positions] = per_position(t_emb, level_of[:, time_positions])
         if self.config.pos_embed:
             x = x + sincos_position_embedding(layout.length, x.shape[-1], device).to(dtype)
 
@@ -112,7 +112,7 @@ class Backbone(nn.Module):
             if switch is not None:
                 step = switch.transitions[i]
                 if step is not None:
-                    x = x[:, step]
+                    x = permute_positions(x, step, switch.transition_inverses[i])
                 order = switch.orders[i]
             if i >= n_layers - n_skips:
                 x = self.skip_proj[n_layers - 1 - i](torch.cat([x, skips.pop()], dim=-1))
@@ -121,10 +121,10 @@ class Backbone(nn.Module):
             if i < n_skips:
                 skips.append(x)
         if switch is not None and switch.to_canonical is not None:
-            x = x[:, switch.to_canonical]
+            x = permute_positions(x, switch.to_canonical, switch.orders[-1])
 
         # 4. Final modulated norm, content positions only.
-        shift, scale = self.adaln_out(t_emb)[level_of].unbind(-2)
+        shift, scale = per_position(self.adaln_out(t_emb), level_of).unbind(-2)
         x = modulate(self.norm_out(x), shift, scale)
         return x[:, layout.content_positions.to(device)]
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdm.nn.embeddings import modulate
+from mdm.nn.embeddings import modulate, per_position
 from mdm.nn.ssd import Discretization, ssd
 
 
@@ -176,12 +176,12 @@ class MambaBlock(nn.Module):
     def forward(self, h: Tensor, modulation: Tensor, levels: Tensor) -> Tensor:
         modulation = modulation + self.modulation_table
         if h.shape[1] <= self.segment_len:
-            shift, scale, gate = modulation[levels].unbind(-2)
+            shift, scale, gate = per_position(modulation, levels).unbind(-2)
             return torch.addcmul(h, gate, self.mixer(modulate(self.norm(h), shift, scale)))
         out, state = [], None
         for start in range(0, h.shape[1], self.segment_len):
             h_seg = h[:, start:start + self.segment_len]
-            shift, scale, gate = modulation[levels[:, start:start + self.segment_len]].unbind(-2)
+            shift, scale, gate = per_position(modulation, levels[:, start:start + self.segment_len]).unbind(-2)
             y, state = self.mixer(modulate(self.norm(h_seg), shift, scale), state, return_state=True)
             out.append(torch.addcmul(h_seg, gate, y))
         return torch.cat(out, dim=1)

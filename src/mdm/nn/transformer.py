@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdm.nn.embeddings import modulate
+from mdm.nn.embeddings import modulate, per_position
 
 
 class SelfAttention(nn.Module):
@@ -53,6 +53,6 @@ class TransformerBlock(nn.Module):
 
     def forward(self, h: Tensor, modulation: Tensor, levels: Tensor) -> Tensor:
         """h: (b, l, d); modulation: (u, 6, d) per noise level; levels: (b, l) the level of each position."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = (modulation + self.modulation_table)[levels].unbind(-2)
+        shift1, scale1, gate1, shift2, scale2, gate2 = per_position(modulation + self.modulation_table, levels).unbind(-2)
         h = h + gate1 * self.attn(modulate(self.norm1(h), shift1, scale1))
         return h + gate2 * self.mlp(modulate(self.norm2(h), shift2, scale2))

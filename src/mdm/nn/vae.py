@@ -109,11 +109,13 @@ class UnifiedVAE(nn.Module):
         states = torch.arange(self.vocab_sizes[modality], device=self.modality_embed.weight.device)
         return self.encode(states, modality)[0]
 
-    def forward(self, states: Tensor, modality: Modality | str, generator: torch.Generator | None = None) -> VAEOutput:
-        """Encode, sample z0 (reparameterised), decode; reconstruction CE (Eq. 16) and KL (Eq. 17)."""
+    def forward(self, states: Tensor, modality: Modality | str, generator: torch.Generator | None = None,
+                xi: Tensor | None = None) -> VAEOutput:
+        """Encode, sample z0 (reparameterised, with ``xi`` if given), decode; reconstruction CE (Eq. 16), KL (Eq. 17)."""
         modality = Modality(modality)
         mu, logvar = self.encode(states, modality)
-        xi = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if xi is None:
+            xi = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z0 = mu + torch.exp(0.5 * logvar) * xi
         logits = self.decode(z0, modality)
         rec = F.cross_entropy(logits.flatten(0, -2).float(), states.flatten())

@@ -1,0 +1,101 @@
+"""Every MDM task on ShapesWorld, scored by the analytic referee (GenEval in miniature, DESIGN.md §6-7).
+
+=============  ================================================================
+task           score
+=============  ================================================================
+text_to_image  attribute accuracy of the generated image against the caption's
+               objects (``t2i_attributes``: mean of colour, shape, size, position)
+               and ``t2i_all`` (every requested object fully right)
+image_to_text  ``caption_all_true``: captions whose every stated attribute is
+               true of the image; ``caption_precision``: true claims / claims
+vqa            exact match of the answer
+text_to_text   exact match of the answer to a question about a scene in words
+joint          ``joint_agreement``: generated image and generated caption agree
+               (every claim of the caption true of the image)
+=============  ================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from mdm.data.referee import score_caption, score_generation
+from mdm.data.sample import Sample
+from mdm.diffusion.sampling import SamplerConfig
+from mdm.tasks import MDMPipeline
+
+TASKS = ("text_to_image", "image_to_text", "vqa", "text_to_text", "joint")
+
+
+@dataclass
+class TaskScores:
+    scores: dict[str, float] = field(default_factory=dict)
+    examples: dict[str, list] = field(default_factory=dict)  # a few (input, output) pairs per task
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _mean(rows: list[dict[str, float]], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows) if rows else float("nan")
+
+
+def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig | None = None,
+                tasks: tuple[str, ...] = TASKS, seed: int = 0, n_examples: int = 4) -> TaskScores:
+    """Run ``tasks`` on ``samples`` (ShapesWorld, with objects in ``meta``) and score them."""
+    if not samples:
+        raise ValueError("score_tasks: no samples to score")
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"score_tasks: unknown tasks {sorted(unknown)}; valid: {', '.join(TASKS)}")
+    sampler = sampler or SamplerConfig(steps=20)
+    out = TaskScores()
+    images = torch.stack([s.image for s in samples])
+    questions = [s.text("question") for s in samples]
+    answers = [s.text("answer") for s in samples]
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        result = fn()
+        out.seconds[name] = round(time.perf_counter() - t0, 2)
+        return result
+
+    if "text_to_image" in tasks:
+        prompts = [s.text("caption") for s in samples]
+        gen = timed("text_to_image", lambda: pipe.text_to_image(prompts, sampler, seed=seed))
+        rows = [score_generation(gen[i], samples[i].meta["objects"]) for i in range(len(samples))]
+        attrs = [k for k in ("color", "shape", "size", "position") if k in rows[0]]
+        out.scores["t2i_attributes"] = sum(_mean(rows, k) for k in attrs) / len(attrs)
+        for k in attrs:
+            out.scores[f"t2i_{k}"] = _mean(rows, k)
+        out.scores["t2i_all"] = _mean(rows, "all")
+        out.examples["text_to_image"] = [(prompts[i], gen[i]) for i in range(min(n_examples, len(samples)))]
+    if "image_to_text" in tasks:
+        caps = timed("image_to_text", lambda: pipe.image_to_text(images, sampler, seed=seed))
+        rows = [score_caption(images[i], caps[i]) for i in range(len(samples))]
+        out.scores["caption_all_true"] = _mean(rows, "all_true")
+        out.scores["caption_precision"] = _mean(rows, "precision")
+        out.examples["image_to_text"] = [(images[i], caps[i]) for i in range(min(n_examples, len(samples)))]
+    if "vqa" in tasks:
+        got = timed("vqa", lambda: pipe.vqa(images, questions, sampler, seed=seed))
+        out.scores["vqa"] = sum(g.strip() == a for g, a in zip(got, answers)) / len(samples)
+        out.examples["vqa"] = [(questions[i], got[i], answers[i]) for i in range(min(n_examples, len(samples)))]
+    if "text_to_text" in tasks:
+        scenes = [s.text("scene") for s in samples]
+        got = timed("text_to_text", lambda: pipe.text_to_text(scenes, questions, sampler, seed=seed))
+        out.scores["text_to_text"] = sum(g.strip() == a for g, a in zip(got, answers)) / len(samples)
+        out.examples["text_to_text"] = [(scenes[i], questions[i], got[i], answers[i])
+                                        for i in range(min(n_examples, len(samples)))]
+    if "joint" in tasks:
+        imgs, caps = timed("joint", lambda: pipe.joint(len(samples), sampler, seed=seed))
+        rows = [score_caption(imgs[i], caps[i]) for i in range(len(samples))]
+        out.scores["joint_agreement"] = _mean(rows, "all_true")
+        out.examples["joint"] = [(imgs[i], caps[i]) for i in range(len(samples))]
+    return out
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    """Scores as aligned ``name  percent`` lines."""
+    width = max(map(len, scores), default=0)
+    return "\n".join(f"  {k:<{width}}  {100 * v:6.1f}%" for k, v in scores.items())

@@ -1,0 +1,226 @@
+"""Checkpoint folders: everything to sample from a model, and everything to resume its run.
+
+One folder (DESIGN.md §8)::
+
+    config.json            format tag, the MDMConfig, vocab sizes, text lengths, step
+    model.safetensors      the trained weights
+    ema.safetensors        the EMA weights (used for sampling when present)
+    tokenizer/             SentencePiece model (text)
+    vq/                    the VQ-VAE stage 0 (images)
+    trainer.safetensors    optimizer moments and the random generators' states
+    trainer.json           optimizer hyper-parameters, step, the partial log window
+
+Only safetensors and JSON are read: a pickle can run code on load, so a pickle
+(``.pt``/``.bin``, or one renamed to ``.safetensors``) is refused by name.
+
+Writes are atomic: the new folder is written beside the old one as
+``NAME.saving`` and swapped in with two renames (old -> ``NAME.previous``, new ->
+``NAME``). A kill at any moment leaves either the old or the new checkpoint whole;
+:func:`load_checkpoint` falls back to ``NAME.previous`` if the kill came between
+the two renames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from mdm.config import ConfigError, MDMConfig, from_dict, to_dict
+from mdm.data.text_tokenizer import TextTokenizer
+from mdm.data.vq import VQVAE
+from mdm.nn.network import MDMNetwork
+
+FORMAT = "mdm-checkpoint/1"
+CONFIG_FILE, MODEL_FILE, EMA_FILE = "config.json", "model.safetensors", "ema.safetensors"
+TRAINER_TENSORS, TRAINER_JSON = "trainer.safetensors", "trainer.json"
+TOKENIZER_DIR, VQ_DIR = "tokenizer", "vq"
+# Sections that define the network's shape and maths: a resumed run must not change them.
+MODEL_SECTIONS = ("backbone", "layout", "vae", "diffusion")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be used, with the file and what was expected."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint folder holds; ``trainer`` is None for a weights-only (exported) folder."""
+
+    config: MDMConfig
+    network: MDMNetwork
+    ema_state: dict[str, Tensor] | None
+    tokenizer: TextTokenizer | None
+    vq: VQVAE | None
+    text_lens: dict[str, int]
+    step: int
+    trainer: dict | None = None  # {"tensors": {...}, "meta": {...}} for resumption
+    folder: Path = field(default_factory=Path)
+
+
+def _plain_state(module_or_state) -> dict[str, Tensor]:
+    state = module_or_state.state_dict() if hasattr(module_or_state, "state_dict") else module_or_state
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, ema_state, tokenizer, vq, text_lens,
+                  step: int, trainer_tensors: dict[str, Tensor] | None, trainer_meta: dict | None) -> None:
+    tmp.mkdir(parents=True)
+    meta = {"format": FORMAT, "step": step, "config": to_dict(config),
+            "vocab_sizes": {m.value: v for m, v in network.vocab_sizes.items()}, "text_lens": dict(text_lens)}
+    save_file(_plain_state(network), str(tmp / MODEL_FILE))
+    if ema_state is not None:
+        save_file(_plain_state(ema_state), str(tmp / EMA_FILE))
+    if tokenizer is not None:
+        tokenizer.save(tmp / TOKENIZER_DIR)
+    if vq is not None:
+        vq.save(tmp / VQ_DIR)
+    if trainer_tensors is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainer_tensors.items()}, str(tmp / TRAINER_TENSORS))
+        (tmp / TRAINER_JSON).write_text(json.dumps(trainer_meta or {}, indent=1) + "\n")
+    # config.json last: a folder with it is complete even if a rename below is interrupted.
+    (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    for f in tmp.rglob("*"):  # flush to disk before the rename makes the folder visible
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwork,
+                    ema_state: dict[str, Tensor] | None = None, tokenizer: TextTokenizer | None = None,
+                    vq: VQVAE | None = None, text_lens: dict[str, int] | None = None, step: int = 0,
+                    trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically (see the module docstring); returns its path."""
+    folder = Path(folder)
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the checkpoint's parent folder {parent}: {e.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise CheckpointError(f"checkpoint folder {parent} is not writable")
+    tmp, previous = parent / f"{folder.name}.saving", parent / f"{folder.name}.previous"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_folder(tmp, config=config, network=network, ema_state=ema_state, tokenizer=tokenizer, vq=vq,
+                      text_lens=text_lens or {}, step=step, trainer_tensors=trainer_tensors,
+                      trainer_meta=trainer_meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+    if folder.exists():
+        os.rename(folder, previous)
+    os.rename(tmp, folder)
+    shutil.rmtree(previous, ignore_errors=True)
+    return folder
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        kind = ("a pickle / torch.save file (refused: loading a pickle can run arbitrary code)"
+                if head[:1] == b"\x80" or head == b"PK" else "not a safetensors file")
+        raise CheckpointError(f"{path}: {kind}; expected safetensors ({e})") from None
+
+
+def _resolve(folder: Path) -> Path:
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    previous = folder.parent / f"{folder.name}.previous"
+    if (previous / CONFIG_FILE).is_file():
+        warnings.warn(f"{folder} is incomplete (a save was interrupted); using {previous}", stacklevel=3)
+        return previous
+    if not folder.exists():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+    pickles = sorted(p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"))
+    hint = f"; found {pickles}, which are pickles and are refused (they can run code)" if pickles else ""
+    raise CheckpointError(f"{folder} is not an MDM checkpoint: it has no {CONFIG_FILE}{hint}")
+
+
+def read_config(folder: str | Path) -> tuple[MDMConfig, dict]:
+    """The MDMConfig and the raw ``config.json`` of a checkpoint folder."""
+    folder = _resolve(Path(folder))
+    path = folder / CONFIG_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an MDM checkpoint config (expected \"format\": \"{FORMAT}\")")
+    for key in ("config", "vocab_sizes", "text_lens", "step"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: missing key {key!r}")
+    try:
+        config = from_dict(MDMConfig, meta["config"], str(path))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    return config, meta
+
+
+def config_differences(a: MDMConfig, b: MDMConfig, sections=MODEL_SECTIONS) -> list[str]:
+    """``section.key: a != b`` for every differing key of ``sections``."""
+    da, db = to_dict(a), to_dict(b)
+    out = []
+    for section in sections:
+        for key in sorted(set(da[section]) | set(db[section])):
+            if da[section].get(key) != db[section].get(key):
+                out.append(f"{section}.{key}: {da[section].get(key)!r} != {db[section].get(key)!r}")
+    return out
+
+
+def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
+                    map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a folder written by :func:`save_checkpoint`.
+
+    ``expect_config``: the config of the run that wants these weights; a difference
+    in a model section (backbone, layout, vae, diffusion) is an error naming the keys.
+    """
+    folder = _resolve(Path(folder))
+    config, meta = read_config(folder)
+    if expect_config is not None:
+        diff = config_differences(expect_config, config)
+        if diff:
+            raise CheckpointError(f"{folder}: its config does not match the requested one (requested != "
+                                  f"checkpoint): " + "; ".join(diff))
+    network = MDMNetwork(config, meta["vocab_sizes"])
+    state = _read_safetensors(folder / MODEL_FILE)
+    _load_state(network, state, folder / MODEL_FILE)
+    ema_state = None
+    if (folder / EMA_FILE).exists():
+        ema_state = _read_safetensors(folder / EMA_FILE)
+        _load_state(MDMNetwork(config, meta["vocab_sizes"]), ema_state, folder / EMA_FILE)  # validate shapes
+    tokenizer = TextTokenizer.load(folder / TOKENIZER_DIR) if (folder / TOKENIZER_DIR).is_dir() else None
+    vq = VQVAE.load(folder / VQ_DIR) if (folder / VQ_DIR).is_dir() else None
+    trainer = None
+    if (folder / TRAINER_TENSORS).exists():
+        trainer = {"tensors": _read_safetensors(folder / TRAINER_TENSORS),
+                   "meta": json.loads((folder / TRAINER_JSON).read_text())}
+    network.to(map_location)
+    return Checkpoint(config, network, ema_state, tokenizer, vq, {k: int(v) for k, v in meta["text_lens"].items()},
+                      int(meta["step"]), trainer, folder)
+
+
+def _load_state(network: MDMNetwork, state: dict[str, Tensor], path: Path) -> None:
+    own = network.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
+           for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or bad:
+        parts = ([f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}"] if missing else []) + \
+                ([f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"] if unexpected else []) + bad[:5]
+        raise CheckpointError(f"{path} does not match the config.json beside it: " + "; ".join(parts))
+    network.load_state_dict(state)

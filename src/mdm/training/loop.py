@@ -1,0 +1,298 @@
+"""One readable training loop: build -> step -> EMA -> log -> checkpoint (Sec 5.1 of arXiv 2510.13253).
+
+AdamW without weight decay, linear warm-up, gradient clipping, an EMA of the
+weights used for sampling. Every step draws one task of the mixture (which
+segments are noised, DESIGN.md §4) and a global batch of the tokenized data for
+it; under data parallelism every process draws the same task and indices from
+the same seed and keeps its own rows, and :class:`BatchRandom` gives each sample
+the same noise whichever process holds it. So one process and N processes with
+the same global batch are the same computation (up to the order of float sums).
+
+The EMA decay ramps up as ``min(decay, (1 + step) / (10 + step))``: with the
+paper's 0.9999 and a run of a few thousand steps, a fixed decay would leave the
+EMA weights near their initialisation.
+
+Resumption is exact: :meth:`Trainer.state` holds the optimizer moments, the EMA,
+both random generators and the partial log window, so a run stopped after step k
+and resumed computes the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mdm.config import MDMConfig, TrainConfig
+from mdm.diffusion.batch_random import BatchRandom
+from mdm.diffusion.process import MultimodalDiffusion
+from mdm.nn.layout import Modality
+from mdm.nn.network import MDMNetwork
+from mdm.tasks import Task, TokenizedData, task_segments
+from mdm.training.distributed import DistributedContext
+
+
+def build_model(config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> tuple[MDMNetwork, MultimodalDiffusion]:
+    """The network (initialised from ``config.train.seed``) and its diffusion."""
+    torch.manual_seed(config.train.seed)
+    return MDMNetwork(config, vocab_sizes), MultimodalDiffusion(config.diffusion, config.vae)
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point state (parameters and buffers)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for ema_t, t in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if ema_t.dtype.is_floating_point:
+                ema_t.lerp_(t, 1.0 - decay)
+            else:
+                ema_t.copy_(t)
+
+
+def task_sampler(data: TokenizedData, weights: dict[str, float], generator: torch.Generator):
+    """A function drawing the task of each step from the weights of the tasks ``data`` supports."""
+    tasks = [Task(name) for name, w in weights.items() if w > 0 and data.supports(Task(name))]
+    if not tasks:
+        raise ValueError(f"no task of the mixture {weights} is supported by the data (parts: {sorted(data.parts())})")
+    probs = torch.tensor([weights[t.value] for t in tasks], dtype=torch.float64)
+
+    def draw() -> Task:
+        return tasks[int(torch.multinomial(probs, 1, generator=generator))]
+
+    return draw
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``lr`` then constant (the paper gives no decay)."""
+    return config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+
+
+class TrainingObjective(nn.Module):
+    """The network with its Eq. 18 loss as ``forward``, the unit a data-parallel engine wraps."""
+
+    def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion) -> None:
+        super().__init__()
+        self.network, self.diffusion = network, diffusion
+
+    def forward(self, segments, class_labels: Tensor | None, rng: BatchRandom) -> dict[str, Tensor]:
+        return self.diffusion.training_losses(self.network, segments, class_labels, rng)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the message names the step and task."""
+
+
+class Trainer:
+    """Owns a run's mutable state: step, optimizer, EMA, generators, the current log window."""
+
+    def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, data: TokenizedData,
+                 config: TrainConfig, dist: DistributedContext | None = None,
+                 log_path: str | Path | None = None, tensorboard_dir: str | Path | None = None) -> None:
+        self.network, self.diffusion, self.config = network, diffusion, config
+        self.dist = dist or DistributedContext()
+        self.device = next(network.parameters()).device
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(f"train.batch_size {config.batch_size} must be divisible by the number of processes "
+                             f"{self.dist.world_size}")
+        self.data = data.to(self.device)
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(config.seed)  # tasks and batch indices, on the CPU
+        self.noise_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.objective = self.dist.wrap(TrainingObjective(network, diffusion))
+        self.optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.ema = EMA(network, config.ema_decay)
+        self.draw_task = task_sampler(self.data, config.task_weights, self.generator)
+        self.running: dict[str, float] = {}
+        self.history: list[dict] = []
+        self.elapsed = 0.0  # training seconds over all sessions of the run
+        self.log_path = Path(log_path) if log_path and self.dist.is_main else None
+        self.tensorboard_dir = tensorboard_dir if self.dist.is_main else None
+        self._stop_requested = False
+        self.autocast = _autocast_for(self.device, config.mixed_precision)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> tuple[dict[str, Tensor], dict]:
+        """(tensors, json-able meta) that :meth:`load_state` restores exactly."""
+        tensors = {"rng.generator": self.generator.get_state(), "rng.noise": self.noise_generator.get_state().cpu()}
+        opt = self.optimizer.state_dict()
+        for idx, st in opt["state"].items():
+            for key, value in st.items():
+                tensors[f"optimizer.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        for key, value in self.ema.model.state_dict().items():
+            tensors[f"ema.{key}"] = value
+        meta = {"step": self.step, "elapsed_s": self.elapsed, "running": self.running,
+                "param_groups": opt["param_groups"]}
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        self.step, self.elapsed, self.running = int(meta["step"]), float(meta["elapsed_s"]), dict(meta["running"])
+        self.generator.set_state(tensors["rng.generator"])
+        self.noise_generator.set_state(tensors["rng.noise"].to(self.noise_generator.device)
+                                       if self.device.type != "cpu" else tensors["rng.noise"])
+        state: dict[int, dict] = {}
+        for name, value in tensors.items():
+            if name.startswith("optimizer."):
+                _, idx, key = name.split(".", 2)
+                state.setdefault(int(idx), {})[key] = value.to(self.device) if key != "step" else value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        ema_state = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        self.ema.model.load_state_dict(ema_state)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, float]:
+        config, dist = self.config, self.dist
+        task = self.draw_task()
+        index = torch.randint(len(self.data), (config.batch_size,), generator=self.generator)
+        rows = dist.rows(config.batch_size)
+        batch = self.data.subset(index[rows].to(self.device))
+        labels = batch.labels if task is Task.CLASS_TO_IMAGE else None
+        rng = BatchRandom(self.noise_generator, self.device, rows if dist.world_size > 1 else None,
+                          config.batch_size if dist.world_size > 1 else None)
+        with self.autocast:
+            losses = self.objective(task_segments(task, batch), labels, rng)
+        loss = dist.mean(losses["loss"].detach())
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.step + 1} (task {task.value}): "
+                f"{ {k: float(v.detach()) for k, v in losses.items()} }; the run stops here and the last checkpoint "
+                f"is kept. Try a lower train.lr or train.grad_clip.")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, config)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.network, self.step)
+        self.step += 1
+        out = {k: float(dist.mean(v.detach())) for k, v in losses.items()}
+        out["task"], out["grad_norm"] = task.value, float(grad_norm)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, steps: int | None = None, time_budget_s: float | None = None, progress: bool = True,
+            on_log: Callable[["Trainer", dict], None] | None = None,
+            checkpoint_every: int = 0, save: Callable[["Trainer"], None] | None = None,
+            catch_interrupt: bool = False) -> list[dict]:
+        """Train until step ``steps`` (default ``config.steps``) or the time budget; returns the log entries.
+
+        ``save`` is called every ``checkpoint_every`` steps and at the end. With
+        ``catch_interrupt`` the first Ctrl-C finishes the current step, saves and
+        returns (``self.interrupted`` is set); a second one aborts at once.
+        """
+        steps = self.config.steps if steps is None else steps
+        self.interrupted = False
+        log_file = open(self.log_path, "a") if self.log_path else None
+        writer = _tensorboard(self.tensorboard_dir)
+        self.network.train()
+        start, elapsed0 = time.perf_counter(), self.elapsed
+        bar = tqdm(total=steps, initial=self.step, desc="train", disable=not (progress and self.dist.is_main),
+                   dynamic_ncols=True)
+        previous = signal.signal(signal.SIGINT, self._on_interrupt) if catch_interrupt else None
+        try:
+            while self.step < steps:
+                out = self.train_step()
+                self.elapsed = elapsed0 + time.perf_counter() - start
+                bar.update(1)
+                self._accumulate(out)
+                if self.step % self.config.log_every == 0 or self.step == steps:
+                    entry = self._flush_log()
+                    bar.set_postfix(loss=entry["loss"], se=entry["se"])
+                    if log_file:
+                        log_file.write(json.dumps(entry) + "\n")
+                        log_file.flush()
+                    if writer:
+                        for k, v in entry.items():
+                            if k not in ("step",) and isinstance(v, (int, float)):
+                                writer.add_scalar(k, v, self.step)
+                    if on_log:
+                        on_log(self, entry)
+                budget_hit = time_budget_s is not None and time.perf_counter() - start > time_budget_s
+                if save and checkpoint_every and self.step % checkpoint_every == 0 and self.step < steps:
+                    save(self)
+                if self._stop_requested:
+                    self.interrupted = True
+                    break
+                if budget_hit:
+                    break
+            if save:
+                save(self)
+        finally:
+            if catch_interrupt:
+                signal.signal(signal.SIGINT, previous)
+            bar.close()
+            if log_file:
+                log_file.close()
+            if writer:
+                writer.close()
+        self.network.eval()
+        return self.history
+
+    def _on_interrupt(self, signum, frame) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        if self.dist.is_main:
+            print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+
+    def _accumulate(self, out: dict) -> None:
+        task = out.pop("task")
+        for k, v in out.items():
+            self.running[k] = self.running.get(k, 0.0) + v
+        self.running[f"se_{task}"] = self.running.get(f"se_{task}", 0.0) + out["se"]
+        self.running[f"n_{task}"] = self.running.get(f"n_{task}", 0) + 1
+        self.running["n"] = self.running.get("n", 0) + 1
+
+    def _flush_log(self) -> dict:
+        r, n = self.running, max(self.running.get("n", 1), 1)
+        entry = {"step": self.step, "time_s": round(self.elapsed, 1), "lr": lr_at(self.step - 1, self.config)}
+        entry.update({k: round(v / n, 4) for k, v in r.items() if not k.startswith(("se_", "n_")) and k != "n"})
+        for t in Task:
+            if r.get(f"n_{t.value}"):
+                entry[f"se_{t.value}"] = round(r[f"se_{t.value}"] / r[f"n_{t.value}"], 4)
+        self.running = {}
+        self.history.append(entry)
+        return entry
+
+
+def _autocast_for(device: torch.device, mode: str):
+    """bf16 autocast on a CUDA device that supports it (``auto`` or ``bf16``); plain fp32 otherwise."""
+    if mode == "bf16" or (mode == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _tensorboard(folder):
+    if folder is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is the optional [train] extra; the JSONL log is always written
+        return None
+    return SummaryWriter(str(folder))
+
+
+def train_loop(network: MDMNetwork, diffusion: MultimodalDiffusion, data: TokenizedData, config: TrainConfig,
+               log_path: str | Path | None = None, progress: bool = True,
+               time_budget_s: float | None = None) -> tuple[EMA, list[dict]]:
+    """Train ``network`` in place for ``config.steps`` (or the budget); returns the EMA and the log entries."""
+    trainer = Trainer(network, diffusion, data, config, log_path=log_path)
+    history = trainer.run(time_budget_s=time_budget_s, progress=progress)
+    return trainer.ema, history
+
+
+__all__ = ["EMA", "NonFiniteLossError", "Trainer", "TrainingObjective", "build_model", "lr_at", "task_sampler",
+           "train_loop"]

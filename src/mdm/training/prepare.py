@@ -1,0 +1,140 @@
+"""Stage 0 of a run: the dataset, its tokenizers, and the data as id tensors (DESIGN.md §1.1, §6).
+
+For ``data.name``:
+
+* ``shapesworld`` (generated), ``digits`` (scikit-learn's bundled 8x8 digits):
+  built in, nothing to download.
+* ``imagefolder``, ``coco``, ``vqav2``: local files in the formats of
+  :mod:`mdm.data.formats`, given by ``data.path`` (the class folder, the
+  annotations JSON, the questions JSON), ``data.images`` (the images folder) and
+  for VQAv2 ``data.annotations``.
+
+The SentencePiece tokenizer is trained on the training texts and the VQ-VAE on
+the training images, then both are saved in the run folder; a later run (or a
+resumed one) in the same folder loads them instead of training again, so the
+ids a checkpoint was trained on never change under it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mdm.config import MDMConfig
+from mdm.data.sample import Sample
+from mdm.data.text_tokenizer import TextTokenizer
+from mdm.data.vq import VQConfig, VQVAE, train_vq
+from mdm.tasks import TokenizedData, tokenize_samples
+
+BUILTIN_DATA = ("shapesworld", "digits")
+FILE_DATA = ("imagefolder", "coco", "vqav2")
+
+
+@dataclass
+class PreparedData:
+    tokenizer: TextTokenizer | None
+    vq: VQVAE | None
+    train: TokenizedData
+    text_lens: dict[str, int]
+    samples: list[Sample]
+
+
+def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
+    """The samples of ``config.data`` (a list; the built-in sets are small enough to hold)."""
+    data, size = config.data, config.layout.image_size
+    if data.name == "shapesworld":
+        from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
+
+        n = data.train_size if split == "train" else 500
+        ds = ShapesWorld(split, size=n, config=ShapesWorldConfig(image_size=size), seed=data.seed)
+        return [ds[i] for i in range(len(ds))]
+    if data.name == "digits":
+        from mdm.data.digits import DigitsDataset
+
+        ds = DigitsDataset("train" if split == "train" else "test", image_size=size,
+                           channels=config.layout.image_channels, seed=data.seed)
+        return [ds[i] for i in range(len(ds))]
+    if data.name in FILE_DATA:
+        from mdm.data import formats
+
+        if not data.path:
+            raise ValueError(f"data.name {data.name!r} reads local files: set data.path")
+        if data.name == "imagefolder":
+            ds = formats.ImageFolderDataset(data.path, size)
+        elif data.name == "coco":
+            ds = formats.CocoCaptionsDataset(data.path, data.images, size)
+        else:
+            ds = formats.VQAv2Dataset(data.path, data.annotations or None, data.images, size)
+        n = min(len(ds), data.train_size) if data.train_size else len(ds)
+        return [ds[i] for i in range(n)]
+    raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
+
+
+def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | None) -> TextTokenizer | None:
+    corpus = [t.text for s in samples for t in s.texts]
+    if not corpus:
+        return None
+    with warnings.catch_warnings():  # a small corpus supports fewer pieces than asked: expected here
+        warnings.simplefilter("ignore")
+        return TextTokenizer.train(corpus, config.data.vocab_size, folder, character_coverage=1.0)
+
+
+def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, progress: bool) -> VQVAE | None:
+    images = [s.image for s in samples if s.image is not None]
+    if not images:
+        return None
+    torch.manual_seed(config.data.seed)
+    vq = VQVAE(VQConfig(in_channels=config.layout.image_channels, downsample=config.layout.vq_factor,
+                        codebook_size=config.data.codebook_size))
+    train_vq(vq, torch.stack(images), steps=config.data.vq_steps, batch_size=32, lr=1e-3, seed=config.data.seed,
+             progress=progress)
+    vq.eval()
+    if folder is not None:
+        vq.save(folder)
+    return vq
+
+
+def text_lengths(samples: list[Sample], tokenizer: TextTokenizer | None, config: MDMConfig) -> dict[str, int]:
+    """``data.text_lens`` for the roles the data has; a role it omits gets its longest text (eos included)."""
+    roles = sorted({t.role.value for s in samples for t in s.texts})
+    lens = {}
+    for role in roles:
+        if role in config.data.text_lens:
+            lens[role] = int(config.data.text_lens[role])
+        elif tokenizer is not None:
+            lens[role] = 1 + max(len(tokenizer.encode(s.text(role))) for s in samples if s.text(role) is not None)
+    return lens
+
+
+def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: bool = True,
+                 log=print) -> PreparedData:
+    """Samples, tokenizers (trained, or loaded from ``folder``) and the tokenized training set."""
+    folder = Path(folder) if folder is not None else None
+    samples = load_samples(config, "train")
+    if not samples:
+        raise ValueError(f"data {config.data.name!r} has no training samples")
+    tok_dir, vq_dir = (folder / "tokenizer", folder / "vq") if folder else (None, None)
+    if tok_dir is not None and (tok_dir / "tokenizer.model").is_file():
+        tokenizer = TextTokenizer.load(tok_dir)
+        log(f"text tokenizer: loaded {tok_dir} ({tokenizer.vocab_size} pieces)")
+    else:
+        tokenizer = _train_tokenizer(samples, config, tok_dir)
+        if tokenizer is not None:
+            log(f"text tokenizer: trained SentencePiece unigram, {tokenizer.vocab_size} pieces")
+    if vq_dir is not None and (vq_dir / "model.safetensors").is_file():
+        vq = VQVAE.load(vq_dir)
+        log(f"image tokenizer: loaded {vq_dir}")
+    else:
+        log(f"image tokenizer: training a VQ-VAE ({config.data.codebook_size} codes, {config.data.vq_steps} steps)")
+        vq = _train_vq(samples, config, vq_dir, progress)
+    lens = text_lengths(samples, tokenizer, config)
+    with warnings.catch_warnings(record=True) as caught:  # over-long texts are truncated; say how many
+        warnings.simplefilter("always")
+        train = tokenize_samples(samples, tokenizer, vq, lens)
+    truncated = sum("truncated" in str(w.message) for w in caught)
+    if truncated:
+        log(f"warning: {truncated} training texts were longer than data.text_lens {lens} and were truncated")
+    return PreparedData(tokenizer, vq, train, lens, samples)
