@@ -140,7 +140,7 @@ def test_train_errors_name_the_problem(run_dir, tmp_path, capsys):
     assert "set data.path" in capsys.readouterr().err
     assert main(["train", "--config", "tiny", "--out", str(tmp_path / "r"), "data.name=imagefolder",
                  f"data.path={tmp_path / 'missing'}"]) == 2
-    assert "missing" in capsys.readouterr().err
+    assert "image folder root not found:" in capsys.readouterr().err
 
 
 def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -132,9 +133,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from mdm.quickstart import quickstart
 
     _threads(args)
-    quickstart(args.out, minutes=args.minutes, n_eval=args.n_eval, overrides=args.overrides,
-               progress=not args.no_progress)
-    return 0
+    result = quickstart(args.out, minutes=args.minutes, n_eval=args.n_eval, overrides=args.overrides,
+                        progress=not args.no_progress)
+    return 130 if result.figure is None else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -150,19 +151,31 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = apply_overrides(config, args.overrides)
     else:
         config = load_config(args.config or "small", args.overrides)
+    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
     try:
         result = train_run(config, args.out, resume=args.resume, progress=not args.no_progress,
-                           time_budget_s=None if args.minutes is None else 60 * args.minutes, device=args.device)
+                           time_budget_s=None if args.minutes is None else 60 * args.minutes, device=args.device,
+                           log=print if is_main else (lambda _msg: None))
     except NonFiniteLossError as e:
-        print(f"mdm: training stopped: {e}", file=sys.stderr)
+        if is_main:
+            print(f"mdm: training stopped: {e}", file=sys.stderr)
         return 1
-    tr = result.trainer
-    if tr.interrupted:
-        print(f"interrupted at step {tr.step}; checkpoint saved in {args.out}/checkpoint "
+    step, interrupted, history = result.trainer.step, result.trainer.interrupted, result.trainer.history
+    del result  # the DDP wrapper must go before its process group does
+    from mdm.training.distributed import DistributedContext
+
+    DistributedContext.close_env()
+    if not is_main:
+        return 130 if interrupted else 0
+    if interrupted:
+        print(f"interrupted at step {step}; checkpoint saved in {args.out}/checkpoint "
               f"(continue with: mdm train --out {args.out} --resume)")
         return 130
-    last = tr.history[-1] if tr.history else {}
-    print(f"step {tr.step}: loss {last.get('loss', float('nan')):.4f}; checkpoint in {args.out}/checkpoint, "
+    if not history:
+        print(f"{args.out} is already at step {step} of train.steps={config.train.steps}; raise train.steps "
+              f"to train more")
+        return 0
+    print(f"step {step}: loss {history[-1]['loss']:.4f}; checkpoint in {args.out}/checkpoint, "
           f"log in {args.out}/log.jsonl")
     return 0
 
@@ -238,6 +251,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for caption in captions:
         print(caption)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mdm.evaluation.suites import format_record, run_suite
+
+    _threads(args)
+    record = run_suite(args.checkpoint, args.suite, _sampler(args), n=args.n, seed=args.seed, out=args.out,
+                       use_ema=not args.raw_weights, device=args.device)
+    print(format_record(record))
     return 0
 
 
@@ -334,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "parallel. Config keys: mdm info --config NAME shows the model; the YAML "
                                    "presets list every key.")
     p.add_argument("--config", default=None,
-                   help=f"a preset ({', '.join(PRESETS)}, quickstart) or a YAML file (default: small, or the "
+                   help=f"a preset ({', '.join(PRESETS)}) or a YAML file (default: small, or the "
                         f"run's own config with --resume)")
     p.add_argument("--out", required=True, help="run folder: config.yaml, checkpoint/, log.jsonl, tensorboard/")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (exactly)")
@@ -365,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=None, help="image file (VQA)")
     p.add_argument("--scene", default=None, help="a scene in words (text->text)")
     p.set_defaults(func=cmd_answer)
+
+    p = sub.add_parser("eval", help="score a checkpoint on a suite (shapesworld: every task with the referee; "
+                                    "digits: class->image with a digit classifier)")
+    _add_sampler_args(p)
+    p.add_argument("--suite", required=True, choices=["shapesworld", "digits"])
+    p.add_argument("-n", type=int, default=64, help="samples per task")
+    p.add_argument("--out", default="eval-results", help="folder for SUITE-SAMPLER.json / .md")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("generate", help="images and their captions generated together (joint) to a PNG")
     _add_sampler_args(p)

@@ -228,7 +228,7 @@ class MDMConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b")
+PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "digits", "coco", "imagefolder")
 
 
 class _YAMLLoader(yaml.SafeLoader):

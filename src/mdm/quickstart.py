@@ -19,14 +19,15 @@ from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.figures import image_caption_grid
 from mdm.evaluation.shapesworld import format_scores, score_tasks
 from mdm.tasks import MDMPipeline
-from mdm.training.run import CHECKPOINT_DIR, checkpoint_folder, resume_config, train_run
+from mdm.training.checkpoint import read_config
+from mdm.training.run import checkpoint_folder, has_checkpoint, resume_config, train_run
 from mdm.training.prepare import load_samples
 
 
 @dataclass
 class QuickstartResult:
     folder: Path
-    figure: Path
+    figure: Path | None  # None when training was interrupted
     scores: dict[str, float]
 
 
@@ -35,17 +36,20 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
                log: Callable[[str], None] = print) -> QuickstartResult:
     """Train (or reuse) the quickstart model in ``out``, then sample, answer and score. ``minutes`` caps training."""
     out = Path(out)
-    have = (out / CHECKPOINT_DIR / "config.json").is_file()
+    have = has_checkpoint(out)
     config: MDMConfig = resume_config(out) if have else load_config("quickstart")
     if overrides:
         from mdm.config import apply_overrides
 
         config = apply_overrides(config, overrides)
-    step = json.loads((checkpoint_folder(out) / "config.json").read_text())["step"] if have else 0
+    step = read_config(checkpoint_folder(out))[1]["step"] if have else 0
     if step < config.train.steps:
         log(f"[1/3] training {config.name} in {out}" + (f" (resuming at step {step})" if have else ""))
-        train_run(config, out, resume=have, progress=progress,
-                  time_budget_s=None if minutes is None else 60 * minutes, log=log)
+        result = train_run(config, out, resume=have, progress=progress,
+                           time_budget_s=None if minutes is None else 60 * minutes, log=log)
+        if result.trainer.interrupted:
+            log(f"interrupted at step {result.trainer.step}; run `mdm quickstart --out {out}` again to finish")
+            return QuickstartResult(out, None, {})
     else:
         log(f"[1/3] {out} already holds a model trained for {step} steps: reusing it "
             f"(delete the folder or raise train.steps to train more)")

@@ -18,7 +18,9 @@ def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, ti
                        columns: int = 4, referee: bool = True) -> Path:
     """A grid of images titled by their captions; with ``referee`` a title is green when every claim is true."""
     n = len(captions)
-    if images.shape[0] != n or n == 0:
+    if n == 0:
+        raise ValueError("image_caption_grid: no images to draw")
+    if images.shape[0] != n:
         raise ValueError(f"image_caption_grid: {images.shape[0]} images but {n} captions")
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(2.5 * columns, 2.7 * rows), squeeze=False)

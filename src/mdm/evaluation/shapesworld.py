@@ -91,7 +91,7 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
         imgs, caps = timed("joint", lambda: pipe.joint(len(samples), sampler, seed=seed))
         rows = [score_caption(imgs[i], caps[i]) for i in range(len(samples))]
         out.scores["joint_agreement"] = _mean(rows, "all_true")
-        out.examples["joint"] = [(imgs[i], caps[i]) for i in range(len(samples))]
+        out.examples["joint"] = [(imgs[i], caps[i]) for i in range(min(n_examples, len(samples)))]
     return out
 
 

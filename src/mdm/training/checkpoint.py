@@ -7,7 +7,7 @@ One folder (DESIGN.md §8)::
     ema.safetensors        the EMA weights (used for sampling when present)
     tokenizer/             SentencePiece model (text)
     vq/                    the VQ-VAE stage 0 (images)
-    trainer.safetensors    optimizer moments and the random generators' states
+    trainer.safetensors    optimizer moments and the random generators' states (with ema: resumption)
     trainer.json           optimizer hyper-parameters, step, the partial log window
 
 Only safetensors and JSON are read: a pickle can run code on load, so a pickle
@@ -116,12 +116,28 @@ def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwor
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(previous, ignore_errors=True)
     if folder.exists():
+        shutil.rmtree(previous, ignore_errors=True)
         os.rename(folder, previous)
+    # (if only NAME.previous exists, a save was killed between the renames: keep it until the new one is in place)
     os.rename(tmp, folder)
+    _fsync_dir(parent)
     shutil.rmtree(previous, ignore_errors=True)
     return folder
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames durable (a directory's entries are flushed through the directory itself)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -207,8 +223,14 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
     vq = VQVAE.load(folder / VQ_DIR) if (folder / VQ_DIR).is_dir() else None
     trainer = None
     if (folder / TRAINER_TENSORS).exists():
-        trainer = {"tensors": _read_safetensors(folder / TRAINER_TENSORS),
-                   "meta": json.loads((folder / TRAINER_JSON).read_text())}
+        path = folder / TRAINER_JSON
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (it is written with {TRAINER_TENSORS}; the checkpoint is "
+                                  f"incomplete)")
+        try:
+            trainer = {"tensors": _read_safetensors(folder / TRAINER_TENSORS), "meta": json.loads(path.read_text())}
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     network.to(map_location)
     return Checkpoint(config, network, ema_state, tokenizer, vq, {k: int(v) for k, v in meta["text_lens"].items()},
                       int(meta["step"]), trainer, folder)

@@ -27,26 +27,32 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
 
+    use_cuda: bool = False
+
     @classmethod
-    def from_env(cls) -> "DistributedContext":
-        """Join the process group ``torchrun`` describes in the environment, or run alone."""
+    def from_env(cls, device: str | torch.device | None = None) -> "DistributedContext":
+        """Join the process group ``torchrun`` describes in the environment, or run alone.
+
+        ``device``: ``None`` = CUDA when available; ``"cpu"`` keeps a GPU machine on
+        gloo; ``"cuda"`` means this process's GPU, ``cuda:LOCAL_RANK``.
+        """
+        use_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
-            return cls()
+            return cls(use_cuda=use_cuda)
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if not torch_dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            if backend == "nccl":
+            if use_cuda:
                 torch.cuda.set_device(local)
-            torch_dist.init_process_group(backend=backend)
-        return cls(rank, world, local)
+            torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return cls(rank, world, local, use_cuda)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        return torch.device("cuda", self.local_rank) if self.use_cuda else torch.device("cpu")
 
     def rows(self, global_batch: int) -> slice:
         """This process's rows of a global batch (contiguous, equal shares)."""
@@ -67,10 +73,42 @@ class DistributedContext:
         torch_dist.all_reduce(x)
         return x / self.world_size
 
+    def any(self, flag: bool) -> bool:
+        """True on every process if ``flag`` is true on any (one small all-reduce)."""
+        if self.world_size == 1:
+            return bool(flag)
+        t = torch.tensor([float(flag)], device=self.device())
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def on_main(self, fn, *args, **kwargs):
+        """Run ``fn`` on rank 0 only; every rank returns once it is done, or raises its error.
+
+        Without this, an exception on rank 0 (a bad path, a full disk) would leave the
+        other ranks waiting at the next barrier until the launcher's timeout.
+        """
+        if self.world_size == 1:
+            return fn(*args, **kwargs)
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                error = e
+        status = [None if error is None else f"{type(error).__name__}: {error}"]
+        torch_dist.broadcast_object_list(status, src=0)
+        if error is not None:
+            raise error
+        if status[0] is not None:
+            raise RuntimeError(f"rank 0 failed: {status[0]}")
+        return result
+
     def barrier(self) -> None:
         if self.world_size > 1:
             torch_dist.barrier()
 
-    def close(self) -> None:
-        if self.world_size > 1 and torch_dist.is_initialized():
+    @staticmethod
+    def close_env() -> None:
+        """Leave the process group, if this process joined one."""
+        if torch_dist.is_available() and torch_dist.is_initialized():
             torch_dist.destroy_process_group()

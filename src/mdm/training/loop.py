@@ -1,7 +1,7 @@
 """One readable training loop: build -> step -> EMA -> log -> checkpoint (Sec 5.1 of arXiv 2510.13253).
 
-AdamW without weight decay, linear warm-up, gradient clipping, an EMA of the
-weights used for sampling. Every step draws one task of the mixture (which
+AdamW (no weight decay unless configured), linear warm-up, gradient clipping, an
+EMA of the weights used for sampling. Every step draws one task of the mixture (which
 segments are noised, DESIGN.md §4) and a global batch of the tokenized data for
 it; under data parallelism every process draws the same task and indices from
 the same seed and keeps its own rows, and :class:`BatchRandom` gives each sample
@@ -126,30 +126,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state(self) -> tuple[dict[str, Tensor], dict]:
-        """(tensors, json-able meta) that :meth:`load_state` restores exactly."""
+        """(tensors, json-able meta) that :meth:`load_state` restores exactly, with the EMA weights."""
         tensors = {"rng.generator": self.generator.get_state(), "rng.noise": self.noise_generator.get_state().cpu()}
         opt = self.optimizer.state_dict()
         for idx, st in opt["state"].items():
             for key, value in st.items():
                 tensors[f"optimizer.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        for key, value in self.ema.model.state_dict().items():
-            tensors[f"ema.{key}"] = value
         meta = {"step": self.step, "elapsed_s": self.elapsed, "running": self.running,
                 "param_groups": opt["param_groups"]}
         return tensors, meta
 
-    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+    def load_state(self, tensors: dict[str, Tensor], meta: dict, ema_state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state` and the EMA weights (saved beside it as the checkpoint's ``ema.safetensors``)."""
         self.step, self.elapsed, self.running = int(meta["step"]), float(meta["elapsed_s"]), dict(meta["running"])
         self.generator.set_state(tensors["rng.generator"])
-        self.noise_generator.set_state(tensors["rng.noise"].to(self.noise_generator.device)
-                                       if self.device.type != "cpu" else tensors["rng.noise"])
+        self.noise_generator.set_state(tensors["rng.noise"])  # a CPU byte tensor, also for a CUDA generator
         state: dict[int, dict] = {}
         for name, value in tensors.items():
             if name.startswith("optimizer."):
                 _, idx, key = name.split(".", 2)
                 state.setdefault(int(idx), {})[key] = value.to(self.device) if key != "step" else value
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        ema_state = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
         self.ema.model.load_state_dict(ema_state)
 
     # ------------------------------------------------------------------ one step
@@ -185,16 +182,21 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self, steps: int | None = None, time_budget_s: float | None = None, progress: bool = True,
             on_log: Callable[["Trainer", dict], None] | None = None,
+            on_step: Callable[["Trainer"], None] | None = None,
             checkpoint_every: int = 0, save: Callable[["Trainer"], None] | None = None,
             catch_interrupt: bool = False) -> list[dict]:
         """Train until step ``steps`` (default ``config.steps``) or the time budget; returns the log entries.
 
-        ``save`` is called every ``checkpoint_every`` steps and at the end. With
-        ``catch_interrupt`` the first Ctrl-C finishes the current step, saves and
-        returns (``self.interrupted`` is set); a second one aborts at once.
+        ``on_log`` gets every log entry, ``on_step`` is called after every step. ``save``
+        is called every ``checkpoint_every`` steps and when the loop ends (once per step
+        at most). With ``catch_interrupt`` the first Ctrl-C finishes the current step,
+        saves and returns (``self.interrupted`` is set); a second one aborts at once.
+        Under data parallelism the processes agree on stopping (budget or Ctrl-C on any
+        of them) before they leave the loop, so none is left waiting in a collective.
         """
         steps = self.config.steps if steps is None else steps
         self.interrupted = False
+        saved_at = self.step if self.step >= steps else None  # a finished run is not saved again
         log_file = open(self.log_path, "a") if self.log_path else None
         writer = _tensorboard(self.tensorboard_dir)
         self.network.train()
@@ -216,19 +218,21 @@ class Trainer:
                         log_file.flush()
                     if writer:
                         for k, v in entry.items():
-                            if k not in ("step",) and isinstance(v, (int, float)):
+                            if k != "step" and isinstance(v, (int, float)):
                                 writer.add_scalar(k, v, self.step)
                     if on_log:
                         on_log(self, entry)
-                budget_hit = time_budget_s is not None and time.perf_counter() - start > time_budget_s
+                if on_step:
+                    on_step(self)
+                stop = self.dist.any(self._stop_requested or (
+                    time_budget_s is not None and time.perf_counter() - start > time_budget_s))
                 if save and checkpoint_every and self.step % checkpoint_every == 0 and self.step < steps:
                     save(self)
-                if self._stop_requested:
-                    self.interrupted = True
+                    saved_at = self.step
+                if stop:
+                    self.interrupted = self.dist.any(self._stop_requested)
                     break
-                if budget_hit:
-                    break
-            if save:
+            if save and saved_at != self.step:
                 save(self)
         finally:
             if catch_interrupt:

@@ -68,8 +68,11 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
             ds = formats.CocoCaptionsDataset(data.path, data.images, size)
         else:
             ds = formats.VQAv2Dataset(data.path, data.annotations or None, data.images, size)
-        n = min(len(ds), data.train_size) if data.train_size else len(ds)
-        return [ds[i] for i in range(n)]
+        index = range(len(ds))
+        if data.train_size and data.train_size < len(ds):  # a seeded random subset: folders are sorted by class
+            index = sorted(torch.randperm(len(ds), generator=torch.Generator().manual_seed(data.seed))
+                           [:data.train_size].tolist())
+        return [ds[i] for i in index]
     raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
 
 

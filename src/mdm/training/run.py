@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 
 from mdm.config import MDMConfig, save_config
-from mdm.training.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
+from mdm.training.checkpoint import (CheckpointError, config_differences, load_checkpoint, read_config,
+                                     save_checkpoint)
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model
 from mdm.training.prepare import PreparedData, prepare_data
@@ -40,6 +41,26 @@ class RunResult:
     resumed_from: int  # the step the run resumed from (0 for a new run)
 
 
+def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Path, n: int = 8) -> Path | None:
+    """A grid from the EMA weights of a task the run trains: image+caption together, or one image per class."""
+    from mdm.diffusion.sampling import SamplerConfig
+    from mdm.evaluation.figures import image_caption_grid
+    from mdm.tasks import MDMPipeline, Task
+
+    pipe = MDMPipeline(trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens)
+    sampler = SamplerConfig(steps=20)
+    trained = {Task(t) for t, w in trainer.config.task_weights.items() if w > 0 and data.train.supports(Task(t))}
+    if Task.JOINT in trained:
+        images, captions = pipe.joint(n, sampler, seed=0)
+        return image_caption_grid(images, captions, path, title=f"step {trainer.step}: image + caption together")
+    if Task.CLASS_TO_IMAGE in trained:
+        labels = [i % trainer.network.config.backbone.n_classes for i in range(n)]
+        images = pipe.class_to_image(labels, sampler, seed=0)
+        return image_caption_grid(images, [f"class {c}" for c in labels], path, title=f"step {trainer.step}",
+                                  referee=False)
+    return None
+
+
 def checkpoint_folder(run_or_checkpoint: str | Path) -> Path:
     """The checkpoint of a run folder, or the folder itself if it is a checkpoint."""
     path = Path(run_or_checkpoint)
@@ -49,18 +70,39 @@ def checkpoint_folder(run_or_checkpoint: str | Path) -> Path:
     return path
 
 
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether a run folder holds a checkpoint (or the previous one, after a kill between two renames)."""
+    folder = Path(folder)
+    return any((folder / name / "config.json").is_file() for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.previous"))
+
+
 def resume_config(folder: str | Path) -> MDMConfig:
     """The config a run folder was trained with (from its checkpoint)."""
+    if not has_checkpoint(folder):
+        raise FileNotFoundError(f"--resume: {folder} has no {CHECKPOINT_DIR}/ to resume from")
     return read_config(checkpoint_folder(folder))[0]
 
 
-def _check_out(folder: Path, resume: bool) -> None:
-    has_checkpoint = (folder / CHECKPOINT_DIR / "config.json").is_file() or \
-        (folder / f"{CHECKPOINT_DIR}.previous" / "config.json").is_file()
-    if has_checkpoint and not resume:
+# Train keys a resumed run may change without changing the computation of the steps it repeats.
+RESUMABLE_TRAIN_KEYS = ("steps", "log_every", "checkpoint_every", "sample_every")
+
+
+def check_resume_config(requested: MDMConfig, saved: MDMConfig) -> None:
+    """Refuse a resumed run whose config would not continue the saved run exactly (names every key)."""
+    diff = [d for d in config_differences(requested, saved, ("train", "data"))
+            if d.split(":")[0].split(".", 1)[1] not in RESUMABLE_TRAIN_KEYS or not d.startswith("train.")]
+    if diff:
+        raise ValueError("--resume: these keys differ from the run's own config (requested != saved), so the "
+                         "resumed run would not continue it exactly; start a new --out instead: " + "; ".join(diff))
+
+
+def _check_out(folder: Path, resume: bool, create: bool = True) -> None:
+    if has_checkpoint(folder) and not resume:
         raise ValueError(f"{folder} already holds a run: pass --resume to continue it, or choose another --out")
-    if resume and not has_checkpoint:
+    if resume and not has_checkpoint(folder):
         raise FileNotFoundError(f"--resume: {folder} has no {CHECKPOINT_DIR}/ to resume from")
+    if not create:
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -75,18 +117,20 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
               on_log: Callable[[Trainer, dict], None] | None = None) -> RunResult:
     """Train ``config`` in folder ``out`` (new, or continued with ``resume``); returns the trainer and data."""
     out = Path(out)
-    dist = DistributedContext.from_env()
+    dist = DistributedContext.from_env(device)
     say = log if dist.is_main else (lambda _msg: None)
-    if dist.is_main:
-        _check_out(out, resume)
-    dist.barrier()
-    device = torch.device(device) if device is not None else dist.device()
+    _check_out(out, resume, create=dist.is_main)
+    if resume:
+        check_resume_config(config, resume_config(out))
+    device = dist.device() if device is None or torch.device(device).type == "cuda" else torch.device(device)
 
-    if dist.is_main:
-        data = prepare_data(config, out, progress=progress, log=say)
-    dist.barrier()
+    # Stage 0 on rank 0 (its errors reach every rank); the others then load what it saved.
+    data = dist.on_main(prepare_data, config, out, progress=progress, log=say)
     if not dist.is_main:
-        data = prepare_data(config, out, progress=False, log=say)  # loads what rank 0 trained
+        data = prepare_data(config, out, progress=False, log=say)
+    if data.train.labels is not None and int(data.train.labels.max()) >= config.backbone.n_classes:
+        raise ValueError(f"the data has {int(data.train.labels.max()) + 1} classes but backbone.n_classes is "
+                         f"{config.backbone.n_classes}: set backbone.n_classes={int(data.train.labels.max()) + 1}")
 
     vocab = {}
     if data.tokenizer is not None:
@@ -100,26 +144,34 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
     resumed_from = 0
     if resume:
         ckpt = load_checkpoint(checkpoint_folder(out), expect_config=config)
-        if ckpt.trainer is None:
+        if ckpt.trainer is None or ckpt.ema_state is None:
             raise CheckpointError(f"{ckpt.folder} holds weights only (no trainer state): it cannot be resumed")
         network.load_state_dict(ckpt.network.state_dict())
-        trainer.load_state(ckpt.trainer["tensors"], ckpt.trainer["meta"])
+        trainer.load_state(ckpt.trainer["tensors"], ckpt.trainer["meta"], ckpt.ema_state)
         resumed_from = trainer.step
         say(f"resumed {out} at step {resumed_from}")
-    if dist.is_main:
-        save_config(config, out / "config.yaml")
+    dist.on_main(save_config, config, out / "config.yaml")
+
+    def write_checkpoint(tr: Trainer) -> None:
+        tensors, meta = tr.state()
+        save_checkpoint(out / CHECKPOINT_DIR, config=config, network=network, ema_state=tr.ema.model.state_dict(),
+                        tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens, step=tr.step,
+                        trainer_tensors=tensors, trainer_meta=meta)
 
     def save(tr: Trainer) -> None:
-        if dist.is_main:
-            tensors, meta = tr.state()
-            save_checkpoint(out / CHECKPOINT_DIR, config=config, network=network,
-                            ema_state=tr.ema.model.state_dict(), tokenizer=data.tokenizer, vq=data.vq,
-                            text_lens=data.text_lens, step=tr.step, trainer_tensors=tensors, trainer_meta=meta)
-        dist.barrier()
+        dist.on_main(write_checkpoint, tr)
+
+    def sample_hook(tr: Trainer) -> None:
+        every = config.train.sample_every
+        if every and tr.step % every == 0:
+            path = dist.on_main(write_sample_grid, tr, diffusion, data,
+                                out / "samples" / f"step-{tr.step:07d}.png")
+            if path is not None:
+                say(f"step {tr.step}: wrote {path}")
 
     n = sum(p.numel() for p in network.parameters())
     say(f"model: {config.backbone.kind.value} backbone, {config.backbone.n_layers} blocks x {config.backbone.d_model}, "
         f"{n / 1e6:.2f}M parameters; {len(data.train)} training samples; {dist.world_size} process(es) on {device}")
-    trainer.run(time_budget_s=time_budget_s, progress=progress, on_log=on_log,
+    trainer.run(time_budget_s=time_budget_s, progress=progress, on_log=on_log, on_step=sample_hook,
                 checkpoint_every=config.train.checkpoint_every, save=save, catch_interrupt=True)
     return RunResult(out, trainer, data, resumed_from)

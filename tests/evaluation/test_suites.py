@@ -1,0 +1,59 @@
+"""mdm eval suites: records, files, and errors for a checkpoint of another task."""
+
+import json
+
+import pytest
+import torch
+
+from mdm.cli import main
+from mdm.config import load_config
+from mdm.diffusion.sampling import SamplerConfig
+from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.suites import run_suite
+from mdm.training.run import train_run
+
+TINY = ["train.steps=1", "train.batch_size=4", "data.train_size=48", "data.vq_steps=2", "data.codebook_size=32",
+        "data.vocab_size=64"]
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train_run(load_config("tiny", TINY), out, progress=False, log=lambda _: None)
+    return out
+
+
+def test_shapesworld_suite_writes_json_and_markdown(shapes_run, tmp_path):
+    record = run_suite(shapes_run, "shapesworld", SamplerConfig(steps=2), n=2, out=tmp_path)
+    assert {"t2i_attributes", "caption_all_true", "vqa", "text_to_text", "joint_agreement"} <= set(record["scores"])
+    saved = json.loads((tmp_path / "shapesworld-dpmsolver++-2-cosine-g1.json").read_text())
+    assert saved["scores"] == record["scores"] and saved["n"] == 2
+    assert "| vqa |" in (tmp_path / "shapesworld-dpmsolver++-2-cosine-g1.md").read_text()
+
+
+def test_suite_errors_name_what_is_expected(shapes_run, capsys):
+    with pytest.raises(ValueError, match="needs a class-conditional Digits checkpoint"):
+        run_suite(shapes_run, "digits", SamplerConfig(steps=2), n=2)
+    with pytest.raises(ValueError, match="unknown suite 'fid'"):
+        run_suite(shapes_run, "fid", SamplerConfig(steps=2))
+    assert main(["eval", "--checkpoint", str(shapes_run), "--suite", "digits", "--steps", "2"]) == 2
+    assert "class-conditional" in capsys.readouterr().err
+
+
+def test_digit_classifier_learns_the_real_digits():
+    model, accuracy = train_digit_classifier(8, steps=300)
+    assert accuracy > 0.9
+    with pytest.raises(ValueError, match=r"expected images \(b, c, 8, 8\)"):
+        model(torch.zeros(2, 1, 16, 16))
+    assert model.predict(torch.zeros(3, 3, 8, 8)).shape == (3,)  # colour is averaged to grey
+
+
+def test_digits_suite_scores_class_to_image(tmp_path):
+    digits = ["data.name=digits", "layout.image_size=8", "layout.image_channels=1", "layout.vq_factor=2",
+              "train.task_weights={class_to_image: 1.0}"]
+    train_run(load_config("tiny", TINY + digits), tmp_path / "run", progress=False, log=lambda _: None)
+    record = run_suite(tmp_path / "run", "digits", SamplerConfig(steps=2, guidance_scale=1.5), n=10,
+                       out=tmp_path / "results")
+    assert 0.0 <= record["scores"]["class_accuracy"] <= 1.0
+    assert record["scores"]["classifier_real_accuracy"] > 0.97
+    assert (tmp_path / "results" / "digits-dpmsolver++-2-cosine-g1.5.json").is_file()
