@@ -74,7 +74,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
         f"  mdm generate --checkpoint {out} -n 8 --out joint.png       # images with captions\n"
         f"  mdm sample --checkpoint {out} --prompt 'a large red circle in the center' --out red.png\n"
         f"  mdm answer --checkpoint {out} --scene 'a small blue square at the top' --question 'what color is the square?'\n"
-        f"  mdm train --config small --out runs/small                   # a longer run (resumable: --resume)")
+        f"  mdm train --config shapesworld --out runs/shapes            # the full run (resumable: --resume)")
     return QuickstartResult(out, figure, result.scores)
 
 
