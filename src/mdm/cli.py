@@ -150,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             config = apply_overrides(config, args.overrides)
     else:
-        config = load_config(args.config or "small", args.overrides)
+        config = load_config(args.config or "shapesworld", args.overrides)
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
     try:
         result = train_run(config, args.out, resume=args.resume, progress=not args.no_progress,
@@ -354,10 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model in a run folder (checkpoints, logs; --resume continues it)",
                        description="Train MDM. Under torchrun (--nproc_per_node N) the same command runs data "
-                                   "parallel. Config keys: mdm info --config NAME shows the model; the YAML "
-                                   "presets list every key.")
+                                   "parallel. Every key of a config can be overridden as section.key=value; a "
+                                   "mistyped key is an error that lists the valid keys of its section.")
     p.add_argument("--config", default=None,
-                   help=f"a preset ({', '.join(PRESETS)}) or a YAML file (default: small, or the "
+                   help=f"a preset ({', '.join(PRESETS)}) or a YAML file (default: shapesworld, or the "
                         f"run's own config with --resume)")
     p.add_argument("--out", required=True, help="run folder: config.yaml, checkpoint/, log.jsonl, tensorboard/")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (exactly)")
