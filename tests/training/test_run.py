@@ -82,10 +82,11 @@ def test_ctrl_c_finishes_the_step_saves_and_stops(tmp_path):
         if trainer.step == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup
     result = train_run(tiny(50), tmp_path / "run", progress=False, log=lambda _: None, on_log=interrupt_at_2)
     assert result.trainer.interrupted and result.trainer.step == 2
     assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is restored
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
