@@ -144,11 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _threads(args)
     if args.resume and args.config is None:
-        config = resume_config(args.out)
-        if args.overrides:
-            from mdm.config import apply_overrides
-
-            config = apply_overrides(config, args.overrides)
+        config = resume_config(args.out, args.overrides)
     else:
         config = load_config(args.config or "shapesworld", args.overrides)
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks

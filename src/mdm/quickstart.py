@@ -37,11 +37,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
     """Train (or reuse) the quickstart model in ``out``, then sample, answer and score. ``minutes`` caps training."""
     out = Path(out)
     have = has_checkpoint(out)
-    config: MDMConfig = resume_config(out) if have else load_config("quickstart")
-    if overrides:
-        from mdm.config import apply_overrides
-
-        config = apply_overrides(config, overrides)
+    config: MDMConfig = resume_config(out, overrides) if have else load_config("quickstart", overrides)
     step = read_config(checkpoint_folder(out))[1]["step"] if have else 0
     if step < config.train.steps:
         log(f"[1/3] training {config.name} in {out}" + (f" (resuming at step {step})" if have else ""))

@@ -148,7 +148,6 @@ class MDMPipeline:
     def from_pretrained(cls, folder: str | Path, use_ema: bool = True,
                         device: str | torch.device = "cpu") -> "MDMPipeline":
         """Load a checkpoint folder, or a run folder's latest checkpoint (EMA weights by default, Sec 5.1)."""
-        from mdm.diffusion.process import MultimodalDiffusion
         from mdm.training.checkpoint import load_checkpoint
         from mdm.training.run import checkpoint_folder
 

@@ -22,8 +22,9 @@ from mdm.data.sample import Role, Sample  # noqa: E402
 BUILTIN = ("shapesworld", "digits", "moving-digits")
 
 
-def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 0, image_size: int | None = None):
-    """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``)."""
+def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 0, image_size: int | None = None,
+                 channels: int = 1):
+    """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``); ``channels`` is the digits'."""
     if name == "shapesworld":
         from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
 
@@ -32,7 +33,7 @@ def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 
     if name == "digits":
         from mdm.data.digits import DigitsDataset
 
-        return DigitsDataset(split, image_size=image_size or 16, seed=seed)
+        return DigitsDataset(split, image_size=image_size or 16, channels=channels, seed=seed)
     if name == "moving-digits":
         from mdm.data.moving_digits import MovingDigitsDataset
 

@@ -94,6 +94,16 @@ def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, ema_stat
                 os.fsync(fh.fileno())
 
 
+def make_writable_folder(folder: Path, what: str, error: type[Exception] = ValueError) -> None:
+    """Create ``folder`` (with parents) and check it is writable; ``error`` names ``what`` it is otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"cannot create {what} {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise error(f"{what} {folder} is not writable")
+
+
 def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwork,
                     ema_state: dict[str, Tensor] | None = None, tokenizer: TextTokenizer | None = None,
                     vq: VQVAE | None = None, text_lens: dict[str, int] | None = None, step: int = 0,
@@ -101,12 +111,7 @@ def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwor
     """Write a checkpoint folder atomically (see the module docstring); returns its path."""
     folder = Path(folder)
     parent = folder.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create the checkpoint's parent folder {parent}: {e.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise CheckpointError(f"checkpoint folder {parent} is not writable")
+    make_writable_folder(parent, "the checkpoint's parent folder", CheckpointError)
     tmp, previous = parent / f"{folder.name}.saving", parent / f"{folder.name}.previous"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -218,7 +223,7 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
     ema_state = None
     if (folder / EMA_FILE).exists():
         ema_state = _read_safetensors(folder / EMA_FILE)
-        _load_state(MDMNetwork(config, meta["vocab_sizes"]), ema_state, folder / EMA_FILE)  # validate shapes
+        _check_state(network.state_dict(), ema_state, folder / EMA_FILE)  # same shapes as the model
     tokenizer = TextTokenizer.load(folder / TOKENIZER_DIR) if (folder / TOKENIZER_DIR).is_dir() else None
     vq = VQVAE.load(folder / VQ_DIR) if (folder / VQ_DIR).is_dir() else None
     trainer = None
@@ -237,7 +242,12 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
 
 
 def _load_state(network: MDMNetwork, state: dict[str, Tensor], path: Path) -> None:
-    own = network.state_dict()
+    _check_state(network.state_dict(), state, path)
+    network.load_state_dict(state)
+
+
+def _check_state(own: dict[str, Tensor], state: dict[str, Tensor], path: Path) -> None:
+    """Every key of ``own`` in ``state`` with its shape, and nothing else; an error names the differences."""
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     bad = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
            for k, v in own.items() if k in state and state[k].shape != v.shape]
@@ -245,4 +255,3 @@ def _load_state(network: MDMNetwork, state: dict[str, Tensor], path: Path) -> No
         parts = ([f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}"] if missing else []) + \
                 ([f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"] if unexpected else []) + bad[:5]
         raise CheckpointError(f"{path} does not match the config.json beside it: " + "; ".join(parts))
-    network.load_state_dict(state)

@@ -45,17 +45,15 @@ class PreparedData:
 def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
     """The samples of ``config.data`` (a list; the built-in sets are small enough to hold)."""
     data, size = config.data, config.layout.image_size
-    if data.name == "shapesworld":
-        from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
+    if data.name in BUILTIN_DATA:
+        from mdm.data.preview import load_builtin
 
-        n = data.train_size if split == "train" else 500
-        ds = ShapesWorld(split, size=n, config=ShapesWorldConfig(image_size=size), seed=data.seed)
-        return [ds[i] for i in range(len(ds))]
-    if data.name == "digits":
-        from mdm.data.digits import DigitsDataset
-
-        ds = DigitsDataset("train" if split == "train" else "test", image_size=size,
-                           channels=config.layout.image_channels, seed=data.seed)
+        if data.name == "shapesworld":
+            n = data.train_size if split == "train" else 500
+        else:  # digits: the held-out split is its test split
+            n, split = 0, "train" if split == "train" else "test"
+        ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
+                          channels=config.layout.image_channels)
         return [ds[i] for i in range(len(ds))]
     if data.name in FILE_DATA:
         from mdm.data import formats

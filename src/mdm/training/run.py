@@ -11,21 +11,20 @@ The run folder::
     samples/           image+caption grids every ``train.sample_every`` steps
 
 Under ``torchrun`` rank 0 prepares stage 0 and writes every file; the other
-ranks wait at a barrier and load what it wrote.
+ranks wait for it (and get its errors) and load what it wrote.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from mdm.config import MDMConfig, save_config
-from mdm.training.checkpoint import (CheckpointError, config_differences, load_checkpoint, read_config,
-                                     save_checkpoint)
+from mdm.config import MDMConfig, apply_overrides, save_config
+from mdm.training.checkpoint import (CheckpointError, config_differences, load_checkpoint, make_writable_folder,
+                                     read_config, save_checkpoint)
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model
 from mdm.training.prepare import PreparedData, prepare_data
@@ -76,11 +75,12 @@ def has_checkpoint(folder: str | Path) -> bool:
     return any((folder / name / "config.json").is_file() for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.previous"))
 
 
-def resume_config(folder: str | Path) -> MDMConfig:
-    """The config a run folder was trained with (from its checkpoint)."""
+def resume_config(folder: str | Path, overrides: list[str] | None = None) -> MDMConfig:
+    """The config a run folder was trained with (from its checkpoint), with ``section.key=value`` overrides."""
     if not has_checkpoint(folder):
         raise FileNotFoundError(f"--resume: {folder} has no {CHECKPOINT_DIR}/ to resume from")
-    return read_config(checkpoint_folder(folder))[0]
+    config = read_config(checkpoint_folder(folder))[0]
+    return apply_overrides(config, overrides) if overrides else config
 
 
 # Train keys a resumed run may change without changing the computation of the steps it repeats.
@@ -101,14 +101,8 @@ def _check_out(folder: Path, resume: bool, create: bool = True) -> None:
         raise ValueError(f"{folder} already holds a run: pass --resume to continue it, or choose another --out")
     if resume and not has_checkpoint(folder):
         raise FileNotFoundError(f"--resume: {folder} has no {CHECKPOINT_DIR}/ to resume from")
-    if not create:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create the output folder {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"the output folder {folder} is not writable")
+    if create:
+        make_writable_folder(folder, "the output folder")
 
 
 def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress: bool = True,
