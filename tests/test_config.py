@@ -90,6 +90,15 @@ def test_override_wrong_type_names_the_key():
         load_config("tiny", ["backbone.n_layers=abc"])
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("train.distributed", "zero3", r"train.distributed must be ddp or fsdp, got 'zero3'"),
+    ("train.mixed_precision", "fp8", r"train.mixed_precision must be auto, bf16 or no, got 'fp8'"),
+])
+def test_train_choices_name_the_valid_values(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [f"{key}={value}"])
+
+
 # --------------------------------------------------------------------------- YAML files and their errors
 
 def test_user_file_loads(tmp_path):

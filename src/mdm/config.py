@@ -161,6 +161,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     mixed_precision: str = "auto"  # auto = bf16 autocast on a CUDA device that supports it; "bf16"; "no"
+    distributed: str = "ddp"  # under torchrun: "ddp" (whole model per process) or "fsdp" (sharded, large sizes)
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end); 0 = only at the end
@@ -177,6 +178,8 @@ class TrainConfig:
             raise ConfigError("train: checkpoint_every and sample_every must be >= 0")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ConfigError(f"train.distributed must be ddp or fsdp, got {self.distributed!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         from mdm.tasks import Task

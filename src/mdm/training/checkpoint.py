@@ -71,12 +71,12 @@ def _plain_state(module_or_state) -> dict[str, Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
-def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, ema_state, tokenizer, vq, text_lens,
-                  step: int, trainer_tensors: dict[str, Tensor] | None, trainer_meta: dict | None) -> None:
+def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, model_state, ema_state, tokenizer, vq,
+                  text_lens, step: int, trainer_tensors: dict[str, Tensor] | None, trainer_meta: dict | None) -> None:
     tmp.mkdir(parents=True)
     meta = {"format": FORMAT, "step": step, "config": to_dict(config),
             "vocab_sizes": {m.value: v for m, v in network.vocab_sizes.items()}, "text_lens": dict(text_lens)}
-    save_file(_plain_state(network), str(tmp / MODEL_FILE))
+    save_file(_plain_state(network if model_state is None else model_state), str(tmp / MODEL_FILE))
     if ema_state is not None:
         save_file(_plain_state(ema_state), str(tmp / EMA_FILE))
     if tokenizer is not None:
@@ -105,17 +105,20 @@ def make_writable_folder(folder: Path, what: str, error: type[Exception] = Value
 
 
 def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwork,
-                    ema_state: dict[str, Tensor] | None = None, tokenizer: TextTokenizer | None = None,
+                    model_state: dict[str, Tensor] | None = None, ema_state: dict[str, Tensor] | None = None, tokenizer: TextTokenizer | None = None,
                     vq: VQVAE | None = None, text_lens: dict[str, int] | None = None, step: int = 0,
                     trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically (see the module docstring); returns its path."""
+    """Write a checkpoint folder atomically (see the module docstring); returns its path.
+
+    ``model_state``: the weights to write when not ``network.state_dict()`` (gathered from shards).
+    """
     folder = Path(folder)
     parent = folder.parent
     make_writable_folder(parent, "the checkpoint's parent folder", CheckpointError)
     tmp, previous = parent / f"{folder.name}.saving", parent / f"{folder.name}.previous"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_folder(tmp, config=config, network=network, ema_state=ema_state, tokenizer=tokenizer, vq=vq,
+        _write_folder(tmp, config=config, network=network, model_state=model_state, ema_state=ema_state, tokenizer=tokenizer, vq=vq,
                       text_lens=text_lens or {}, step=step, trainer_tensors=trainer_tensors,
                       trainer_meta=trainer_meta)
     except BaseException:

@@ -112,9 +112,10 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(config.seed)  # tasks and batch indices, on the CPU
         self.noise_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.objective = self.dist.wrap(TrainingObjective(network, diffusion))
+        self.ema = EMA(network, config.ema_decay)  # copied whole, before any sharding
+        self.objective = self.dist.wrap(TrainingObjective(network, diffusion), units=network.backbone.blocks)
+        self.dist.shard(self.ema.model, self.ema.model.backbone.blocks)  # FSDP: the EMA keeps the same shards
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.ema = EMA(network, config.ema_decay)
         self.draw_task = task_sampler(self.data, config.task_weights, self.generator)
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
@@ -126,9 +127,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state(self) -> tuple[dict[str, Tensor], dict]:
-        """(tensors, json-able meta) that :meth:`load_state` restores exactly, with the EMA weights."""
+        """(tensors, json-able meta) that :meth:`load_state` restores exactly, with the EMA weights.
+
+        Under FSDP this gathers the optimizer moments to rank 0: every rank must call it.
+        """
         tensors = {"rng.generator": self.generator.get_state(), "rng.noise": self.noise_generator.get_state().cpu()}
-        opt = self.optimizer.state_dict()
+        opt = self.dist.optimizer_state(self.network, self.optimizer)
         for idx, st in opt["state"].items():
             for key, value in st.items():
                 tensors[f"optimizer.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
@@ -146,8 +150,9 @@ class Trainer:
             if name.startswith("optimizer."):
                 _, idx, key = name.split(".", 2)
                 state.setdefault(int(idx), {})[key] = value.to(self.device) if key != "step" else value
-        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        self.ema.model.load_state_dict(ema_state)
+        self.dist.load_optimizer_state(self.network, self.optimizer,
+                                       {"state": state, "param_groups": meta["param_groups"]})
+        self.dist.load_full_state(self.ema.model, ema_state)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -171,7 +176,7 @@ class Trainer:
             group["lr"] = lr_at(self.step, config)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip)
+        grad_norm = dist.local_value(torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip))
         self.optimizer.step()
         self.ema.update(self.network, self.step)
         self.step += 1

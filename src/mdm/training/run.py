@@ -40,13 +40,17 @@ class RunResult:
     resumed_from: int  # the step the run resumed from (0 for a new run)
 
 
-def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Path, n: int = 8) -> Path | None:
-    """A grid from the EMA weights of a task the run trains: image+caption together, or one image per class."""
+def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Path, n: int = 8,
+                      network=None) -> Path | None:
+    """A grid from the EMA weights of a task the run trains: image+caption together, or one image per class.
+
+    ``network``: the weights to sample from when not ``trainer.ema.model`` (a whole copy of a sharded EMA).
+    """
     from mdm.diffusion.sampling import SamplerConfig
     from mdm.evaluation.figures import image_caption_grid
     from mdm.tasks import MDMPipeline, Task
 
-    pipe = MDMPipeline(trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens)
+    pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens)
     sampler = SamplerConfig(steps=20)
     trained = {Task(t) for t, w in trainer.config.task_weights.items() if w > 0 and data.train.supports(Task(t))}
     if Task.JOINT in trained:
@@ -84,7 +88,8 @@ def resume_config(folder: str | Path, overrides: list[str] | None = None) -> MDM
 
 
 # Train keys a resumed run may change without changing the computation of the steps it repeats.
-RESUMABLE_TRAIN_KEYS = ("steps", "log_every", "checkpoint_every", "sample_every")
+# A checkpoint holds whole tensors whichever strategy wrote it, so a run may resume under another.
+RESUMABLE_TRAIN_KEYS = ("steps", "log_every", "checkpoint_every", "sample_every", "distributed")
 
 
 def check_resume_config(requested: MDMConfig, saved: MDMConfig) -> None:
@@ -111,7 +116,7 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
               on_log: Callable[[Trainer, dict], None] | None = None) -> RunResult:
     """Train ``config`` in folder ``out`` (new, or continued with ``resume``); returns the trainer and data."""
     out = Path(out)
-    dist = DistributedContext.from_env(device)
+    dist = DistributedContext.from_env(device, config.train.distributed)
     say = log if dist.is_main else (lambda _msg: None)
     _check_out(out, resume, create=dist.is_main)
     if resume:
@@ -132,40 +137,55 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
     if data.vq is not None:
         vocab["image"] = data.vq.config.codebook_size
     network, diffusion = build_model(config, vocab)
-    network.to(device)
-    trainer = Trainer(network, diffusion, data.train, config.train, dist, log_path=out / "log.jsonl",
-                      tensorboard_dir=out / "tensorboard")
-    resumed_from = 0
-    if resume:
+    ckpt = None
+    if resume:  # every rank reads the whole checkpoint; the weights go in before any sharding
         ckpt = load_checkpoint(checkpoint_folder(out), expect_config=config)
         if ckpt.trainer is None or ckpt.ema_state is None:
             raise CheckpointError(f"{ckpt.folder} holds weights only (no trainer state): it cannot be resumed")
         network.load_state_dict(ckpt.network.state_dict())
+    network.to(device)
+    trainer = Trainer(network, diffusion, data.train, config.train, dist, log_path=out / "log.jsonl",
+                      tensorboard_dir=out / "tensorboard")
+    resumed_from = 0
+    if ckpt is not None:
         trainer.load_state(ckpt.trainer["tensors"], ckpt.trainer["meta"], ckpt.ema_state)
         resumed_from = trainer.step
         say(f"resumed {out} at step {resumed_from}")
     dist.on_main(save_config, config, out / "config.yaml")
 
-    def write_checkpoint(tr: Trainer) -> None:
-        tensors, meta = tr.state()
-        save_checkpoint(out / CHECKPOINT_DIR, config=config, network=network, ema_state=tr.ema.model.state_dict(),
-                        tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens, step=tr.step,
-                        trainer_tensors=tensors, trainer_meta=meta)
-
     def save(tr: Trainer) -> None:
-        dist.on_main(write_checkpoint, tr)
+        # Gathering whole tensors is a collective under FSDP (every rank); rank 0 writes them.
+        model_state, ema_state = dist.full_state(network), dist.full_state(tr.ema.model)
+        tensors, meta = tr.state()
+        dist.on_main(save_checkpoint, out / CHECKPOINT_DIR, config=config, network=network, model_state=model_state,
+                     ema_state=ema_state, tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens,
+                     step=tr.step, trainer_tensors=tensors, trainer_meta=meta)
+
+    def whole_ema() -> torch.nn.Module | None:
+        """Rank 0's whole copy of a sharded EMA, to sample from (None when the EMA is not sharded)."""
+        if not dist.sharded:
+            return None
+        state = dist.full_state(trainer.ema.model)
+        if not dist.is_main:
+            return None
+        with torch.random.fork_rng(devices=[]):  # building a network draws its initial weights
+            whole = build_model(config, vocab)[0].to(device).eval()
+        whole.load_state_dict(state)
+        return whole
 
     def sample_hook(tr: Trainer) -> None:
         every = config.train.sample_every
         if every and tr.step % every == 0:
             path = dist.on_main(write_sample_grid, tr, diffusion, data,
-                                out / "samples" / f"step-{tr.step:07d}.png")
+                                out / "samples" / f"step-{tr.step:07d}.png", network=whole_ema())
             if path is not None:
                 say(f"step {tr.step}: wrote {path}")
 
     n = sum(p.numel() for p in network.parameters())
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in network.parameters())
     say(f"model: {config.backbone.kind.value} backbone, {config.backbone.n_layers} blocks x {config.backbone.d_model}, "
-        f"{n / 1e6:.2f}M parameters; {len(data.train)} training samples; {dist.world_size} process(es) on {device}")
+        f"{n / 1e6:.2f}M parameters; {len(data.train)} training samples; {dist.world_size} process(es) on {device}"
+        + (f", fsdp: {local / 1e6:.2f}M parameters held here" if dist.sharded else ""))
     trainer.run(time_budget_s=time_budget_s, progress=progress, on_log=on_log, on_step=sample_hook,
                 checkpoint_every=config.train.checkpoint_every, save=save, catch_interrupt=True)
     return RunResult(out, trainer, data, resumed_from)
