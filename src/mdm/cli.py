@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from mdm.config import PRESETS, ConfigError, load_config
+from mdm.config import PRESETS, ConfigError, apply_overrides, load_config
 
 
 def _add_config_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -57,6 +57,33 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"-> {length} positions")
         print(f"  FLOPs per token     {_human(flops)}FLOP (matmuls; 2 per multiply-add)")
         print(f"  FLOPs per sequence  {_human(flops * length)}FLOP")
+    return 0
+
+
+def cmd_bench_throughput(args: argparse.Namespace) -> int:
+    from mdm.evaluation.throughput import bench_throughput, default_config, format_throughput, plot_throughput
+
+    config = default_config() if args.config is None else load_config(args.config)
+    config = apply_overrides(config, args.overrides) if args.overrides else config
+    try:
+        resolutions = tuple(int(x) for x in args.resolutions.split(","))
+    except ValueError:
+        raise ValueError(f"--resolutions must be comma-separated integers, got {args.resolutions!r}") from None
+    bad = [r for r in resolutions if r <= 0 or r % config.layout.vq_factor]
+    if bad:
+        raise ValueError(f"--resolutions {bad} must be positive multiples of layout.vq_factor "
+                         f"{config.layout.vq_factor}")
+    if args.batch < 1 or args.steps < 1:
+        raise ValueError("--batch and --steps must be >= 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = bench_throughput(config, resolutions, args.batch, args.steps, args.threads, args.max_seconds)
+    (out / "throughput.json").write_text(json.dumps(result, indent=2))
+    table = format_throughput(result)
+    (out / "throughput.md").write_text(table)
+    plot_throughput(result, out / "throughput.png")
+    print(table)
+    print(f"plot: {out / 'throughput.png'}")
     return 0
 
 
@@ -255,8 +282,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _threads(args)
     record = run_suite(args.checkpoint, args.suite, _sampler(args), n=args.n, seed=args.seed, out=args.out,
-                       use_ema=not args.raw_weights, device=args.device)
+                       use_ema=not args.raw_weights, device=args.device, data=args.data)
     print(format_record(record))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mdm.evaluation.suites import compare_records, load_record
+
+    table = compare_records([load_record(path) for path in args.records])
+    if args.out:
+        Path(args.out).write_text(table)
+    print(table)
     return 0
 
 
@@ -307,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure in this process instead of one fresh process per measurement (faster; memory "
                         "figures then include earlier measurements)")
     p.set_defaults(func=cmd_bench_backbone)
+
+    p = bench.add_parser("throughput", help="images/s by resolution, Mamba vs a parameter-matched Transformer "
+                                            "(Fig. 5)")
+    p.add_argument("--config", default=None,
+                   help="preset or YAML with a mamba2 backbone (default: small, with 4x4-pixel VQ codes)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--resolutions", default="32,64,128,256", help="comma-separated image sizes in pixels")
+    p.add_argument("--batch", type=int, default=4, help="images sampled together")
+    p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--max-seconds", type=float, default=120.0,
+                   help="stop a backbone after the first resolution slower than this")
+    p.add_argument("--out", default="bench-results", help="folder for throughput.json / .md / .png")
+    p.set_defaults(func=cmd_bench_throughput)
 
     data = sub.add_parser("data", help="built-in datasets").add_subparsers(dest="what", required=True)
     p = data.add_parser("preview", help="write a PNG grid of samples with their captions/questions/answers")
@@ -388,10 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a checkpoint on a suite (shapesworld: every task with the referee; "
                                     "digits: class->image with a digit classifier)")
     _add_sampler_args(p)
-    p.add_argument("--suite", required=True, choices=["shapesworld", "digits"])
-    p.add_argument("-n", type=int, default=64, help="samples per task")
+    p.add_argument("--suite", required=True, choices=["shapesworld", "digits", "multiple-choice"])
+    p.add_argument("-n", type=int, default=64, help="samples per task (multiple-choice: the first n questions)")
+    p.add_argument("--data", default=None,
+                   help="multiple-choice suite: a JSONL file in the HellaSwag, PIQA, ARC or BoolQ format")
     p.add_argument("--out", default="eval-results", help="folder for SUITE-SAMPLER.json / .md")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="eval records (the JSON files of mdm eval) side by side in one Markdown "
+                                       "table, e.g. Table 3's ablation")
+    p.add_argument("records", nargs="+", help="JSON files written by mdm eval")
+    p.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("generate", help="images and their captions generated together (joint) to a PNG")
     _add_sampler_args(p)

@@ -57,3 +57,30 @@ def test_digits_suite_scores_class_to_image(tmp_path):
     assert 0.0 <= record["scores"]["class_accuracy"] <= 1.0
     assert record["scores"]["classifier_real_accuracy"] > 0.97
     assert (tmp_path / "results" / "digits-dpmsolver++-2-cosine-g1.5.json").is_file()
+
+
+def test_multiple_choice_suite_and_its_errors(shapes_run, tmp_path):
+    data = tmp_path / "piqa.jsonl"
+    data.write_text("\n".join(json.dumps({"goal": f"a red circle {i}", "sol1": "on the left", "sol2": "at the top",
+                                          "label": i % 2}) for i in range(3)) + "\n")
+    record = run_suite(shapes_run, "multiple-choice", SamplerConfig(), n=2, out=tmp_path / "out", data=data)
+    assert record["n"] == 2 and set(record["scores"]) == {"piqa", "all"}
+    assert record["scores"]["all"] in (0.0, 0.5, 1.0) and record["images_per_s"] is None
+    assert (tmp_path / "out" / "multiple-choice-piqa.json").is_file()
+    with pytest.raises(ValueError, match="needs --data FILE.jsonl"):
+        run_suite(shapes_run, "multiple-choice", SamplerConfig(), n=2)
+    with pytest.raises(ValueError, match="only it reads one"):
+        run_suite(shapes_run, "shapesworld", SamplerConfig(), n=2, data=data)
+
+
+def test_compare_puts_records_side_by_side(shapes_run, tmp_path, capsys):
+    run_suite(shapes_run, "shapesworld", SamplerConfig(steps=2), n=2, out=tmp_path)
+    run_suite(shapes_run, "shapesworld", SamplerConfig(steps=3), n=2, out=tmp_path)
+    records = sorted(tmp_path.glob("shapesworld-*.json"))
+    assert main(["compare", *map(str, records), "--out", str(tmp_path / "table.md")]) == 0
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert len(table) == 4 and "caption_cider" in table[0] and "dpmsolver++-3-cosine-g1" in table[3]
+    assert "mamba2 `1234/12`, 4 blocks" in table[2]
+    (tmp_path / "bad.json").write_text(json.dumps({"suite": "x"}))
+    assert main(["compare", str(tmp_path / "bad.json")]) == 2
+    assert "not an mdm eval record (missing checkpoint" in capsys.readouterr().err

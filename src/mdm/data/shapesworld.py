@@ -274,6 +274,17 @@ def caption(objects: Sequence[Mapping[str, Any]], rng: np.random.Generator, temp
     return " and ".join(f"a {o['size']} {o['shape']} in {o['color']} {place_phrase(o['position'])}" for o in objs)
 
 
+def reference_captions(objects: Sequence[Mapping[str, Any]], orders: int = 2) -> list[str]:
+    """Every caption template of a scene, each with ``orders`` object orders (seeded): CIDEr's references."""
+    out = []
+    for k, template in enumerate(CAPTION_TEMPLATES):
+        for order in range(orders):
+            text = caption(objects, np.random.default_rng([k, order]), template)
+            if text not in out:
+                out.append(text)
+    return out
+
+
 def describe_scene(objects: Sequence[Mapping[str, Any]]) -> str:
     """The whole scene in words, in reading order: what the text-only task sees instead of the image."""
     objs = sorted(objects, key=lambda o: (POSITIONS.index(o["position"]), o["color"]))

@@ -15,9 +15,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdm.data.digits import DigitsDataset
+from mdm.evaluation.image_quality import FeatureNetwork
 
 
-class DigitClassifier(nn.Module):
+class DigitClassifier(FeatureNetwork):
+    """Logits over the 10 digits; its 128-d penultimate layer is the feature space of FID and precision/recall."""
+
+    name = "digit-cnn (project-trained on the real digits)"
+    num_features = 128
+    has_classes = True
+
     def __init__(self, image_size: int = 8) -> None:
         super().__init__()
         self.image_size = image_size
@@ -27,10 +34,17 @@ class DigitClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (b, 10) for images (b, c, s, s) in [0, 1] (colour is averaged to grey)."""
+        return self.features(self._grey(images))
+
+    def embed(self, images: Tensor) -> Tensor:
+        """The 128-d features before the last layer."""
+        return self.features[:-1](self._grey(images))
+
+    def _grey(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ValueError(f"DigitClassifier: expected images (b, c, {self.image_size}, {self.image_size}), "
                              f"got {tuple(images.shape)}")
-        return self.features(images.float().mean(1, keepdim=True))
+        return images.float().mean(1, keepdim=True)
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:

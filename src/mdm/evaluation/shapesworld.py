@@ -6,10 +6,16 @@ task           score
 text_to_image  attribute accuracy of the generated image against the caption's
                objects (``t2i_attributes``: mean of colour, shape, size, position)
                and ``t2i_all`` (every requested object fully right)
+               with a feature network: ``t2i_fid``, ``t2i_precision``,
+               ``t2i_recall`` against the real scenes of the prompts
+               (:mod:`mdm.evaluation.image_quality`)
 image_to_text  ``caption_all_true``: captions whose every stated attribute is
-               true of the image; ``caption_precision``: true claims / claims
-vqa            exact match of the answer
-text_to_text   exact match of the answer to a question about a scene in words
+               true of the image; ``caption_precision``: true claims / claims;
+               ``caption_cider``: CIDEr-D against every template's caption of the
+               scene (:mod:`mdm.evaluation.captioning`)
+vqa            VQA accuracy: with one reference answer, exact match after the
+               official answer normalisation (:mod:`mdm.evaluation.vqa_accuracy`)
+text_to_text   the same, for a question about a scene described in words
 joint          ``joint_agreement``: generated image and generated caption agree
                (every claim of the caption true of the image)
 =============  ================================================================
@@ -24,7 +30,11 @@ import torch
 
 from mdm.data.referee import score_caption, score_generation
 from mdm.data.sample import Sample
+from mdm.data.shapesworld import reference_captions
 from mdm.diffusion.sampling import SamplerConfig
+from mdm.evaluation.captioning import cider
+from mdm.evaluation.image_quality import FeatureNetwork, image_quality
+from mdm.evaluation.vqa_accuracy import exact_match
 from mdm.tasks import MDMPipeline
 
 TASKS = ("text_to_image", "image_to_text", "vqa", "text_to_text", "joint")
@@ -42,8 +52,12 @@ def _mean(rows: list[dict[str, float]], key: str) -> float:
 
 
 def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig | None = None,
-                tasks: tuple[str, ...] = TASKS, seed: int = 0, n_examples: int = 4) -> TaskScores:
-    """Run ``tasks`` on ``samples`` (ShapesWorld, with objects in ``meta``) and score them."""
+                tasks: tuple[str, ...] = TASKS, seed: int = 0, n_examples: int = 4,
+                feature_network: FeatureNetwork | None = None) -> TaskScores:
+    """Run ``tasks`` on ``samples`` (ShapesWorld, with objects in ``meta``) and score them.
+
+    ``feature_network``: also FID / precision / recall of text->image (needs >= 4 samples).
+    """
     if not samples:
         raise ValueError("score_tasks: no samples to score")
     unknown = set(tasks) - set(TASKS)
@@ -70,21 +84,26 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
         for k in attrs:
             out.scores[f"t2i_{k}"] = _mean(rows, k)
         out.scores["t2i_all"] = _mean(rows, "all")
+        if feature_network is not None and len(samples) >= 4:
+            quality = image_quality(images, gen.cpu(), feature_network, seed=seed)
+            out.scores.update({"t2i_fid": quality.fid, "t2i_precision": quality.precision,
+                               "t2i_recall": quality.recall})
         out.examples["text_to_image"] = [(prompts[i], gen[i]) for i in range(min(n_examples, len(samples)))]
     if "image_to_text" in tasks:
         caps = timed("image_to_text", lambda: pipe.image_to_text(images, sampler, seed=seed))
         rows = [score_caption(images[i], caps[i]) for i in range(len(samples))]
         out.scores["caption_all_true"] = _mean(rows, "all_true")
         out.scores["caption_precision"] = _mean(rows, "precision")
+        out.scores["caption_cider"] = cider(caps, [reference_captions(s.meta["objects"]) for s in samples])[0]
         out.examples["image_to_text"] = [(images[i], caps[i]) for i in range(min(n_examples, len(samples)))]
     if "vqa" in tasks:
         got = timed("vqa", lambda: pipe.vqa(images, questions, sampler, seed=seed))
-        out.scores["vqa"] = sum(g.strip() == a for g, a in zip(got, answers)) / len(samples)
+        out.scores["vqa"] = sum(exact_match(g, a) for g, a in zip(got, answers)) / len(samples)
         out.examples["vqa"] = [(questions[i], got[i], answers[i]) for i in range(min(n_examples, len(samples)))]
     if "text_to_text" in tasks:
         scenes = [s.text("scene") for s in samples]
         got = timed("text_to_text", lambda: pipe.text_to_text(scenes, questions, sampler, seed=seed))
-        out.scores["text_to_text"] = sum(g.strip() == a for g, a in zip(got, answers)) / len(samples)
+        out.scores["text_to_text"] = sum(exact_match(g, a) for g, a in zip(got, answers)) / len(samples)
         out.examples["text_to_text"] = [(scenes[i], questions[i], got[i], answers[i])
                                         for i in range(min(n_examples, len(samples)))]
     if "joint" in tasks:
@@ -95,7 +114,14 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
     return out
 
 
+def format_score(name: str, value: float) -> str:
+    """Accuracies as percentages; FID, IS and CIDEr as plain numbers (their own scales)."""
+    if name.endswith(("fid", "inception_score", "cider")):
+        return f"{value:.3f}"
+    return f"{100 * value:.1f}%"
+
+
 def format_scores(scores: dict[str, float]) -> str:
-    """Scores as aligned ``name  percent`` lines."""
+    """Scores as aligned ``name  value`` lines."""
     width = max(map(len, scores), default=0)
-    return "\n".join(f"  {k:<{width}}  {100 * v:6.1f}%" for k, v in scores.items())
+    return "\n".join(f"  {k:<{width}}  {format_score(k, v):>7}" for k, v in scores.items())

@@ -4,10 +4,18 @@
 suite          what is measured
 =============  ======================================================================
 shapesworld    every task on held-out ShapesWorld scenes, scored by the referee
-               (:mod:`mdm.evaluation.shapesworld`)
-digits         class->image: the share of generated digits that a classifier trained
-               on the real digits (:mod:`mdm.evaluation.digit_classifier`) recognises
-               as the requested class, plus that classifier's held-out accuracy
+               (:mod:`mdm.evaluation.shapesworld`): Table 1's text->image row
+               (GenEval-style attributes; FID, precision, recall on a scene parser
+               the project trains, :mod:`mdm.evaluation.shapes_classifier`) and
+               Table 2 (caption CIDEr and truth, VQA accuracy)
+digits         class->image, Table 1's class-conditional row: the share of generated
+               digits that a classifier trained on the real digits
+               (:mod:`mdm.evaluation.digit_classifier`) recognises as the requested
+               class, and FID, IS, precision, recall against the held-out real digits
+               on that classifier's features
+multiple-      text benchmarks in the HellaSwag / PIQA / ARC / BoolQ JSONL formats
+choice         (``data=FILE``), each choice ranked by the model's ELBO
+               (:mod:`mdm.evaluation.multiple_choice`); the first ``n`` questions
 =============  ======================================================================
 
 Results go to ``OUT/SUITE-TAG.json`` and ``.md``, where the tag names the
@@ -25,9 +33,10 @@ from pathlib import Path
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
+from mdm.evaluation.shapesworld import format_score
 from mdm.tasks import MDMPipeline
 
-SUITES = ("shapesworld", "digits")
+SUITES = ("shapesworld", "digits", "multiple-choice")
 
 
 def sampler_tag(sampler: SamplerConfig) -> str:
@@ -35,32 +44,61 @@ def sampler_tag(sampler: SamplerConfig) -> str:
 
 
 def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int = 64, seed: int = 0,
-              out: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu") -> dict:
-    """Evaluate ``checkpoint`` on ``suite``; returns (and with ``out`` writes) the result record."""
+              out: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu",
+              data: str | Path | None = None) -> dict:
+    """Evaluate ``checkpoint`` on ``suite``; returns (and with ``out`` writes) the result record.
+
+    ``data``: the JSONL file of the ``multiple-choice`` suite.
+    """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if (suite == "multiple-choice") != (data is not None):
+        raise ValueError("the multiple-choice suite needs --data FILE.jsonl, and only it reads one")
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
     config = pipe.network.config
-    if suite == "shapesworld":
+    feature_name = None
+    if suite == "multiple-choice":
+        from mdm.evaluation.multiple_choice import load_multiple_choice, multiple_choice_accuracy
+
+        if pipe.tokenizer is None or not {"scene", "caption"} <= set(pipe.text_lens):
+            raise ValueError(f"suite multiple-choice needs a text model with scene and caption lengths; {checkpoint} "
+                             f"has text lengths {pipe.text_lens}")
+        items = load_multiple_choice(data)[:n]
+        n = len(items)
+        t0 = time.perf_counter()
+        scores = multiple_choice_accuracy(pipe, items, seed=seed, progress=True)
+        seconds = {"multiple_choice": round(time.perf_counter() - t0, 1)}
+    elif suite == "shapesworld":
         if config.data.name != "shapesworld":
             raise ValueError(f"suite shapesworld needs a ShapesWorld checkpoint; {checkpoint} was trained on "
                              f"{config.data.name!r}")
         from mdm.evaluation.shapesworld import score_tasks
         from mdm.training.prepare import load_samples
 
+        from mdm.evaluation.shapes_classifier import train_shapes_classifier
+
         samples = load_samples(config, "val")[:n]
+        features = None
+        if n >= 4:  # FID needs a few images. The feature network has its own fixed seed, as the digit
+            # judge has: the sampling seed must not change it.
+            features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
+            feature_name = features.name
         t0 = time.perf_counter()
-        result = score_tasks(pipe, samples, sampler, seed=seed)
+        result = score_tasks(pipe, samples, sampler, seed=seed, feature_network=features)
         scores, seconds = result.scores, result.seconds
+        if features is not None:
+            scores["feature_network_accuracy"] = parser_accuracy
         seconds["total"] = round(time.perf_counter() - t0, 1)
     else:
         if config.data.name != "digits" or config.backbone.n_classes < 10:
             raise ValueError(f"suite digits needs a class-conditional Digits checkpoint (data.name digits, "
                              f"backbone.n_classes 10); {checkpoint} was trained on {config.data.name!r} with "
                              f"n_classes {config.backbone.n_classes}")
+        from mdm.data.digits import DigitsDataset
         from mdm.evaluation.digit_classifier import train_digit_classifier
+        from mdm.evaluation.image_quality import frechet_distance, image_quality
 
         # The judge has its own fixed seed: changing the sampling seed must not change the judge.
         classifier, real_accuracy = train_digit_classifier(config.layout.image_size, seed=0)
@@ -69,19 +107,70 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
         images = pipe.class_to_image(labels, sampler, seed=seed)
         seconds = {"class_to_image": round(time.perf_counter() - t0, 1)}
         predicted = classifier.predict(images.cpu())
+        real = DigitsDataset("test", config.layout.image_size, seed=0).images
+        quality = image_quality(real, images.cpu().float(), classifier, seed=seed)
+        # The floor of this FID at this sample size: real train digits against the same real test digits.
+        real_train = DigitsDataset("train", config.layout.image_size, seed=0).images[:n]
         scores = {"class_accuracy": float((predicted == torch.tensor(labels)).float().mean()),
+                  **quality.scores(), "real_train_vs_test_fid": frechet_distance(real_train, real, classifier),
                   "classifier_real_accuracy": real_accuracy}
-    record = {"suite": suite, "checkpoint": str(checkpoint), "weights": "ema" if use_ema else "raw",
-              "backbone": config.backbone.kind.value,
+        feature_name = classifier.name
+    generation = seconds.get("class_to_image") or seconds.get("text_to_image")
+    record = {"suite": suite, "data": None if data is None else str(data), "checkpoint": str(checkpoint), "weights": "ema" if use_ema else "raw",
+              "backbone": config.backbone.kind.value, "scan_patterns": config.backbone.scan_patterns,
+              "parameters": sum(p.numel() for p in pipe.network.parameters()),
+              "images_per_s": round(n / generation, 3) if generation else None,
               "n_layers": config.backbone.n_layers, "sampler": sampler_tag(sampler), "n": n, "seed": seed,
-              "scores": scores, "seconds": seconds, "torch": torch.__version__, "machine": platform.machine(),
+              "scores": scores, "feature_network": feature_name, "seconds": seconds, "torch": torch.__version__,
+              "machine": platform.machine(),
               "threads": torch.get_num_threads()}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         stem = f"{suite}-{sampler_tag(sampler)}"  # not Path.with_suffix: "-g1.5" would lose its ".5"
+        if data is not None:
+            stem = f"{suite}-{Path(data).stem}"
         (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
         (out / f"{stem}.md").write_text(format_record(record))
+    return record
+
+
+def compare_records(records: list[dict]) -> str:
+    """Eval records side by side (one row each, one column per score): Table 3's layout.
+
+    Records of different suites can be mixed; a score a record lacks is shown as ``–``.
+    """
+    if not records:
+        raise ValueError("compare_records: no records")
+    names: list[str] = []
+    for r in records:
+        names += [k for k in r["scores"] if k not in names]
+    head = "| run | backbone | parameters | sampler | n | images/s | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (6 + len(names))]
+    for r in records:
+        backbone = r["backbone"] + (f" `{r['scan_patterns']}`" if r["backbone"] == "mamba2" else "")
+        backbone += f", {r['n_layers']} blocks"
+        params = f"{r['parameters'] / 1e6:.2f}M" if r.get("parameters") else "–"
+        speed = f"{r['images_per_s']:.2f}" if r.get("images_per_s") else "–"
+        cells = [format_score(k, r["scores"][k]) if k in r["scores"] else "–" for k in names]
+        lines.append(f"| {r['checkpoint']} | {backbone} | {params} | {r['sampler']} | {r['n']} | {speed} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def load_record(path: str | Path) -> dict:
+    """A JSON record written by :func:`run_suite`; the error names the file and what is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eval record {path} does not exist")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a JSON eval record ({e.msg})") from None
+    missing = [k for k in ("suite", "checkpoint", "backbone", "n_layers", "sampler", "n", "scores")
+               if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise ValueError(f"{path}: not an mdm eval record (missing {', '.join(missing)})")
     return record
 
 
@@ -89,6 +178,9 @@ def format_record(record: dict) -> str:
     lines = [f"**{record['suite']}** — `{record['checkpoint']}` ({record['backbone']}, {record['n_layers']} blocks), "
              f"sampler `{record['sampler']}`, n = {record['n']}, seed {record['seed']}", "",
              "| score | value |", "|---|---|"]
-    lines += [f"| {k} | {100 * v:.1f}% |" for k, v in record["scores"].items()]
+    lines += [f"| {k} | {format_score(k, v)} |" for k, v in record["scores"].items()]
+    if record.get("feature_network"):
+        lines += ["", f"FID, IS, precision and recall use {record['feature_network']}, not Inception: "
+                      f"they compare runs of this project, not the paper's numbers."]
     lines += ["", "seconds: " + ", ".join(f"{k} {v}" for k, v in record["seconds"].items()), ""]
     return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Image generation quality: FID, IS (through ``torchmetrics``) and precision/recall, on a chosen feature network.
+
+Table 1 of the paper reports FID, IS, precision and recall on Inception-v3
+features. Inception's weights cannot be downloaded here, so the feature network is
+pluggable (DESIGN.md §7): any :class:`FeatureNetwork` -- a classifier whose
+``embed`` gives the features (FID, precision, recall) and whose ``forward`` gives
+class logits (IS). The project trains its own on each dataset
+(:mod:`mdm.evaluation.digit_classifier`, :mod:`mdm.evaluation.shapes_classifier`),
+and every result names the network it used: an FID on one feature network is not
+comparable with an FID on another.
+
+* **FID** (Heusel et al. 2017): Fréchet distance between Gaussians fitted to the
+  real and generated features, ``torchmetrics.image.fid.FrechetInceptionDistance``
+  with ``feature=`` the network's embedding.
+* **IS** (Salimans et al. 2016): ``exp E[KL(p(y|x) || p(y))]`` over the classifier's
+  softmax, ``torchmetrics.image.inception.InceptionScore``; its upper bound is the
+  number of classes.
+* **Precision / recall** (Kynkäänniemi et al. 2019): a generated sample is *precise*
+  if it falls inside the k-nearest-neighbour ball of some real sample (the balls
+  approximate the real manifold); a real sample is *recalled* if it falls inside the
+  ball of some generated sample. torchmetrics has no version of these, so they are
+  written here (k = 3, as in the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+class FeatureNetwork(nn.Module):
+    """What the metrics need of a feature network: ``embed`` (features) and ``forward`` (logits).
+
+    Subclasses set ``name`` (reported next to every score) and ``num_features``.
+    """
+
+    name: str = "feature network"
+    num_features: int = 0
+    has_classes: bool = False  # forward gives class logits, so the Inception Score is defined
+
+    def embed(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _Embedding(nn.Module):
+    """The network's ``embed`` as a module's forward, as torchmetrics' ``feature=`` expects."""
+
+    def __init__(self, network: FeatureNetwork) -> None:
+        super().__init__()
+        self.network = network
+        self.num_features = network.num_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network.embed(images)
+
+
+def _torchmetrics_image():
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.inception import InceptionScore
+    except ImportError:
+        raise ImportError("FID and IS need torchmetrics: pip install torchmetrics") from None
+    return FrechetInceptionDistance, InceptionScore
+
+
+def _check_images(images: Tensor, what: str) -> None:
+    if images.dim() != 4 or images.shape[0] < 2:
+        raise ValueError(f"{what}: expected a batch of at least 2 images (n, c, h, w), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"{what}: expected float images in [0, 1], got {images.dtype}")
+
+
+@torch.no_grad()
+def frechet_distance(real: Tensor, generated: Tensor, network: FeatureNetwork, batch_size: int = 256) -> float:
+    """FID between two image sets (n, c, h, w) in [0, 1] on ``network``'s features."""
+    _check_images(real, "FID real images")
+    _check_images(generated, "FID generated images")
+    FrechetInceptionDistance, _ = _torchmetrics_image()
+    metric = FrechetInceptionDistance(feature=_Embedding(network.eval()), normalize=True)
+    for images, is_real in ((real, True), (generated, False)):
+        for chunk in images.split(batch_size):
+            metric.update(chunk.float(), real=is_real)
+    return float(metric.compute())
+
+
+@torch.no_grad()
+def inception_score(images: Tensor, network: FeatureNetwork, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """IS (mean, std over ``splits``) of images (n, c, h, w) in [0, 1] on ``network``'s class logits."""
+    _check_images(images, "IS images")
+    _, InceptionScore = _torchmetrics_image()
+    metric = InceptionScore(feature=network.eval(), splits=min(splits, images.shape[0]))
+    metric.update(images.float())
+    with torch.random.fork_rng(devices=[]):  # compute() shuffles with the global generator
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def _knn_radii(features: Tensor, k: int) -> Tensor:
+    """Distance from each feature to its k-th nearest neighbour in the same set (itself excluded)."""
+    distances = torch.cdist(features, features)
+    return distances.kthvalue(k + 1, dim=1).values  # the 1st smallest is the point itself (0)
+
+
+@torch.no_grad()
+def precision_recall(real_features: Tensor, generated_features: Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of two feature sets (n, d)."""
+    for name, f in (("real", real_features), ("generated", generated_features)):
+        if f.dim() != 2 or f.shape[0] <= k:
+            raise ValueError(f"precision_recall: {name} features must be (n > k={k}, d), got {tuple(f.shape)}")
+    real, fake = real_features.double(), generated_features.double()
+    real_radii, fake_radii = _knn_radii(real, k), _knn_radii(fake, k)
+    cross = torch.cdist(fake, real)  # (n_fake, n_real)
+    precision = (cross <= real_radii[None, :]).any(dim=1).double().mean()
+    recall = (cross.T <= fake_radii[None, :]).any(dim=1).double().mean()
+    return float(precision), float(recall)
+
+
+@dataclass
+class ImageQuality:
+    """The Table 1 scores of a generated set against a real one, on one feature network."""
+
+    feature_network: str
+    fid: float
+    inception_score: float | None  # None when the network has no classes
+    inception_score_std: float | None
+    precision: float
+    recall: float
+    n_real: int
+    n_generated: int
+
+    def scores(self) -> dict[str, float]:
+        out = {"fid": self.fid, "precision": self.precision, "recall": self.recall}
+        if self.inception_score is not None:
+            out["inception_score"] = self.inception_score
+        return out
+
+
+@torch.no_grad()
+def image_quality(real: Tensor, generated: Tensor, network: FeatureNetwork, k: int = 3,
+                  seed: int = 0) -> ImageQuality:
+    """FID, IS, precision and recall of ``generated`` against ``real`` on ``network``."""
+    _check_images(real, "real images")
+    _check_images(generated, "generated images")
+    if real.shape[1:] != generated.shape[1:]:
+        raise ValueError(f"real images {tuple(real.shape[1:])} and generated images {tuple(generated.shape[1:])} "
+                         f"differ in size: they must be rendered at the same resolution")
+    network.eval()
+    fid = frechet_distance(real, generated, network)
+    is_mean, is_std = inception_score(generated, network, seed=seed) if network.has_classes else (None, None)
+    precision, recall = precision_recall(network.embed(real.float()), network.embed(generated.float()), k)
+    return ImageQuality(network.name, fid, is_mean, is_std, precision, recall, real.shape[0], generated.shape[0])

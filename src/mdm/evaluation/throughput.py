@@ -1,0 +1,133 @@
+"""Generation throughput by resolution, MDM's Mamba backbone against the Transformer (Fig. 5, left).
+
+The paper's Fig. 5 plots images per second against resolution: the Mamba stack's
+cost grows linearly with the number of image tokens, attention's quadratically, so
+the gap widens with resolution. Here a class-conditional model of the chosen
+backbone config samples a batch of images with the real sampler (DPM-Solver++,
+the configured steps, multi-step selection) at each resolution; the VQ grid side
+is ``resolution / vq_factor``, so the sequence holds ``(resolution / vq_factor)^2``
+image tokens. Weights are random: the cost of a network call does not depend on
+them. Each point runs in a fresh process (:func:`mdm.bench._in_subprocess`).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import replace
+
+import torch
+
+from mdm.config import BackboneConfig, BackboneKind, MDMConfig, load_config
+from mdm.diffusion.sampling import SamplerConfig
+
+DEFAULT_RESOLUTIONS = (32, 64, 128, 256)
+
+
+def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, threads: int, seed: int) -> dict:
+    from mdm.config import from_dict
+    from mdm.diffusion.process import Segment
+    from mdm.diffusion.sampling import sample
+    from mdm.nn.layout import Modality, SegmentSpec
+    from mdm.training.loop import build_model
+
+    torch.set_num_threads(threads)
+    config = from_dict(MDMConfig, config_dict, "throughput")
+    network, diffusion = build_model(config, {Modality.IMAGE: 256})
+    network.eval()
+    side = resolution // config.layout.vq_factor
+    segments = [Segment(SegmentSpec.image(side, side), None, True)]
+    labels = torch.zeros(batch, dtype=torch.long)
+    sampler = SamplerConfig(steps=steps)
+
+    def run() -> None:
+        with torch.no_grad():
+            sample(network, diffusion, segments, labels, sampler, batch, torch.Generator().manual_seed(seed))
+
+    run_steps = SamplerConfig(steps=1)  # warm-up: one network call at this length
+    with torch.no_grad():
+        sample(network, diffusion, segments, labels, run_steps, batch, torch.Generator().manual_seed(seed))
+    t0 = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - t0
+    return {"resolution": resolution, "tokens": side * side, "seconds": seconds, "images_per_s": batch / seconds}
+
+
+def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS, batch: int = 4,
+                     steps: int = 20, threads: int | None = None, max_seconds: float = 120.0,
+                     seed: int = 0) -> dict:
+    """Images/s of ``config``'s backbone and of a parameter-matched Transformer at each resolution.
+
+    A backbone stops at the first resolution whose sampling took longer than ``max_seconds``.
+    """
+    from mdm.bench import _in_subprocess, parameter_matched_depth
+    from mdm.config import to_dict
+
+    threads = threads or torch.get_num_threads()
+    mamba = config.backbone
+    if mamba.kind is not BackboneKind.MAMBA2:
+        raise ValueError(f"bench throughput compares a mamba2 config with the Transformer; got {mamba.kind.value}")
+    transformer: BackboneConfig = replace(mamba, kind=BackboneKind.TRANSFORMER,
+                                          n_layers=parameter_matched_depth(mamba))
+    result = {"batch": batch, "steps": steps, "threads": threads, "vq_factor": config.layout.vq_factor,
+              "machine": platform.machine(), "torch": torch.__version__, "runs": {}}
+    for name, backbone in (("mamba", mamba), ("transformer", transformer)):
+        rows = []
+        for resolution in resolutions:
+            side = resolution // config.layout.vq_factor
+            c = replace(config, backbone=replace(backbone, max_seq_len=max(backbone.max_seq_len, side * side + 64),
+                                                 n_classes=max(backbone.n_classes, 1)),
+                        layout=replace(config.layout, image_size=resolution))
+            row = _in_subprocess(_sampling_job, to_dict(c), resolution, batch, steps, threads, seed)
+            rows.append(row)
+            print(f"{name:<12} {resolution:>4} px  {row['tokens']:>6} tokens  {row['images_per_s']:8.3f} images/s",
+                  flush=True)
+            if row["seconds"] > max_seconds:
+                break
+        result["runs"][name] = {"n_layers": backbone.n_layers, "rows": rows}
+    return result
+
+
+def format_throughput(result: dict) -> str:
+    runs = result["runs"]
+    resolutions = sorted({r["resolution"] for run in runs.values() for r in run["rows"]})
+    lines = [f"images/s, batch {result['batch']}, DPM-Solver++ {result['steps']} steps, {result['threads']} threads",
+             "", "| resolution | image tokens | " + " | ".join(
+                 f"{k} ({v['n_layers']} blocks)" for k, v in runs.items()) + " |",
+             "|---|---|" + "---|" * len(runs)]
+    for res in resolutions:
+        cells, tokens = [], None
+        for run in runs.values():
+            row = next((r for r in run["rows"] if r["resolution"] == res), None)
+            cells.append("–" if row is None else f"{row['images_per_s']:.3f}")
+            tokens = tokens or (row and row["tokens"])
+        lines.append(f"| {res} | {tokens} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_throughput(result: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, run in result["runs"].items():
+        rows = run["rows"]
+        ax.plot([r["resolution"] for r in rows], [r["images_per_s"] for r in rows], marker="o",
+                label=f"{name} ({run['n_layers']} blocks)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("resolution (px)")
+    ax.set_ylabel("images / s")
+    ax.set_title(f"sampling throughput, DPM-Solver++ {result['steps']} steps")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def default_config() -> MDMConfig:
+    """The ``small`` model, class-conditional, VQ codes of 4x4 pixels (as the 32-px ShapesWorld VQ)."""
+    config = load_config("small")
+    return replace(config, layout=replace(config.layout, vq_factor=4, image_channels=3))
