@@ -67,8 +67,12 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     config = apply_overrides(config, args.overrides) if args.overrides else config
     try:
         resolutions = tuple(int(x) for x in args.resolutions.split(","))
+        lengths = tuple(int(x) for x in args.lengths.split(","))
     except ValueError:
-        raise ValueError(f"--resolutions must be comma-separated integers, got {args.resolutions!r}") from None
+        raise ValueError(f"--resolutions and --lengths must be comma-separated integers, got "
+                         f"{args.resolutions!r} and {args.lengths!r}") from None
+    if any(n < 8 for n in lengths):
+        raise ValueError(f"--lengths must be >= 8 tokens, got {lengths}")
     bad = [r for r in resolutions if r <= 0 or r % config.layout.vq_factor]
     if bad:
         raise ValueError(f"--resolutions {bad} must be positive multiples of layout.vq_factor "
@@ -77,7 +81,8 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
         raise ValueError("--batch and --steps must be >= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = bench_throughput(config, resolutions, args.batch, args.steps, args.threads, args.max_seconds)
+    result = bench_throughput(config, resolutions, args.batch, args.steps, args.threads, args.max_seconds,
+                              lengths=lengths)
     (out / "throughput.json").write_text(json.dumps(result, indent=2))
     table = format_throughput(result)
     (out / "throughput.md").write_text(table)
@@ -351,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset or YAML with a mamba2 backbone (default: small, with 4x4-pixel VQ codes)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--resolutions", default="32,64,128,256", help="comma-separated image sizes in pixels")
+    p.add_argument("--lengths", default="256,1024,4096,16384",
+                   help="comma-separated token lengths for the forward latency")
     p.add_argument("--batch", type=int, default=4, help="images sampled together")
     p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

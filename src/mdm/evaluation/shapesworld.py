@@ -53,10 +53,11 @@ def _mean(rows: list[dict[str, float]], key: str) -> float:
 
 def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig | None = None,
                 tasks: tuple[str, ...] = TASKS, seed: int = 0, n_examples: int = 4,
-                feature_network: FeatureNetwork | None = None) -> TaskScores:
+                feature_network: FeatureNetwork | None = None, reference: torch.Tensor | None = None) -> TaskScores:
     """Run ``tasks`` on ``samples`` (ShapesWorld, with objects in ``meta``) and score them.
 
-    ``feature_network``: also FID / precision / recall of text->image (needs >= 4 samples).
+    ``feature_network``: also FID / precision / recall of text->image (needs >= 4 samples)
+    against ``reference`` real images (default: the samples' own images).
     """
     if not samples:
         raise ValueError("score_tasks: no samples to score")
@@ -85,7 +86,8 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
             out.scores[f"t2i_{k}"] = _mean(rows, k)
         out.scores["t2i_all"] = _mean(rows, "all")
         if feature_network is not None and len(samples) >= 4:
-            quality = image_quality(images, gen.cpu(), feature_network, seed=seed)
+            quality = image_quality(images if reference is None else reference, gen.cpu(), feature_network,
+                                    seed=seed)
             out.scores.update({"t2i_fid": quality.fid, "t2i_precision": quality.precision,
                                "t2i_recall": quality.recall})
         out.examples["text_to_image"] = [(prompts[i], gen[i]) for i in range(min(n_examples, len(samples)))]

@@ -37,6 +37,7 @@ from mdm.evaluation.shapesworld import format_score
 from mdm.tasks import MDMPipeline
 
 SUITES = ("shapesworld", "digits", "multiple-choice")
+REFERENCE_SCENES = 500  # real training scenes: the reference distribution of ShapesWorld's FID
 
 
 def sampler_tag(sampler: SamplerConfig) -> str:
@@ -80,15 +81,25 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
         from mdm.evaluation.shapes_classifier import train_shapes_classifier
 
         samples = load_samples(config, "val")[:n]
-        features = None
+        features = reference = None
         if n >= 4:  # FID needs a few images. The feature network has its own fixed seed, as the digit
             # judge has: the sampling seed must not change it.
+            from mdm.data.preview import load_builtin
+
             features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
             feature_name = features.name
+            train = load_builtin("shapesworld", "train", size=REFERENCE_SCENES, seed=config.data.seed,
+                                 image_size=config.layout.image_size, channels=config.layout.image_channels)
+            reference = torch.stack([train[i].image for i in range(len(train))])
         t0 = time.perf_counter()
-        result = score_tasks(pipe, samples, sampler, seed=seed, feature_network=features)
+        result = score_tasks(pipe, samples, sampler, seed=seed, feature_network=features, reference=reference)
         scores, seconds = result.scores, result.seconds
         if features is not None:
+            from mdm.evaluation.image_quality import frechet_distance
+
+            # What a perfect generator would get at this size: the prompts' real scenes against the reference.
+            scores["real_held_out_fid"] = frechet_distance(reference, torch.stack([s.image for s in samples]),
+                                                           features)
             scores["feature_network_accuracy"] = parser_accuracy
         seconds["total"] = round(time.perf_counter() - t0, 1)
     else:
@@ -107,12 +118,13 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
         images = pipe.class_to_image(labels, sampler, seed=seed)
         seconds = {"class_to_image": round(time.perf_counter() - t0, 1)}
         predicted = classifier.predict(images.cpu())
-        real = DigitsDataset("test", config.layout.image_size, seed=0).images
-        quality = image_quality(real, images.cpu().float(), classifier, seed=seed)
-        # The floor of this FID at this sample size: real train digits against the same real test digits.
-        real_train = DigitsDataset("train", config.layout.image_size, seed=0).images[:n]
+        # The reference is every real training digit (the distribution the model learned); the held-out
+        # real digits against the same reference give the FID a perfect generator would get at that size.
+        reference = DigitsDataset("train", config.layout.image_size, seed=0).images
+        held_out = DigitsDataset("test", config.layout.image_size, seed=0).images
+        quality = image_quality(reference, images.cpu().float(), classifier, seed=seed)
         scores = {"class_accuracy": float((predicted == torch.tensor(labels)).float().mean()),
-                  **quality.scores(), "real_train_vs_test_fid": frechet_distance(real_train, real, classifier),
+                  **quality.scores(), "real_held_out_fid": frechet_distance(reference, held_out, classifier),
                   "classifier_real_accuracy": real_accuracy}
         feature_name = classifier.name
     generation = seconds.get("class_to_image") or seconds.get("text_to_image")

@@ -1,4 +1,4 @@
-"""Generation throughput by resolution, MDM's Mamba backbone against the Transformer (Fig. 5, left).
+"""Fig. 5 in one run: images/s by resolution and latency by token length, Mamba against the Transformer.
 
 The paper's Fig. 5 plots images per second against resolution: the Mamba stack's
 cost grows linearly with the number of image tokens, attention's quadratically, so
@@ -7,7 +7,9 @@ backbone config samples a batch of images with the real sampler (DPM-Solver++,
 the configured steps, multi-step selection) at each resolution; the VQ grid side
 is ``resolution / vq_factor``, so the sequence holds ``(resolution / vq_factor)^2``
 image tokens. Weights are random: the cost of a network call does not depend on
-them. Each point runs in a fresh process (:func:`mdm.bench._in_subprocess`).
+them. The second half times one forward pass of each backbone (batch 1) at growing
+token lengths, :func:`mdm.bench._backbone_job` -- the same measurement as ``mdm bench
+backbone``. Each point runs in a fresh process (:func:`mdm.bench._in_subprocess`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mdm.config import BackboneConfig, BackboneKind, MDMConfig, load_config
 from mdm.diffusion.sampling import SamplerConfig
 
 DEFAULT_RESOLUTIONS = (32, 64, 128, 256)
+DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 
 
 def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, threads: int, seed: int) -> dict:
@@ -55,12 +58,13 @@ def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, th
 
 def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS, batch: int = 4,
                      steps: int = 20, threads: int | None = None, max_seconds: float = 120.0,
-                     seed: int = 0) -> dict:
-    """Images/s of ``config``'s backbone and of a parameter-matched Transformer at each resolution.
+                     seed: int = 0, lengths: tuple[int, ...] = DEFAULT_LENGTHS) -> dict:
+    """Images/s of ``config``'s backbone and of a parameter-matched Transformer at each resolution,
+    and the forward latency of both at each token length.
 
-    A backbone stops at the first resolution whose sampling took longer than ``max_seconds``.
+    A backbone stops at the first resolution (length) that took longer than ``max_seconds``.
     """
-    from mdm.bench import _in_subprocess, parameter_matched_depth
+    from mdm.bench import _backbone_job, _in_subprocess, parameter_matched_depth
     from mdm.config import to_dict
 
     threads = threads or torch.get_num_threads()
@@ -84,7 +88,17 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
                   flush=True)
             if row["seconds"] > max_seconds:
                 break
-        result["runs"][name] = {"n_layers": backbone.n_layers, "rows": rows}
+        latency = []
+        for length in lengths:
+            row = _in_subprocess(_backbone_job, to_dict(replace(backbone, max_seq_len=max(backbone.max_seq_len,
+                                                                                          length))),
+                                 length, threads, seed)
+            latency.append({"length": length, **row})
+            print(f"{name:<12} {length:>6} tokens  {row.get('seconds', float('nan')):8.4f} s per forward",
+                  flush=True)
+            if row.get("seconds", max_seconds + 1) > max_seconds:
+                break
+        result["runs"][name] = {"n_layers": backbone.n_layers, "rows": rows, "latency": latency}
     return result
 
 
@@ -102,6 +116,16 @@ def format_throughput(result: dict) -> str:
             cells.append("–" if row is None else f"{row['images_per_s']:.3f}")
             tokens = tokens or (row and row["tokens"])
         lines.append(f"| {res} | {tokens} | " + " | ".join(cells) + " |")
+    lengths = sorted({r["length"] for run in runs.values() for r in run.get("latency", [])})
+    if lengths:
+        lines += ["", "seconds per forward pass (batch 1, no grad)", "",
+                  "| tokens | " + " | ".join(runs) + " | Transformer / Mamba |", "|---|" + "---|" * (len(runs) + 1)]
+        for length in lengths:
+            secs = [next((r.get("seconds") for r in run["latency"] if r["length"] == length), None)
+                    for run in runs.values()]
+            ratio = f"{secs[1] / secs[0]:.2f}x" if len(secs) == 2 and all(secs) else "–"
+            lines.append(f"| {length} | " + " | ".join("–" if x is None else f"{x:.4f}" for x in secs)
+                         + f" | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
@@ -111,17 +135,23 @@ def plot_throughput(result: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, run in result["runs"].items():
         rows = run["rows"]
         ax.plot([r["resolution"] for r in rows], [r["images_per_s"] for r in rows], marker="o",
                 label=f"{name} ({run['n_layers']} blocks)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+        latency = [r for r in run.get("latency", []) if r.get("seconds")]
+        ax2.plot([r["length"] for r in latency], [r["seconds"] for r in latency], marker="o", label=name)
+    for a in (ax, ax2):
+        a.set_xscale("log", base=2)
+        a.set_yscale("log")
+        a.legend()
     ax.set_xlabel("resolution (px)")
     ax.set_ylabel("images / s")
-    ax.set_title(f"sampling throughput, DPM-Solver++ {result['steps']} steps")
-    ax.legend()
+    ax.set_title(f"sampling, DPM-Solver++ {result['steps']} steps, batch {result['batch']}")
+    ax2.set_xlabel("tokens")
+    ax2.set_ylabel("seconds per forward")
+    ax2.set_title("latency by token length (batch 1)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
