@@ -44,6 +44,77 @@ def sampler_tag(sampler: SamplerConfig) -> str:
     return f"{sampler.solver.value}-{sampler.steps}-{sampler.selection.value}-g{sampler.guidance_scale:g}"
 
 
+def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int) -> tuple[dict, dict, None, int]:
+    from mdm.evaluation.multiple_choice import load_multiple_choice, multiple_choice_accuracy
+
+    if pipe.tokenizer is None or not {"scene", "caption"} <= set(pipe.text_lens):
+        raise ValueError(f"suite multiple-choice needs a text model with scene and caption lengths; {checkpoint} "
+                         f"has text lengths {pipe.text_lens}")
+    items = load_multiple_choice(data)[:n]
+    t0 = time.perf_counter()
+    scores = multiple_choice_accuracy(pipe, items, seed=seed, progress=True)
+    return scores, {"multiple_choice": round(time.perf_counter() - t0, 1)}, None, len(items)
+
+
+def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int,
+                 seed: int) -> tuple[dict, dict, str | None]:
+    from mdm.data.preview import load_builtin
+    from mdm.evaluation.image_quality import frechet_distance
+    from mdm.evaluation.shapes_classifier import train_shapes_classifier
+    from mdm.evaluation.shapesworld import score_tasks
+    from mdm.training.prepare import load_samples
+
+    config = pipe.network.config
+    if config.data.name != "shapesworld":
+        raise ValueError(f"suite shapesworld needs a ShapesWorld checkpoint; {checkpoint} was trained on "
+                         f"{config.data.name!r}")
+    samples = load_samples(config, "val")[:n]
+    features = reference = None
+    if n >= 4:  # FID needs a few images. The feature network has its own fixed seed, as the digit judge
+        # has: the sampling seed must not change it.
+        features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
+        train = load_builtin("shapesworld", "train", size=REFERENCE_SCENES, seed=config.data.seed,
+                             image_size=config.layout.image_size, channels=config.layout.image_channels)
+        reference = torch.stack([train[i].image for i in range(len(train))])
+    t0 = time.perf_counter()
+    result = score_tasks(pipe, samples, sampler, seed=seed, feature_network=features, reference=reference)
+    scores, seconds = result.scores, result.seconds
+    if features is not None:
+        # What a perfect generator would get at this size: the prompts' real scenes against the reference.
+        scores["real_held_out_fid"] = frechet_distance(reference, torch.stack([s.image for s in samples]), features)
+        scores["feature_network_accuracy"] = parser_accuracy
+    seconds["total"] = round(time.perf_counter() - t0, 1)
+    return scores, seconds, None if features is None else features.name
+
+
+def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int) -> tuple[dict, dict, str]:
+    from mdm.data.digits import DigitsDataset
+    from mdm.evaluation.digit_classifier import train_digit_classifier
+    from mdm.evaluation.image_quality import frechet_distance, image_quality
+
+    config = pipe.network.config
+    if config.data.name != "digits" or config.backbone.n_classes < 10:
+        raise ValueError(f"suite digits needs a class-conditional Digits checkpoint (data.name digits, "
+                         f"backbone.n_classes 10); {checkpoint} was trained on {config.data.name!r} with "
+                         f"n_classes {config.backbone.n_classes}")
+    # The judge has its own fixed seed: changing the sampling seed must not change the judge.
+    classifier, real_accuracy = train_digit_classifier(config.layout.image_size, seed=0)
+    labels = [i % 10 for i in range(n)]
+    t0 = time.perf_counter()
+    images = pipe.class_to_image(labels, sampler, seed=seed)
+    seconds = {"class_to_image": round(time.perf_counter() - t0, 1)}
+    predicted = classifier.predict(images.cpu())
+    # The reference is every real training digit (the distribution the model learned); the held-out real
+    # digits against the same reference give the FID a perfect generator would get at that size.
+    reference = DigitsDataset("train", config.layout.image_size, seed=0).images
+    held_out = DigitsDataset("test", config.layout.image_size, seed=0).images
+    quality = image_quality(reference, images.cpu().float(), classifier, seed=seed)
+    scores = {"class_accuracy": float((predicted == torch.tensor(labels)).float().mean()), **quality.scores(),
+              "real_held_out_fid": frechet_distance(reference, held_out, classifier),
+              "classifier_real_accuracy": real_accuracy}
+    return scores, seconds, classifier.name
+
+
 def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int = 64, seed: int = 0,
               out: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu",
               data: str | Path | None = None) -> dict:
@@ -59,76 +130,15 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
         raise ValueError("the multiple-choice suite needs --data FILE.jsonl, and only it reads one")
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
     config = pipe.network.config
-    feature_name = None
     if suite == "multiple-choice":
-        from mdm.evaluation.multiple_choice import load_multiple_choice, multiple_choice_accuracy
-
-        if pipe.tokenizer is None or not {"scene", "caption"} <= set(pipe.text_lens):
-            raise ValueError(f"suite multiple-choice needs a text model with scene and caption lengths; {checkpoint} "
-                             f"has text lengths {pipe.text_lens}")
-        items = load_multiple_choice(data)[:n]
-        n = len(items)
-        t0 = time.perf_counter()
-        scores = multiple_choice_accuracy(pipe, items, seed=seed, progress=True)
-        seconds = {"multiple_choice": round(time.perf_counter() - t0, 1)}
+        scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed)
     elif suite == "shapesworld":
-        if config.data.name != "shapesworld":
-            raise ValueError(f"suite shapesworld needs a ShapesWorld checkpoint; {checkpoint} was trained on "
-                             f"{config.data.name!r}")
-        from mdm.evaluation.shapesworld import score_tasks
-        from mdm.training.prepare import load_samples
-
-        from mdm.evaluation.shapes_classifier import train_shapes_classifier
-
-        samples = load_samples(config, "val")[:n]
-        features = reference = None
-        if n >= 4:  # FID needs a few images. The feature network has its own fixed seed, as the digit
-            # judge has: the sampling seed must not change it.
-            from mdm.data.preview import load_builtin
-
-            features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
-            feature_name = features.name
-            train = load_builtin("shapesworld", "train", size=REFERENCE_SCENES, seed=config.data.seed,
-                                 image_size=config.layout.image_size, channels=config.layout.image_channels)
-            reference = torch.stack([train[i].image for i in range(len(train))])
-        t0 = time.perf_counter()
-        result = score_tasks(pipe, samples, sampler, seed=seed, feature_network=features, reference=reference)
-        scores, seconds = result.scores, result.seconds
-        if features is not None:
-            from mdm.evaluation.image_quality import frechet_distance
-
-            # What a perfect generator would get at this size: the prompts' real scenes against the reference.
-            scores["real_held_out_fid"] = frechet_distance(reference, torch.stack([s.image for s in samples]),
-                                                           features)
-            scores["feature_network_accuracy"] = parser_accuracy
-        seconds["total"] = round(time.perf_counter() - t0, 1)
+        scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed)
     else:
-        if config.data.name != "digits" or config.backbone.n_classes < 10:
-            raise ValueError(f"suite digits needs a class-conditional Digits checkpoint (data.name digits, "
-                             f"backbone.n_classes 10); {checkpoint} was trained on {config.data.name!r} with "
-                             f"n_classes {config.backbone.n_classes}")
-        from mdm.data.digits import DigitsDataset
-        from mdm.evaluation.digit_classifier import train_digit_classifier
-        from mdm.evaluation.image_quality import frechet_distance, image_quality
-
-        # The judge has its own fixed seed: changing the sampling seed must not change the judge.
-        classifier, real_accuracy = train_digit_classifier(config.layout.image_size, seed=0)
-        labels = [i % 10 for i in range(n)]
-        t0 = time.perf_counter()
-        images = pipe.class_to_image(labels, sampler, seed=seed)
-        seconds = {"class_to_image": round(time.perf_counter() - t0, 1)}
-        predicted = classifier.predict(images.cpu())
-        # The reference is every real training digit (the distribution the model learned); the held-out
-        # real digits against the same reference give the FID a perfect generator would get at that size.
-        reference = DigitsDataset("train", config.layout.image_size, seed=0).images
-        held_out = DigitsDataset("test", config.layout.image_size, seed=0).images
-        quality = image_quality(reference, images.cpu().float(), classifier, seed=seed)
-        scores = {"class_accuracy": float((predicted == torch.tensor(labels)).float().mean()),
-                  **quality.scores(), "real_held_out_fid": frechet_distance(reference, held_out, classifier),
-                  "classifier_real_accuracy": real_accuracy}
-        feature_name = classifier.name
+        scores, seconds, feature_name = _digits(pipe, checkpoint, sampler, n, seed)
     generation = seconds.get("class_to_image") or seconds.get("text_to_image")
-    record = {"suite": suite, "data": None if data is None else str(data), "checkpoint": str(checkpoint), "weights": "ema" if use_ema else "raw",
+    record = {"suite": suite, "data": None if data is None else str(data), "checkpoint": str(checkpoint),
+              "weights": "ema" if use_ema else "raw",
               "backbone": config.backbone.kind.value, "scan_patterns": config.backbone.scan_patterns,
               "parameters": sum(p.numel() for p in pipe.network.parameters()),
               "images_per_s": round(n / generation, 3) if generation else None,

@@ -105,8 +105,8 @@ def make_writable_folder(folder: Path, what: str, error: type[Exception] = Value
 
 
 def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwork,
-                    model_state: dict[str, Tensor] | None = None, ema_state: dict[str, Tensor] | None = None, tokenizer: TextTokenizer | None = None,
-                    vq: VQVAE | None = None, text_lens: dict[str, int] | None = None, step: int = 0,
+                    model_state: dict[str, Tensor] | None = None, ema_state: dict[str, Tensor] | None = None,
+                    tokenizer: TextTokenizer | None = None, vq: VQVAE | None = None, text_lens: dict[str, int] | None = None, step: int = 0,
                     trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict | None = None) -> Path:
     """Write a checkpoint folder atomically (see the module docstring); returns its path.
 
@@ -118,9 +118,9 @@ def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwor
     tmp, previous = parent / f"{folder.name}.saving", parent / f"{folder.name}.previous"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_folder(tmp, config=config, network=network, model_state=model_state, ema_state=ema_state, tokenizer=tokenizer, vq=vq,
-                      text_lens=text_lens or {}, step=step, trainer_tensors=trainer_tensors,
-                      trainer_meta=trainer_meta)
+        _write_folder(tmp, config=config, network=network, model_state=model_state, ema_state=ema_state,
+                      tokenizer=tokenizer, vq=vq, text_lens=text_lens or {}, step=step,
+                      trainer_tensors=trainer_tensors, trainer_meta=trainer_meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
