@@ -17,8 +17,8 @@ from mdm.training.run import train_run
 # lr 1e-3 without warm-up: Adam's first step moves every parameter by ~1e-3 (lr * g / |g|). A different batch
 # split or different noise would move most of them differently; float summation order only perturbs the few
 # elements whose gradient is near Adam's eps.
-OVERRIDES = ["train.steps=1", "train.lr=1e-3", "train.warmup_steps=1", "train.batch_size=8", "train.log_every=1", "data.train_size=48", "data.vq_steps=3",
-             "data.codebook_size=32", "data.vocab_size=64"]
+OVERRIDES = ["train.steps=1", "train.lr=1e-3", "train.warmup_steps=1", "train.batch_size=8", "train.log_every=1",
+             "data.train_size=48", "data.vq_steps=3", "data.codebook_size=32", "data.vocab_size=64"]
 
 
 def _torchrun(out, *args):
@@ -91,14 +91,15 @@ def test_two_process_fsdp_step_equals_one_process_and_resumes_alone(tmp_path, si
     for d in (single_step, fsdp):
         copy = tmp_path / f"resume-{d.name}"  # resume-single0, resume-fsdp
         shutil.copytree(d, copy)
-        losses.append(train_run(config, copy, resume=True, progress=False, log=lambda _: None).trainer.history[-1]["loss"])
+        run = train_run(config, copy, resume=True, progress=False, log=lambda _: None)
+        losses.append(run.trainer.history[-1]["loss"])
     again = tmp_path / "resume-fsdp-fsdp"
     shutil.copytree(fsdp, again)
     _torchrun(again, *OVERRIDES, "train.distributed=fsdp", "train.steps=2", "--resume")
     losses.append(json.loads((again / "log.jsonl").read_text().splitlines()[-1])["loss"])
     assert max(losses) - min(losses) < 1e-4, losses
-    after = [load_file(d / "checkpoint" / "model.safetensors") for d in (tmp_path / f"resume-{single_step.name}", again)]
+    resumed_single = tmp_path / f"resume-{single_step.name}"
+    after = [load_file(d / "checkpoint" / "model.safetensors") for d in (resumed_single, again)]
     assert max(float((after[0][k] - after[1][k]).abs().max()) for k in after[0]) < 1e-5
-    moments = [load_file(d / "checkpoint" / "trainer.safetensors") for d in (tmp_path / f"resume-{single_step.name}",
-                                                                               again)]
+    moments = [load_file(d / "checkpoint" / "trainer.safetensors") for d in (resumed_single, again)]
     assert moments[0].keys() == moments[1].keys(), "the same parameters have AdamW moments"

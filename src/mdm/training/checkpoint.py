@@ -106,7 +106,8 @@ def make_writable_folder(folder: Path, what: str, error: type[Exception] = Value
 
 def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwork,
                     model_state: dict[str, Tensor] | None = None, ema_state: dict[str, Tensor] | None = None,
-                    tokenizer: TextTokenizer | None = None, vq: VQVAE | None = None, text_lens: dict[str, int] | None = None, step: int = 0,
+                    tokenizer: TextTokenizer | None = None, vq: VQVAE | None = None,
+                    text_lens: dict[str, int] | None = None, step: int = 0,
                     trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict | None = None) -> Path:
     """Write a checkpoint folder atomically (see the module docstring); returns its path.
 
