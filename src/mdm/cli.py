@@ -287,7 +287,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _threads(args)
     record = run_suite(args.checkpoint, args.suite, _sampler(args), n=args.n, seed=args.seed, out=args.out,
-                       use_ema=not args.raw_weights, device=args.device, data=args.data)
+                       use_ema=not args.raw_weights, device=args.device, data=args.data, inception=args.inception)
     print(format_record(record))
     return 0
 
@@ -450,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="samples per task (multiple-choice: the first n questions)")
     p.add_argument("--data", default=None,
                    help="multiple-choice suite: a JSONL file in the HellaSwag, PIQA, ARC or BoolQ format")
+    p.add_argument("--inception", default=None,
+                   help="FID Inception weights file: FID/IS/precision/recall on Inception-v3 (needs torch-fidelity) "
+                        "instead of the project's feature network")
     p.add_argument("--out", default="eval-results", help="folder for SUITE-SAMPLER.json / .md")
     p.set_defaults(func=cmd_eval)
 
@@ -474,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"mdm: config error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ModuleNotFoundError, ValueError) as e:
         print(f"mdm: error: {e}", file=sys.stderr)
         return 2
     except PermissionError as e:

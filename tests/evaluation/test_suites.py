@@ -84,3 +84,18 @@ def test_compare_puts_records_side_by_side(shapes_run, tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({"suite": "x"}))
     assert main(["compare", str(tmp_path / "bad.json")]) == 2
     assert "not an mdm eval record (missing checkpoint" in capsys.readouterr().err
+
+
+def test_a_missing_feature_network_is_named_before_sampling(shapes_run, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="Inception weights .*nope.pth do not exist"):
+        run_suite(shapes_run, "shapesworld", SamplerConfig(steps=2), n=4, inception=tmp_path / "nope.pth")
+    weights = tmp_path / "pt_inception.pth"
+    weights.write_bytes(b"not weights")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModuleNotFoundError, match="needs torch-fidelity"):
+            run_suite(shapes_run, "digits", SamplerConfig(steps=2), n=4, inception=weights)
+    assert main(["eval", "--checkpoint", str(shapes_run), "--suite", "shapesworld", "--inception",
+                 str(tmp_path / "nope.pth")]) == 2
+    assert "do not exist" in capsys.readouterr().err

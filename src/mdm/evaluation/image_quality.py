@@ -25,6 +25,7 @@ comparable with an FID on another.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +55,44 @@ class _Embedding(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network.embed(images)
+
+
+class InceptionFeatures(FeatureNetwork):
+    """Inception-v3 (the paper's feature network) from a weights file on disk, through torchmetrics.
+
+    Needs ``torch-fidelity`` (``pip install torch-fidelity``; it pulls torchvision, which
+    this project otherwise avoids) and the FID Inception weights
+    (``pt_inception-2015-12-05-6726825d.pth``) at ``weights``: nothing is downloaded.
+    Grey images are repeated to three channels; torchmetrics resizes to 299 px.
+    """
+
+    name = "inception-v3 (FID weights)"
+    num_features = 2048
+    has_classes = True
+
+    def __init__(self, weights: str | Path) -> None:
+        super().__init__()
+        weights = Path(weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"Inception weights {weights} do not exist: give the path of the FID Inception "
+                                    f"weights file, or use the project's feature network (the default)")
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+
+            self.net = NoTrainInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], str(weights))
+        except ModuleNotFoundError as e:
+            raise ModuleNotFoundError(f"the Inception feature network needs torch-fidelity ({e}); install it with "
+                                      f"pip install torch-fidelity, or use the project's feature network") from None
+
+    def _uint8(self, images: Tensor) -> Tensor:
+        images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def embed(self, images: Tensor) -> Tensor:
+        return self.net(self._uint8(images))[0]
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(self._uint8(images))[1]
 
 
 def _torchmetrics_image():

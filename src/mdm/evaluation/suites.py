@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
+from mdm.evaluation.image_quality import InceptionFeatures
 from mdm.evaluation.shapesworld import format_score
 from mdm.tasks import MDMPipeline
 
@@ -56,8 +57,8 @@ def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int) -> 
     return scores, {"multiple_choice": round(time.perf_counter() - t0, 1)}, None, len(items)
 
 
-def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int,
-                 seed: int) -> tuple[dict, dict, str | None]:
+def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
+                 inception: str | Path | None) -> tuple[dict, dict, str | None]:
     from mdm.data.preview import load_builtin
     from mdm.evaluation.image_quality import frechet_distance
     from mdm.evaluation.shapes_classifier import train_shapes_classifier
@@ -72,7 +73,10 @@ def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int,
     features = reference = None
     if n >= 4:  # FID needs a few images. The feature network has its own fixed seed, as the digit judge
         # has: the sampling seed must not change it.
-        features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
+        if inception is None:
+            features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
+        else:
+            features, parser_accuracy = InceptionFeatures(inception), None
         train = load_builtin("shapesworld", "train", size=REFERENCE_SCENES, seed=config.data.seed,
                              image_size=config.layout.image_size, channels=config.layout.image_channels)
         reference = torch.stack([train[i].image for i in range(len(train))])
@@ -82,12 +86,14 @@ def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int,
     if features is not None:
         # What a perfect generator would get at this size: the prompts' real scenes against the reference.
         scores["real_held_out_fid"] = frechet_distance(reference, torch.stack([s.image for s in samples]), features)
-        scores["feature_network_accuracy"] = parser_accuracy
+        if parser_accuracy is not None:
+            scores["feature_network_accuracy"] = parser_accuracy
     seconds["total"] = round(time.perf_counter() - t0, 1)
     return scores, seconds, None if features is None else features.name
 
 
-def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int) -> tuple[dict, dict, str]:
+def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
+            inception: str | Path | None) -> tuple[dict, dict, str]:
     from mdm.data.digits import DigitsDataset
     from mdm.evaluation.digit_classifier import train_digit_classifier
     from mdm.evaluation.image_quality import frechet_distance, image_quality
@@ -108,19 +114,21 @@ def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed:
     # digits against the same reference give the FID a perfect generator would get at that size.
     reference = DigitsDataset("train", config.layout.image_size, seed=0).images
     held_out = DigitsDataset("test", config.layout.image_size, seed=0).images
-    quality = image_quality(reference, images.cpu().float(), classifier, seed=seed)
+    features = classifier if inception is None else InceptionFeatures(inception)
+    quality = image_quality(reference, images.cpu().float(), features, seed=seed)
     scores = {"class_accuracy": float((predicted == torch.tensor(labels)).float().mean()), **quality.scores(),
-              "real_held_out_fid": frechet_distance(reference, held_out, classifier),
+              "real_held_out_fid": frechet_distance(reference, held_out, features),
               "classifier_real_accuracy": real_accuracy}
-    return scores, seconds, classifier.name
+    return scores, seconds, features.name
 
 
 def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int = 64, seed: int = 0,
               out: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu",
-              data: str | Path | None = None) -> dict:
+              data: str | Path | None = None, inception: str | Path | None = None) -> dict:
     """Evaluate ``checkpoint`` on ``suite``; returns (and with ``out`` writes) the result record.
 
-    ``data``: the JSONL file of the ``multiple-choice`` suite.
+    ``data``: the JSONL file of the ``multiple-choice`` suite. ``inception``: a file of FID
+    Inception weights, to use Inception-v3 instead of the project's feature network.
     """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
@@ -128,14 +136,16 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
         raise ValueError(f"n must be >= 1, got {n}")
     if (suite == "multiple-choice") != (data is not None):
         raise ValueError("the multiple-choice suite needs --data FILE.jsonl, and only it reads one")
+    if inception is not None:
+        InceptionFeatures(inception)  # a missing file or torch-fidelity fails here, before any sampling
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
     config = pipe.network.config
     if suite == "multiple-choice":
         scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed)
     elif suite == "shapesworld":
-        scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed)
+        scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed, inception)
     else:
-        scores, seconds, feature_name = _digits(pipe, checkpoint, sampler, n, seed)
+        scores, seconds, feature_name = _digits(pipe, checkpoint, sampler, n, seed, inception)
     generation = seconds.get("class_to_image") or seconds.get("text_to_image")
     record = {"suite": suite, "data": None if data is None else str(data), "checkpoint": str(checkpoint),
               "weights": "ema" if use_ema else "raw",

@@ -1,0 +1,48 @@
+"""Probe: train the shapesworld config on one task only and score that task every EVERY steps.
+
+    python benchmarks/one_task_probe.py TASK STEPS EVERY RUN_FOLDER [section.key=value ...]
+    python benchmarks/one_task_probe.py text_to_text 1500 300 runs/probe backbone.kind=transformer \
+        backbone.n_layers=4 diffusion.text_snr_shift=64
+
+Prints, every EVERY steps, the task's referee score on 64 held-out scenes with the EMA and the
+raw weights (DPM-Solver++ 20 steps), one thread. Used to separate "the backbone is slow" from
+"the objective teaches this task slowly" (benchmarks/results/tasks-cpu-2core/text-snr-shift/).
+"""
+import sys
+import time
+
+import torch
+
+from mdm.config import load_config
+from mdm.diffusion.sampling import SamplerConfig
+from mdm.evaluation.shapesworld import TASKS, score_tasks
+from mdm.tasks import MDMPipeline
+from mdm.training.loop import Trainer, build_model
+from mdm.training.prepare import load_samples, prepare_data
+
+
+def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> None:
+    if task not in TASKS:
+        raise SystemExit(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    torch.set_num_threads(1)
+    config = load_config("shapesworld", [f"train.task_weights={{{task}: 1.0}}", *overrides])
+    data = prepare_data(config, out, progress=False, log=print)
+    network, diffusion = build_model(config, {"text": data.tokenizer.vocab_size,
+                                              "image": data.vq.config.codebook_size})
+    trainer = Trainer(network, diffusion, data.train, config.train)
+    held_out = load_samples(config, "val")[:64]
+    start = time.time()
+    while trainer.step < steps:
+        trainer.run(steps=trainer.step + every, progress=False)
+        scores = {}
+        for weights, model in (("ema", trainer.ema.model), ("raw", network)):
+            pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens)
+            result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,))
+            scores[weights] = {k: round(v, 3) for k, v in result.scores.items()}
+        print(f"step {trainer.step} t={time.time() - start:.0f}s se={trainer.history[-1]['se']} {scores}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 5:
+        raise SystemExit(__doc__)
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:])
