@@ -287,7 +287,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _threads(args)
     record = run_suite(args.checkpoint, args.suite, _sampler(args), n=args.n, seed=args.seed, out=args.out,
-                       use_ema=not args.raw_weights, device=args.device, data=args.data, inception=args.inception)
+                       use_ema=not args.raw_weights, device=args.device, data=args.data, inception=args.inception,
+                       progress=sys.stderr.isatty())
     print(format_record(record))
     return 0
 

@@ -142,6 +142,7 @@ class MDMPipeline:
         self.network, self.diffusion, self.tokenizer, self.vq = network, diffusion, tokenizer, vq
         self.text_lens = dict(text_lens)
         self.device = next(network.parameters()).device
+        self.progress = False  # a progress bar over the solver steps of every call (mdm eval turns it on)
 
     # -- files ---------------------------------------------------------------
     @classmethod
@@ -202,7 +203,8 @@ class MDMPipeline:
              batch_size: int | None, seed: int) -> list[Tensor]:
         self.network.eval()
         generator = torch.Generator(self.device).manual_seed(seed)
-        return sample(self.network, self.diffusion, segments, class_labels, sampler, batch_size, generator)
+        return sample(self.network, self.diffusion, segments, class_labels, sampler, batch_size, generator,
+                      progress=self.progress)
 
     # -- tasks ---------------------------------------------------------------
     def class_to_image(self, labels: list[int], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:

@@ -24,6 +24,7 @@ comparable with an FID on another.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,9 @@ def inception_score(images: Tensor, network: FeatureNetwork, splits: int = 10, s
     """IS (mean, std over ``splits``) of images (n, c, h, w) in [0, 1] on ``network``'s class logits."""
     _check_images(images, "IS images")
     _, InceptionScore = _torchmetrics_image()
-    metric = InceptionScore(feature=network.eval(), splits=min(splits, images.shape[0]))
+    with warnings.catch_warnings():  # "will save all extracted features": a few hundred logits here
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        metric = InceptionScore(feature=network.eval(), splits=min(splits, images.shape[0]))
     metric.update(images.float())
     with torch.random.fork_rng(devices=[]):  # compute() shuffles with the global generator
         torch.manual_seed(seed)

@@ -45,7 +45,8 @@ def sampler_tag(sampler: SamplerConfig) -> str:
     return f"{sampler.solver.value}-{sampler.steps}-{sampler.selection.value}-g{sampler.guidance_scale:g}"
 
 
-def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int) -> tuple[dict, dict, None, int]:
+def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int,
+                     progress: bool) -> tuple[dict, dict, None, int]:
     from mdm.evaluation.multiple_choice import load_multiple_choice, multiple_choice_accuracy
 
     if pipe.tokenizer is None or not {"scene", "caption"} <= set(pipe.text_lens):
@@ -53,7 +54,7 @@ def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int) -> 
                          f"has text lengths {pipe.text_lens}")
     items = load_multiple_choice(data)[:n]
     t0 = time.perf_counter()
-    scores = multiple_choice_accuracy(pipe, items, seed=seed, progress=True)
+    scores = multiple_choice_accuracy(pipe, items, seed=seed, progress=progress)
     return scores, {"multiple_choice": round(time.perf_counter() - t0, 1)}, None, len(items)
 
 
@@ -124,11 +125,12 @@ def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed:
 
 def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int = 64, seed: int = 0,
               out: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu",
-              data: str | Path | None = None, inception: str | Path | None = None) -> dict:
+              data: str | Path | None = None, inception: str | Path | None = None, progress: bool = False) -> dict:
     """Evaluate ``checkpoint`` on ``suite``; returns (and with ``out`` writes) the result record.
 
     ``data``: the JSONL file of the ``multiple-choice`` suite. ``inception``: a file of FID
     Inception weights, to use Inception-v3 instead of the project's feature network.
+    ``progress``: a bar over the solver steps of every generation (and over the questions).
     """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
@@ -139,9 +141,10 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
     if inception is not None:
         InceptionFeatures(inception)  # a missing file or torch-fidelity fails here, before any sampling
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
+    pipe.progress = progress
     config = pipe.network.config
     if suite == "multiple-choice":
-        scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed)
+        scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed, progress)
     elif suite == "shapesworld":
         scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed, inception)
     else:
