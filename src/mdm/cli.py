@@ -319,7 +319,7 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="multi-step selection commit schedule (Thm 3); off = plain solver")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale (0 = unconditional, 1 = conditional, >1 = guided)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampling noise (same seed, same samples)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--raw-weights", action="store_true", help="use the trained weights instead of the EMA")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG path (default preview-NAME.png)")
     p.add_argument("-n", type=int, default=12, help="number of samples")
     p.add_argument("--split", default="train", help="train, val or test")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the generated scenes")
     p.set_defaults(func=cmd_data_preview)
 
     tok = sub.add_parser("tokenizer", help="text tokenizer").add_subparsers(dest="what", required=True)
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initial weights and batches")
     p.add_argument("--out", default="vq", help="output folder (config.json, model.safetensors)")
     p.set_defaults(func=cmd_vq_train)
 
@@ -447,7 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a checkpoint on a suite (shapesworld: every task with the referee; "
                                     "digits: class->image with a digit classifier)")
     _add_sampler_args(p)
-    p.add_argument("--suite", required=True, choices=["shapesworld", "digits", "multiple-choice"])
+    p.add_argument("--suite", required=True, choices=["shapesworld", "digits", "multiple-choice"],
+                   help="shapesworld: every task, referee + CIDEr + VQA accuracy + FID (Tables 1-2); digits: "
+                        "class->image accuracy, FID, IS, precision, recall (Table 1); multiple-choice: ELBO "
+                        "ranking of --data")
     p.add_argument("-n", type=int, default=64, help="samples per task (multiple-choice: the first n questions)")
     p.add_argument("--data", default=None,
                    help="multiple-choice suite: a JSONL file in the HellaSwag, PIQA, ARC or BoolQ format")
