@@ -60,11 +60,16 @@ REFERENCES = [["A small red circle at the top-left.", "at the top-left, a small 
               ["a large yellow cross at the top", "one shape: a yellow cross (top)"]]
 
 
-def test_cider_equals_pycocoevalcap_on_its_own_tokens():
+def test_cider_is_pycocoevalcaps_scorer_on_ptb_style_tokens():
     from pycocoevalcap.cider.cider import Cider
 
-    gts = {i: [tokenize_caption(r) for r in refs] for i, refs in enumerate(REFERENCES)}
-    res = {i: [tokenize_caption(c)] for i, c in enumerate(CANDIDATES)}
+    # The tokens written out by hand as the PTB tokenizer gives them: lower case, punctuation dropped,
+    # hyphenated words kept, brackets as -lrb- / -rrb-.
+    gts = {0: ["a small red circle at the top-left", "at the top-left a small red circle", "a red circle"],
+           1: ["two shapes a blue square and a green cross", "a blue square and a green cross"],
+           2: ["a large yellow cross at the top", "one shape a yellow cross -lrb- top -rrb-"]}
+    res = {0: ["a small red circle at the top-left"], 1: ["a blue square and a green cross"],
+           2: ["two shapes a cross"]}
     expected_mean, expected = Cider().compute_score(gts, res)
     mean, per_caption = cider(CANDIDATES, REFERENCES)
     assert mean == pytest.approx(float(expected_mean)) and per_caption == pytest.approx(list(expected))
@@ -78,9 +83,15 @@ def test_python_tokenizer_matches_the_java_ptb_tokenizer():
     texts = [c for refs in REFERENCES for c in refs] + CANDIDATES + ["The dog's ball isn't red, it's 3.5 cm... \"big\""]
     java = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
     assert [tokenize_caption(t) for t in texts] == [java[i][0] for i in range(len(texts))]
-    (java_mean, java_scores), (mean, scores) = cider(CANDIDATES, REFERENCES, tokenizer="ptb"), cider(CANDIDATES,
-                                                                                                  REFERENCES)
-    assert java_mean == pytest.approx(mean) and java_scores == pytest.approx(scores)
+    # pycocoevalcap's own pipeline (Java PTB tokens, then its scorer) against ours.
+    from pycocoevalcap.cider.cider import Cider
+
+    gts = PTBTokenizer().tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(REFERENCES)})
+    res = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(CANDIDATES)})
+    own_mean, own_scores = Cider().compute_score(gts, res)
+    mean, scores = cider(CANDIDATES, REFERENCES)
+    assert mean == pytest.approx(float(own_mean)) and scores == pytest.approx(list(own_scores))
+    assert cider(CANDIDATES, REFERENCES, tokenizer="ptb")[0] == pytest.approx(mean)
 
 
 def test_cider_bad_input():

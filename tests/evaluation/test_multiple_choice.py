@@ -78,9 +78,8 @@ def test_elbo_ranking_picks_the_planted_answer(toy, tmp_path):
     with torch.no_grad():
         pipe.network.heads["text"].bias[sorted(planted)] += 8.0
     records = [{"ctx": "what colour is the sky", "endings": ["red", "blue", "green"], "label": 1},
-               {"goal": "the sky is", "sol1": "blue", "sol2": "green", "label": 0},
-               {"passage": "the grass is green", "question": "is the sky blue", "answer": True}]
-    items = load_multiple_choice(_write(tmp_path / "mc.jsonl", records[:2]))
+               {"goal": "the sky is", "sol1": "blue", "sol2": "green", "label": 0}]
+    items = load_multiple_choice(_write(tmp_path / "mc.jsonl", records))
     assert multiple_choice_accuracy(pipe, items, n_levels=4) == {"hellaswag": 1.0, "piqa": 1.0, "all": 1.0}
     losses = choice_losses(pipe, items[0], n_levels=4)
     assert losses[1] < min(losses[0], losses[2]) - 1.0  # by a margin, not by noise

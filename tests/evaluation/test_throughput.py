@@ -36,3 +36,22 @@ def test_throughput_bad_arguments(args, message, capsys, tmp_path):
 
     assert main(["bench", "throughput", "--out", str(tmp_path), *args]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_failed_point_keeps_what_was_measured(monkeypatch, capsys):
+    import mdm.bench
+
+    real = mdm.bench._in_subprocess
+
+    def out_of_memory_at_16(target, *args, **kwargs):
+        if args[1] == 16:  # the resolution (sampling) or the length (latency)
+            return {"error": "BrokenProcessPool: killed"}
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(mdm.bench, "_in_subprocess", out_of_memory_at_16)
+    config = replace(load_config("tiny"), layout=replace(load_config("tiny").layout, vq_factor=4))
+    result = bench_throughput(config, resolutions=(8, 16), batch=1, steps=1, threads=1, lengths=(8, 16))
+    for run in result["runs"].values():
+        assert [r["resolution"] for r in run["rows"]] == [8] and [r["length"] for r in run["latency"]] == [8]
+    assert "failed: BrokenProcessPool: killed" in capsys.readouterr().out
+    assert "| 8 | 4 |" in format_throughput(result)

@@ -1,11 +1,13 @@
 """How likely the model finds given target states: the diffusion loss of Eq. 18 as a score of candidates.
 
 The score-entropy loss with the one-hot data target is a time-weighted
-cross-entropy (DESIGN.md §2.1), and its expectation over noise levels bounds the
-negative log-likelihood of the targets given the conditions from above, up to
-terms that do not depend on the targets: a lower value means the model finds the
-target more likely. Multiple-choice evaluation (HellaSwag, PIQA, ARC, BoolQ) ranks
-the choices of a question by it, the ELBO scoring of diffusion language models.
+cross-entropy (DESIGN.md §2.1). With the ELBO's weights ``w_t`` its expectation over
+noise levels bounds the negative log-likelihood of the targets given the
+conditions; the model is trained, and scored here, with uniform ``w_t`` (the
+training objective), which is not an exact bound but ranks candidates the way the
+model was taught: a lower value means the model finds the target more likely.
+Multiple-choice evaluation (HellaSwag, PIQA, ARC, BoolQ) ranks the choices of a
+question by it, as diffusion language models rank choices by their ELBO.
 
 The expectation is estimated on a fixed, stratified grid of noise levels with noise
 drawn from a seeded generator, and every candidate of a question sees the *same*

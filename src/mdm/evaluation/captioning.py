@@ -39,7 +39,7 @@ def _pycocoevalcap():
     try:
         from pycocoevalcap.cider.cider import Cider
     except ImportError:
-        raise ImportError("CIDEr needs pycocoevalcap: pip install pycocoevalcap") from None
+        raise ModuleNotFoundError("CIDEr needs pycocoevalcap: pip install pycocoevalcap") from None
     return Cider
 
 

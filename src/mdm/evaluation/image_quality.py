@@ -80,7 +80,9 @@ class InceptionFeatures(FeatureNetwork):
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
 
-            self.net = NoTrainInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], str(weights))
+            # Its forward returns only the first requested output: one network per output.
+            self.pool = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(weights))
+            self.logits = NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"], str(weights))
         except ModuleNotFoundError as e:
             raise ModuleNotFoundError(f"the Inception feature network needs torch-fidelity ({e}); install it with "
                                       f"pip install torch-fidelity, or use the project's feature network") from None
@@ -90,10 +92,10 @@ class InceptionFeatures(FeatureNetwork):
         return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
     def embed(self, images: Tensor) -> Tensor:
-        return self.net(self._uint8(images))[0]
+        return self.pool(self._uint8(images))
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(self._uint8(images))[1]
+        return self.logits(self._uint8(images))
 
 
 def _torchmetrics_image():
@@ -101,7 +103,7 @@ def _torchmetrics_image():
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.inception import InceptionScore
     except ImportError:
-        raise ImportError("FID and IS need torchmetrics: pip install torchmetrics") from None
+        raise ModuleNotFoundError("FID and IS need torchmetrics: pip install torchmetrics") from None
     return FrechetInceptionDistance, InceptionScore
 
 
@@ -138,6 +140,11 @@ def inception_score(images: Tensor, network: FeatureNetwork, splits: int = 10, s
         torch.manual_seed(seed)
         mean, std = metric.compute()
     return float(mean), float(std)
+
+
+def _embed(network: FeatureNetwork, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Features of a whole image set, a batch at a time (Inception at 299 px would not fit at once)."""
+    return torch.cat([network.embed(chunk.float()) for chunk in images.split(batch_size)])
 
 
 def _knn_radii(features: Tensor, k: int) -> Tensor:
@@ -192,5 +199,5 @@ def image_quality(real: Tensor, generated: Tensor, network: FeatureNetwork, k: i
     network.eval()
     fid = frechet_distance(real, generated, network)
     is_mean, is_std = inception_score(generated, network, seed=seed) if network.has_classes else (None, None)
-    precision, recall = precision_recall(network.embed(real.float()), network.embed(generated.float()), k)
+    precision, recall = precision_recall(_embed(network, real), _embed(network, generated), k)
     return ImageQuality(network.name, fid, is_mean, is_std, precision, recall, real.shape[0], generated.shape[0])

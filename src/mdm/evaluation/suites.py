@@ -183,7 +183,8 @@ def compare_records(records: list[dict]) -> str:
     head = "| run | backbone | parameters | sampler | n | images/s | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (6 + len(names))]
     for r in records:
-        backbone = r["backbone"] + (f" `{r['scan_patterns']}`" if r["backbone"] == "mamba2" else "")
+        patterns = r.get("scan_patterns")  # absent from records written before it was recorded
+        backbone = r["backbone"] + (f" `{patterns}`" if r["backbone"] == "mamba2" and patterns else "")
         backbone += f", {r['n_layers']} blocks"
         params = f"{r['parameters'] / 1e6:.2f}M" if r.get("parameters") else "–"
         speed = f"{r['images_per_s']:.2f}" if r.get("images_per_s") else "–"
@@ -214,8 +215,11 @@ def format_record(record: dict) -> str:
              f"sampler `{record['sampler']}`, n = {record['n']}, seed {record['seed']}", "",
              "| score | value |", "|---|---|"]
     lines += [f"| {k} | {format_score(k, v)} |" for k, v in record["scores"].items()]
-    if record.get("feature_network"):
-        lines += ["", f"FID, IS, precision and recall use {record['feature_network']}, not Inception: "
+    network = record.get("feature_network")
+    if network and network.startswith("inception"):
+        lines += ["", f"FID, IS, precision and recall use {network}."]
+    elif network:
+        lines += ["", f"FID, IS, precision and recall use {network}, not Inception: "
                       f"they compare runs of this project, not the paper's numbers."]
     lines += ["", "seconds: " + ", ".join(f"{k} {v}" for k, v in record["seconds"].items()), ""]
     return "\n".join(lines)

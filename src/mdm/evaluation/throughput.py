@@ -51,7 +51,7 @@ def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, th
     run_steps = SamplerConfig(steps=1)  # warm-up: one network call at this length
     with torch.no_grad():
         sample(network, diffusion, segments, labels, run_steps, batch, torch.Generator().manual_seed(seed))
-    # The median of at least three runs, or of the runs that fit in ~3 s when one run takes longer.
+    # The median of three runs, or of fewer when they already took 3 s (one run when it is that slow).
     times: list[float] = []
     while len(times) < 3 and (not times or sum(times) < 3.0):
         t0 = time.perf_counter()
@@ -89,6 +89,9 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
                                                  n_classes=max(backbone.n_classes, 1)),
                         layout=replace(config.layout, image_size=resolution))
             row = _in_subprocess(_sampling_job, to_dict(c), resolution, batch, steps, threads, seed)
+            if "error" in row:  # out of memory or a failure in the child: keep what was measured, stop here
+                print(f"{name:<12} {resolution:>4} px  failed: {row['error']}", flush=True)
+                break
             rows.append(row)
             print(f"{name:<12} {resolution:>4} px  {row['tokens']:>6} tokens  {row['images_per_s']:8.3f} images/s",
                   flush=True)
@@ -99,10 +102,12 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
             row = _in_subprocess(_backbone_job, to_dict(replace(backbone, max_seq_len=max(backbone.max_seq_len,
                                                                                           length))),
                                  length, threads, seed)
+            if "error" in row:
+                print(f"{name:<12} {length:>6} tokens  failed: {row['error']}", flush=True)
+                break
             latency.append({"length": length, **row})
-            print(f"{name:<12} {length:>6} tokens  {row.get('seconds', float('nan')):8.4f} s per forward",
-                  flush=True)
-            if row.get("seconds", max_seconds + 1) > max_seconds:
+            print(f"{name:<12} {length:>6} tokens  {row['seconds']:8.4f} s per forward", flush=True)
+            if row["seconds"] > max_seconds:
                 break
         result["runs"][name] = {"n_layers": backbone.n_layers, "rows": rows, "latency": latency}
     return result
