@@ -67,16 +67,18 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _time(fn: Callable[[], Any], min_repeats: int = 3, min_seconds: float = 1.0) -> Timing:
+def _time(fn: Callable[[], Any], min_repeats: int = 3, min_seconds: float = 1.0,
+          warmup: Callable[[], Any] | None = None) -> Timing:
     """Median latency of ``fn`` and the resident memory it adds at its peak.
 
     The peak is the high-water mark (``VmHWM``) reset just before the first call,
     minus the resident size then; where the reset is not allowed, the process's
-    lifetime ``ru_maxrss`` is used instead (an over-estimate).
+    lifetime ``ru_maxrss`` is used instead (an over-estimate). ``warmup`` (default
+    ``fn`` itself) runs once first: a cheaper call when ``fn`` takes minutes.
     """
     reset = _reset_peak_rss()
     rss0 = _status_mb("VmRSS") or 0.0
-    fn()  # warm-up (allocator, lazy init); also the first memory peak
+    (warmup or fn)()  # warm-up (allocator, lazy init); also the first memory peak
     times = []
     start = time.perf_counter()
     while len(times) < min_repeats or (time.perf_counter() - start < min_seconds and len(times) < 20):

@@ -46,16 +46,16 @@ class FeatureNetwork(nn.Module):
         raise NotImplementedError
 
 
-class _Embedding(nn.Module):
-    """The network's ``embed`` as a module's forward, as torchmetrics' ``feature=`` expects."""
+class _Precomputed(nn.Module):
+    """Features already computed, passed through: torchmetrics' ``feature=`` then fits its Gaussians to them,
+    so a set embedded once serves FID and precision/recall alike."""
 
-    def __init__(self, network: FeatureNetwork) -> None:
+    def __init__(self, num_features: int) -> None:
         super().__init__()
-        self.network = network
-        self.num_features = network.num_features
+        self.num_features = num_features
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.network.embed(images)
+    def forward(self, features: Tensor) -> Tensor:
+        return features
 
 
 class InceptionFeatures(FeatureNetwork):
@@ -114,17 +114,21 @@ def _check_images(images: Tensor, what: str) -> None:
         raise TypeError(f"{what}: expected float images in [0, 1], got {images.dtype}")
 
 
+def _fid_of_features(real_features: Tensor, generated_features: Tensor) -> float:
+    FrechetInceptionDistance, _ = _torchmetrics_image()
+    metric = FrechetInceptionDistance(feature=_Precomputed(real_features.shape[1]))
+    metric.update(real_features, real=True)
+    metric.update(generated_features, real=False)
+    return float(metric.compute())
+
+
 @torch.no_grad()
-def frechet_distance(real: Tensor, generated: Tensor, network: FeatureNetwork, batch_size: int = 256) -> float:
+def frechet_distance(real: Tensor, generated: Tensor, network: FeatureNetwork) -> float:
     """FID between two image sets (n, c, h, w) in [0, 1] on ``network``'s features."""
     _check_images(real, "FID real images")
     _check_images(generated, "FID generated images")
-    FrechetInceptionDistance, _ = _torchmetrics_image()
-    metric = FrechetInceptionDistance(feature=_Embedding(network.eval()), normalize=True)
-    for images, is_real in ((real, True), (generated, False)):
-        for chunk in images.split(batch_size):
-            metric.update(chunk.float(), real=is_real)
-    return float(metric.compute())
+    network.eval()
+    return _fid_of_features(_embed(network, real), _embed(network, generated))
 
 
 @torch.no_grad()
@@ -197,7 +201,8 @@ def image_quality(real: Tensor, generated: Tensor, network: FeatureNetwork, k: i
         raise ValueError(f"real images {tuple(real.shape[1:])} and generated images {tuple(generated.shape[1:])} "
                          f"differ in size: they must be rendered at the same resolution")
     network.eval()
-    fid = frechet_distance(real, generated, network)
+    real_features, generated_features = _embed(network, real), _embed(network, generated)
+    fid = _fid_of_features(real_features, generated_features)
     is_mean, is_std = inception_score(generated, network, seed=seed) if network.has_classes else (None, None)
-    precision, recall = precision_recall(_embed(network, real), _embed(network, generated), k)
+    precision, recall = precision_recall(real_features, generated_features, k)
     return ImageQuality(network.name, fid, is_mean, is_std, precision, recall, real.shape[0], generated.shape[0])

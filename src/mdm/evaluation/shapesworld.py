@@ -7,8 +7,8 @@ text_to_image  attribute accuracy of the generated image against the caption's
                objects (``t2i_attributes``: mean of colour, shape, size, position)
                and ``t2i_all`` (every requested object fully right)
                with a feature network: ``t2i_fid``, ``t2i_precision``,
-               ``t2i_recall`` against the real scenes of the prompts
-               (:mod:`mdm.evaluation.image_quality`)
+               ``t2i_recall`` against real reference scenes (by default the
+               prompts' own; :mod:`mdm.evaluation.image_quality`)
 image_to_text  ``caption_all_true``: captions whose every stated attribute is
                true of the image; ``caption_precision``: true claims / claims;
                ``caption_cider``: CIDEr-D against every template's caption of the

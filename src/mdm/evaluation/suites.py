@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.evaluation.image_quality import InceptionFeatures
+from mdm.evaluation.image_quality import FeatureNetwork, InceptionFeatures
 from mdm.evaluation.shapesworld import format_score
 from mdm.tasks import MDMPipeline
 
@@ -59,7 +59,7 @@ def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int,
 
 
 def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
-                 inception: str | Path | None) -> tuple[dict, dict, str | None]:
+                 inception: FeatureNetwork | None) -> tuple[dict, dict, str | None]:
     from mdm.data.preview import load_builtin
     from mdm.evaluation.image_quality import frechet_distance
     from mdm.evaluation.shapes_classifier import train_shapes_classifier
@@ -77,7 +77,7 @@ def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, 
         if inception is None:
             features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
         else:
-            features, parser_accuracy = InceptionFeatures(inception), None
+            features, parser_accuracy = inception, None
         train = load_builtin("shapesworld", "train", size=REFERENCE_SCENES, seed=config.data.seed,
                              image_size=config.layout.image_size, channels=config.layout.image_channels)
         reference = torch.stack([train[i].image for i in range(len(train))])
@@ -94,7 +94,7 @@ def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, 
 
 
 def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
-            inception: str | Path | None) -> tuple[dict, dict, str]:
+            inception: FeatureNetwork | None) -> tuple[dict, dict, str]:
     from mdm.data.digits import DigitsDataset
     from mdm.evaluation.digit_classifier import train_digit_classifier
     from mdm.evaluation.image_quality import frechet_distance, image_quality
@@ -115,7 +115,7 @@ def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed:
     # digits against the same reference give the FID a perfect generator would get at that size.
     reference = DigitsDataset("train", config.layout.image_size, seed=0).images
     held_out = DigitsDataset("test", config.layout.image_size, seed=0).images
-    features = classifier if inception is None else InceptionFeatures(inception)
+    features = classifier if inception is None else inception
     quality = image_quality(reference, images.cpu().float(), features, seed=seed)
     scores = {"class_accuracy": float((predicted == torch.tensor(labels)).float().mean()), **quality.scores(),
               "real_held_out_fid": frechet_distance(reference, held_out, features),
@@ -138,17 +138,17 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
         raise ValueError(f"n must be >= 1, got {n}")
     if (suite == "multiple-choice") != (data is not None):
         raise ValueError("the multiple-choice suite needs --data FILE.jsonl, and only it reads one")
-    if inception is not None:
-        InceptionFeatures(inception)  # a missing file or torch-fidelity fails here, before any sampling
+    # Loaded once, here: a missing file or torch-fidelity fails before any sampling.
+    features = None if inception is None else InceptionFeatures(inception)
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
     pipe.progress = progress
     config = pipe.network.config
     if suite == "multiple-choice":
         scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed, progress)
     elif suite == "shapesworld":
-        scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed, inception)
+        scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed, features)
     else:
-        scores, seconds, feature_name = _digits(pipe, checkpoint, sampler, n, seed, inception)
+        scores, seconds, feature_name = _digits(pipe, checkpoint, sampler, n, seed, features)
     generation = seconds.get("class_to_image") or seconds.get("text_to_image")
     record = {"suite": suite, "data": None if data is None else str(data), "checkpoint": str(checkpoint),
               "weights": "ema" if use_ema else "raw",

@@ -15,8 +15,6 @@ backbone``. Each point runs in a fresh process (:func:`mdm.bench._in_subprocess`
 from __future__ import annotations
 
 import platform
-import statistics
-import time
 from dataclasses import replace
 
 import torch
@@ -29,6 +27,7 @@ DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 
 
 def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, threads: int, seed: int) -> dict:
+    from mdm.bench import _time
     from mdm.config import from_dict
     from mdm.diffusion.process import Segment
     from mdm.diffusion.sampling import sample
@@ -42,24 +41,17 @@ def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, th
     side = resolution // config.layout.vq_factor
     segments = [Segment(SegmentSpec.image(side, side), None, True)]
     labels = torch.zeros(batch, dtype=torch.long)
-    sampler = SamplerConfig(steps=steps)
 
-    def run() -> None:
+    def run(solver_steps: int) -> None:
         with torch.no_grad():
-            sample(network, diffusion, segments, labels, sampler, batch, torch.Generator().manual_seed(seed))
+            sample(network, diffusion, segments, labels, SamplerConfig(steps=solver_steps), batch,
+                   torch.Generator().manual_seed(seed))
 
-    run_steps = SamplerConfig(steps=1)  # warm-up: one network call at this length
-    with torch.no_grad():
-        sample(network, diffusion, segments, labels, run_steps, batch, torch.Generator().manual_seed(seed))
-    # The median of three runs, or of fewer when they already took 3 s (one run when it is that slow).
-    times: list[float] = []
-    while len(times) < 3 and (not times or sum(times) < 3.0):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    seconds = statistics.median(times)
-    return {"resolution": resolution, "tokens": side * side, "seconds": seconds, "images_per_s": batch / seconds,
-            "repeats": len(times)}
+    # Warm-up with one network call at this length; then the median of the runs that fit in 3 s (one
+    # run when a run is slower than that).
+    timing = _time(lambda: run(steps), min_repeats=1, min_seconds=3.0, warmup=lambda: run(1))
+    return {"resolution": resolution, "tokens": side * side, "seconds": timing.seconds,
+            "images_per_s": batch / timing.seconds, "repeats": timing.repeats, "peak_mb": timing.peak_mb}
 
 
 def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS, batch: int = 4,
