@@ -178,8 +178,10 @@ class TrainConfig:
             raise ConfigError("train: checkpoint_every and sample_every must be >= 0")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
-        if self.distributed not in ("ddp", "fsdp"):
-            raise ConfigError(f"train.distributed must be ddp or fsdp, got {self.distributed!r}")
+        from mdm.training.distributed import STRATEGIES
+
+        if self.distributed not in STRATEGIES:
+            raise ConfigError(f"train.distributed must be {' or '.join(STRATEGIES)}, got {self.distributed!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         from mdm.tasks import Task

@@ -79,10 +79,14 @@ def has_checkpoint(folder: str | Path) -> bool:
     return any((folder / name / "config.json").is_file() for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.previous"))
 
 
-def resume_config(folder: str | Path, overrides: list[str] | None = None) -> MDMConfig:
-    """The config a run folder was trained with (from its checkpoint), with ``section.key=value`` overrides."""
+def _require_checkpoint(folder: str | Path) -> None:
     if not has_checkpoint(folder):
         raise FileNotFoundError(f"--resume: {folder} has no {CHECKPOINT_DIR}/ to resume from")
+
+
+def resume_config(folder: str | Path, overrides: list[str] | None = None) -> MDMConfig:
+    """The config a run folder was trained with (from its checkpoint), with ``section.key=value`` overrides."""
+    _require_checkpoint(folder)
     config = read_config(checkpoint_folder(folder))[0]
     return apply_overrides(config, overrides) if overrides else config
 
@@ -104,8 +108,8 @@ def check_resume_config(requested: MDMConfig, saved: MDMConfig) -> None:
 def _check_out(folder: Path, resume: bool, create: bool = True) -> None:
     if has_checkpoint(folder) and not resume:
         raise ValueError(f"{folder} already holds a run: pass --resume to continue it, or choose another --out")
-    if resume and not has_checkpoint(folder):
-        raise FileNotFoundError(f"--resume: {folder} has no {CHECKPOINT_DIR}/ to resume from")
+    if resume:
+        _require_checkpoint(folder)
     if create:
         make_writable_folder(folder, "the output folder")
 
