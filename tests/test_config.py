@@ -154,7 +154,7 @@ def test_section_error_names_the_key_cleanly():
 
 def test_bad_enum_lists_valid_values(tmp_path):
     path = write(tmp_path, "backbone:\n  kind: rnn\n")
-    with pytest.raises(ConfigError, match=r"backbone.kind: 'rnn' is not one of \['mamba2', 'transformer'\]"):
+    with pytest.raises(ConfigError, match=r"backbone.kind: 'rnn' is not one of \['mamba2', 'bimamba2', 'transformer'\]"):
         load_config(path)
     path = write(tmp_path, "backbone:\n  discretization: rk4\n", "d.yaml")
     with pytest.raises(ConfigError, match=r"backbone.discretization: 'rk4' is not one of \['zoh', 'euler'\]"):

@@ -31,7 +31,13 @@ class ConfigError(ValueError):
 
 class BackboneKind(str, Enum):
     MAMBA2 = "mamba2"  # Mamba-2 blocks with scan switches (the paper)
+    BIMAMBA2 = "bimamba2"  # DiM's bidirectional Mamba-2 blocks, scan switches too (DESIGN.md §5)
     TRANSFORMER = "transformer"  # the attention baseline (DESIGN.md §1.7)
+
+    @property
+    def scans(self) -> bool:
+        """Whether the blocks read the sequence in an order (state-space scans), so scan switches apply."""
+        return self is not BackboneKind.TRANSFORMER
 
 
 @dataclass
@@ -91,9 +97,10 @@ class LayoutConfig:
     vq_factor: int = 4  # pixels per VQ code side (stage 0); 1 = raw pixels
     patch_size: int = 1  # codes per token side (App. C: 2 x 2)
     text_len: int = 32  # tokens per text segment (App. C: 512)
+    frames: int = 1  # frames per clip: > 1 makes the image segment a video (DiM, DESIGN.md §5)
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "image_channels", "vq_factor", "patch_size", "text_len"):
+        for name in ("image_size", "image_channels", "vq_factor", "patch_size", "text_len", "frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"layout.{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size % (self.vq_factor * self.patch_size):
@@ -196,7 +203,7 @@ class TrainConfig:
 class DataConfig:
     """Which data: a built-in dataset and the text length of each role."""
 
-    name: str = "shapesworld"  # shapesworld | digits (built in) | imagefolder | coco | vqav2 (local files)
+    name: str = "shapesworld"  # shapesworld | digits | moving-digits (built in) | imagefolder | coco | vqav2 (files)
     path: str = ""  # imagefolder: the class folder; coco: captions JSON; vqav2: questions JSON
     images: str = ""  # coco / vqav2: the images folder
     annotations: str = ""  # vqav2: the annotations JSON (answers)
@@ -233,7 +240,8 @@ class MDMConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "digits", "coco", "imagefolder")
+PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "digits", "coco", "imagefolder",
+           "moving-digits", "dim-digits", "dim-shapesworld")
 
 
 class _YAMLLoader(yaml.SafeLoader):

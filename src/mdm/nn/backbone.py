@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mdm.config import BackboneConfig, BackboneKind
+from mdm.nn.bimamba2 import BiMambaBlock
 from mdm.nn.embeddings import AdaLNSingle, TimestepEmbedder, modulate, per_position, sincos_position_embedding
 from mdm.nn.layout import N_SPECIAL, SequenceLayout
 from mdm.nn.mamba2 import MambaBlock
@@ -29,11 +30,16 @@ def build_block(config: BackboneConfig) -> nn.Module:
         return MambaBlock(config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
                           head_dim=config.head_dim, n_groups=config.n_groups, chunk_size=config.chunk_size,
                           discretization=config.discretization, segment_len=config.segment_len)
+    if config.kind is BackboneKind.BIMAMBA2:
+        return BiMambaBlock(config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+                            head_dim=config.head_dim, n_groups=config.n_groups, chunk_size=config.chunk_size,
+                            discretization=config.discretization)
     return TransformerBlock(config.d_model, head_dim=config.head_dim, mlp_ratio=config.mlp_ratio)
 
 
 class Backbone(nn.Module):
-    """M blocks over the MDM sequence; the Mamba-2 stack of the paper or the Transformer baseline."""
+    """M blocks over the MDM sequence: the Mamba-2 stack of the paper, DiM's bidirectional stack, or the
+    Transformer baseline."""
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
@@ -49,7 +55,7 @@ class Backbone(nn.Module):
         self.norm_out = nn.RMSNorm(d, elementwise_affine=False, eps=1e-6)
         self.adaln_out = AdaLNSingle(d, 2)
         self.patterns = (block_patterns(config.scan_patterns, config.n_layers, mirror=config.long_skips)
-                         if config.kind is BackboneKind.MAMBA2 else None)
+                         if config.kind.scans else None)
         self._switches: dict[tuple, ScanSwitch] = {}
 
     @property

@@ -41,14 +41,16 @@ def block_flops_per_token(config: BackboneConfig, seq_len: int) -> float:
     """Matmul (and convolution) FLOPs of one block per position, at sequence length ``seq_len``
     (padding of the last SSD chunk included, so it may be fractional)."""
     d = config.d_model
-    if config.kind is BackboneKind.MAMBA2:
+    if config.kind.scans:  # a bidirectional block has one in/out projection and two convs and scans
+        scans = 2 if config.kind is BackboneKind.BIMAMBA2 else 1
         d_inner = config.expand * d
         n_heads = d_inner // config.head_dim
         in_proj = d * (2 * d_inner + 2 * config.n_groups * config.d_state + n_heads)
         conv = (d_inner + 2 * config.n_groups * config.d_state) * config.d_conv
         ssd = ssd_flops_per_token(n_heads, config.head_dim, config.n_groups, config.d_state, config.chunk_size)
-        padded = ssd_padded_length(seq_len, config.chunk_size, config.segment_len)
-        return 2 * (in_proj + d_inner * d + conv) + ssd * padded / seq_len
+        block_segment = config.segment_len if config.kind is BackboneKind.MAMBA2 else max(seq_len, 1)
+        padded = ssd_padded_length(seq_len, config.chunk_size, block_segment)
+        return 2 * (in_proj + d_inner * d + scans * conv) + scans * ssd * padded / seq_len
     hidden = int(d * config.mlp_ratio)
     linear = 3 * d * d + d * d + 2 * d * hidden
     attention = 4 * seq_len * d  # Q K^T and A V
