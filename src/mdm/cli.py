@@ -37,14 +37,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     with torch.device("meta"):
         backbone = Backbone(config.backbone)
     rows, cols = config.layout.image_grid
-    layout = backbone.make_layout([SegmentSpec.image(rows, cols), SegmentSpec.text(config.layout.text_len)])
+    frames = config.layout.frames
+    image = SegmentSpec.video(frames, rows, cols) if frames > 1 else SegmentSpec.image(rows, cols)
+    layout = backbone.make_layout([image, SegmentSpec.text(config.layout.text_len)])
     length = args.seq_len or layout.length
     n_params = count_parameters(backbone)
     flops = backbone_flops_per_token(config.backbone, length)
     info = {
         "config": config.name, "backbone": config.backbone.kind.value, "n_layers": config.backbone.n_layers,
         "d_model": config.backbone.d_model, "parameters": n_params,
-        "image_tokens": rows * cols, "text_tokens": config.layout.text_len,
+        "image_tokens": image.n_content, "text_tokens": config.layout.text_len,
         "sequence_length": length, "flops_per_token": flops, "flops_per_sequence": flops * length,
     }
     if args.json:
@@ -53,7 +55,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{config.name}: {config.backbone.kind.value} backbone, {config.backbone.n_layers} blocks of width "
               f"{config.backbone.d_model}")
         print(f"  parameters          {_human(n_params)} ({n_params:,})")
-        print(f"  sequence            {rows}x{cols} image tokens + {config.layout.text_len} text tokens "
+        grid = f"{frames} frames x {rows}x{cols}" if frames > 1 else f"{rows}x{cols}"
+        print(f"  sequence            {grid} image tokens + {config.layout.text_len} text tokens "
               f"-> {length} positions")
         print(f"  FLOPs per token     {_human(flops)}FLOP (matmuls; 2 per multiply-add)")
         print(f"  FLOPs per sequence  {_human(flops * length)}FLOP")
@@ -89,6 +92,26 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     plot_throughput(result, out / "throughput.png")
     print(table)
     print(f"plot: {out / 'throughput.png'}")
+    return 0
+
+
+def cmd_bench_video(args: argparse.Namespace) -> int:
+    from mdm.evaluation.video_scaling import bench_video, format_video, parse_shapes, plot_video
+
+    config = load_config(args.config, args.overrides)
+    shapes = parse_shapes(args.shapes)
+    if args.memory_limit_gb <= 0 or args.max_seconds <= 0:
+        raise ValueError("--memory-limit-gb and --max-seconds must be > 0")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = bench_video(config, shapes, threads=args.threads, max_seconds=args.max_seconds,
+                         memory_limit_gb=args.memory_limit_gb, progress=lambda m: print(m, file=sys.stderr))
+    (out / "video.json").write_text(json.dumps(result, indent=2))
+    table = format_video(result)
+    (out / "video.md").write_text(table + "\n")
+    plot_video(result, out / "video.png")
+    print(table)
+    print(f"plot: {out / 'video.png'}")
     return 0
 
 
@@ -236,17 +259,46 @@ def _load_images(paths: list[str], pipe) -> "torch.Tensor":
 def cmd_sample(args: argparse.Namespace) -> int:
     from mdm.evaluation.figures import image_caption_grid
 
-    pipe = _pipeline(args)
     if (args.prompt is None) == (args.label is None):
         raise ValueError("mdm sample: give exactly one of --prompt TEXT (text->image) or --label N (class->image)")
+    out = Path(args.out or ("samples.gif" if args.video else "samples.png"))
+    if args.video and out.suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"mdm sample --video: --out {out} must end in .gif or .mp4 (the frame strip goes beside it)")
+    pipe = _pipeline(args)
+    if args.video != pipe.is_video:
+        raise ValueError(f"mdm sample: {args.checkpoint} is a video model (layout.frames = {pipe.frames}); add --video"
+                         if pipe.is_video else
+                         f"mdm sample --video: {args.checkpoint} is an image model (layout.frames = 1); sample it "
+                         f"without --video, or give a video checkpoint (trained with a video config such as "
+                         f"moving-digits)")
+    if args.video:
+        return _sample_video(args, pipe, out)
     if args.prompt is not None:
         images = pipe.text_to_image([args.prompt] * args.n, _sampler(args), seed=args.seed)
         titles = [args.prompt] * args.n
     else:
         images = pipe.class_to_image([args.label] * args.n, _sampler(args), seed=args.seed)
         titles = [f"class {args.label}"] * args.n
-    path = image_caption_grid(images, titles, args.out, referee=False)
+    path = image_caption_grid(images, titles, out, referee=False)
     print(f"wrote {path}")
+    return 0
+
+
+def _sample_video(args: argparse.Namespace, pipe, out: Path) -> int:
+    """Clips for a caption or a class: one animation (GIF / MP4) of them all and a frame strip PNG."""
+    from mdm.evaluation.figures import video_strip, write_animation
+
+    if args.fps < 1:
+        raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
+    if args.prompt is not None:
+        clips = pipe.text_to_video([args.prompt] * args.n, _sampler(args), seed=args.seed)
+        titles = [args.prompt] * args.n
+    else:
+        clips = pipe.class_to_video([args.label] * args.n, _sampler(args), seed=args.seed)
+        titles = [f"class {args.label}"] * args.n
+    strip = video_strip(clips, titles, out.with_name(out.stem + "-frames.png"),
+                        title=f"{clips.shape[1]} frames per clip, left to right")
+    print(f"wrote {write_animation(clips, out, fps=args.fps)} and {strip}")
     return 0
 
 
@@ -367,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench-results", help="folder for throughput.json / .md / .png")
     p.set_defaults(func=cmd_bench_throughput)
 
+    p = bench.add_parser("video", help="latency and memory of DiM vs full spatio-temporal attention as clips grow")
+    _add_config_args(p, "moving-digits")
+    p.add_argument("--shapes", default="4x8x8,8x8x8,8x16x16,16x16x16,16x32x32,32x32x32,64x32x32,64x64x64",
+                   help="comma-separated clip shapes FRAMESxROWSxCOLS in VQ codes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="skip a shape whose predicted latency exceeds this")
+    p.add_argument("--memory-limit-gb", type=float, default=24.0,
+                   help="address-space cap of each measuring process: a clip that needs more does not fit")
+    p.add_argument("--out", default="bench-results", help="folder for video.json / .md / .png")
+    p.set_defaults(func=cmd_bench_video)
+
     data = sub.add_parser("data", help="built-in datasets").add_subparsers(dest="what", required=True)
     p = data.add_parser("preview", help="write a PNG grid of samples with their captions/questions/answers")
     p.add_argument("name", choices=["shapesworld", "digits", "moving-digits"])
@@ -424,12 +488,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config overrides, e.g. train.steps=4000 train.lr=3e-4 backbone.kind=transformer")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="text->image (--prompt) or class->image (--label) to a PNG grid")
+    p = sub.add_parser("sample", help="text->image (--prompt) or class->image (--label) to a PNG grid; "
+                                      "--video: clips to a GIF/MP4 and a frame strip")
     _add_sampler_args(p)
     p.add_argument("--prompt", default=None, help="a caption to draw")
     p.add_argument("--label", type=int, default=None, help="a class label to draw")
-    p.add_argument("-n", type=int, default=8, help="images")
-    p.add_argument("--out", default="samples.png", help="PNG path")
+    p.add_argument("-n", type=int, default=8, help="images (clips)")
+    p.add_argument("--video", action="store_true",
+                   help="a video checkpoint (DiM): write the clips as one animation (--out .gif or .mp4; MP4 needs "
+                        "ffmpeg or mdm[video]) and their frames as OUT-frames.png")
+    p.add_argument("--fps", type=int, default=4, help="frames per second of the animation (--video)")
+    p.add_argument("--out", default=None, help="PNG path (default samples.png); with --video a .gif or .mp4 "
+                                               "(default samples.gif)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("caption", help="image->text: caption image files")
@@ -445,12 +515,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_answer)
 
     p = sub.add_parser("eval", help="score a checkpoint on a suite (shapesworld: every task with the referee; "
-                                    "digits: class->image with a digit classifier)")
+                                    "digits: class->image with a digit classifier; moving-digits: DiM video)")
     _add_sampler_args(p)
-    p.add_argument("--suite", required=True, choices=["shapesworld", "digits", "multiple-choice"],
+    from mdm.evaluation import SUITES
+
+    p.add_argument("--suite", required=True, choices=SUITES,
                    help="shapesworld: every task, referee + CIDEr + VQA accuracy + FID (Tables 1-2); digits: "
-                        "class->image accuracy, FID, IS, precision, recall (Table 1); multiple-choice: ELBO "
-                        "ranking of --data")
+                        "class->image accuracy, FID, IS, precision, recall (Table 1); moving-digits: per-frame "
+                        "digit accuracy, trajectory consistency, frame FID of generated clips; multiple-choice: "
+                        "ELBO ranking of --data")
     p.add_argument("-n", type=int, default=64, help="samples per task (multiple-choice: the first n questions)")
     p.add_argument("--data", default=None,
                    help="multiple-choice suite: a JSONL file in the HellaSwag, PIQA, ARC or BoolQ format")

@@ -57,7 +57,8 @@ TASK_PARTS: dict[Task, tuple[tuple[str, bool], ...]] = {
 
 @dataclass
 class TokenizedData:
-    """A dataset as tensors: ``codes`` (N, h, w) VQ ids, ``texts[role]`` (N, L_role) ids, ``labels`` (N,)."""
+    """A dataset as tensors: ``codes`` (N, h, w) VQ ids (or (N, T, h, w) for clips of T frames),
+    ``texts[role]`` (N, L_role) ids, ``labels`` (N,)."""
 
     codes: Tensor | None = None
     texts: dict[str, Tensor] = field(default_factory=dict)
@@ -89,7 +90,8 @@ class TokenizedData:
 
 def tokenize_samples(samples, tokenizer: TextTokenizer | None, vq: VQVAE | None, text_lens: dict[str, int],
                      batch_size: int = 256) -> TokenizedData:
-    """Encode a list of :class:`Sample` once: texts per role to fixed length, images to VQ codes."""
+    """Encode a list of :class:`Sample` once: texts per role to fixed length, images (or every frame of a
+    clip) to VQ codes."""
     texts = {}
     for role, length in text_lens.items():
         rows = []
@@ -103,9 +105,15 @@ def tokenize_samples(samples, tokenizer: TextTokenizer | None, vq: VQVAE | None,
     codes = None
     if vq is not None:
         chunks = []
+        video = samples[0].video is not None
         with torch.no_grad():
             for i in range(0, len(samples), batch_size):
-                chunks.append(vq.encode(torch.stack([s.image for s in samples[i:i + batch_size]])))
+                part = samples[i:i + batch_size]
+                if video:  # each frame on its own through the image VQ: (n, T, h, w)
+                    clips = torch.stack([s.video for s in part])
+                    chunks.append(vq.encode(clips.flatten(0, 1)).unflatten(0, clips.shape[:2]))
+                else:
+                    chunks.append(vq.encode(torch.stack([s.image for s in part])))
         codes = torch.cat(chunks)
     labels = None
     if samples and samples[0].label is not None:
@@ -120,8 +128,11 @@ def task_segments(task: Task, batch: TokenizedData, generate: bool = False) -> l
         if part == "image":
             if batch.codes is None:
                 raise ValueError(f"task {task.value} needs images (VQ codes)")
-            h, w = batch.codes.shape[1:]
-            spec, states = SegmentSpec.image(h, w), batch.codes.flatten(1)
+            if batch.codes.dim() == 4:  # clips: (N, T, h, w)
+                spec = SegmentSpec.video(*batch.codes.shape[1:])
+            else:
+                spec = SegmentSpec.image(*batch.codes.shape[1:])
+            states = batch.codes.flatten(1)
         else:
             if part not in batch.texts:
                 raise ValueError(f"task {task.value} needs {part!r} texts; the data has {sorted(batch.texts)}")
@@ -132,7 +143,12 @@ def task_segments(task: Task, batch: TokenizedData, generate: bool = False) -> l
 
 
 class MDMPipeline:
-    """A trained MDM with its tokenizers: the tasks of the module table as one Python API."""
+    """A trained MDM with its tokenizers: the tasks of the module table as one Python API.
+
+    A video model (``layout.frames > 1``) generates clips where an image model
+    generates images: its image tasks take and return (b, T, c, s, s) clips, and
+    ``class_to_video`` / ``text_to_video`` name that and refuse an image model.
+    """
 
     def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, tokenizer: TextTokenizer | None,
                  vq: VQVAE | None, text_lens: dict[str, int]) -> None:
@@ -181,23 +197,44 @@ class MDMPipeline:
     def decode_text(self, ids: Tensor) -> list[str]:
         return [self.tokenizer.decode(row.tolist()) for row in ids.cpu()]
 
+    @property
+    def frames(self) -> int:
+        """Frames per clip of the model's image segment: 1 for an image model, T for a video model (DiM)."""
+        return self.network.config.layout.frames
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames > 1
+
     def encode_images(self, images: Tensor) -> Tensor:
+        """Images (b, c, s, s) -- or clips (b, T, c, s, s) for a video model -- in [0, 1] -> (b, n) VQ ids."""
         if self.vq is None:
             raise ValueError("this model has no image tokenizer")
         c, size = self.vq.config.in_channels, self.network.config.layout.image_size
-        if images.dim() != 4 or images.shape[1:] != (c, size, size):
-            raise ValueError(f"images must be (batch, {c}, {size}, {size}) in [0, 1], got {tuple(images.shape)}")
+        shape = (c, size, size) if not self.is_video else (self.frames, c, size, size)
+        if images.dim() != 1 + len(shape) or images.shape[1:] != shape:
+            what = "images" if not self.is_video else "clips"
+            raise ValueError(f"{what} must be (batch, {', '.join(map(str, shape))}) in [0, 1] for this model, got "
+                             f"{tuple(images.shape)}")
         with torch.no_grad():
-            return self.vq.encode(images.to(self.device).float().clamp(0, 1)).flatten(1)
+            codes = self.vq.encode(images.to(self.device).float().clamp(0, 1).reshape(-1, c, size, size))
+        return codes.reshape(images.shape[0], -1)
 
     def decode_images(self, codes: Tensor) -> Tensor:
+        """(b, n) VQ ids -> images (b, c, s, s), or clips (b, T, c, s, s) for a video model, in [0, 1]."""
         side = self.network.config.layout.image_size // self.network.config.layout.vq_factor
         with torch.no_grad():
-            return self.vq.decode(codes.view(-1, side, side)).clamp(0, 1).cpu()
+            pixels = self.vq.decode(codes.reshape(-1, side, side)).clamp(0, 1).cpu()
+        return pixels.unflatten(0, (codes.shape[0], self.frames)) if self.is_video else pixels
 
     def _grid(self) -> SegmentSpec:
         side = self.network.config.layout.image_size // self.network.config.layout.vq_factor
-        return SegmentSpec.image(side, side)
+        return SegmentSpec.video(self.frames, side, side) if self.is_video else SegmentSpec.image(side, side)
+
+    def _require_video(self, task: str) -> None:
+        if not self.is_video:
+            raise ValueError(f"{task} needs a video model (layout.frames > 1, e.g. the moving-digits config); this "
+                             f"checkpoint is an image model (layout.frames = 1)")
 
     def _run(self, segments: list[Segment], class_labels: Tensor | None, sampler: SamplerConfig | None,
              batch_size: int | None, seed: int) -> list[Tensor]:
@@ -214,6 +251,16 @@ class MDMPipeline:
         segs = [Segment(self._grid(), None, True)]
         out = self._run(segs, torch.tensor(labels, device=self.device), sampler, len(labels), seed)
         return self.decode_images(out[0])
+
+    def class_to_video(self, labels: list[int], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:
+        """Clips (b, T, c, s, s) of the requested classes from a video model (DiM, DESIGN.md §5)."""
+        self._require_video("class_to_video")
+        return self.class_to_image(labels, sampler, seed)
+
+    def text_to_video(self, prompts: list[str], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:
+        """Clips (b, T, c, s, s) for captions from a video model (DiM, DESIGN.md §5)."""
+        self._require_video("text_to_video")
+        return self.text_to_image(prompts, sampler, seed)
 
     def text_to_image(self, prompts: list[str], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:
         cap = self.encode_text(prompts, Role.CAPTION.value)

@@ -28,6 +28,8 @@ LAYOUTS = list(layouts())
     ({"modality": Modality.IMAGE}, "image segment needs a grid"),
     ({"modality": "image", "grid": (0, 3)}, "image segment needs a grid"),
     ({"modality": "image", "grid": (2, 2), "length": 4}, "image segment needs a grid .* and no length"),
+    ({"modality": "image", "grid": (2, 2), "frames": 0}, "frames must be an int >= 1"),
+    ({"modality": "text", "length": 3, "frames": 2}, "frames must be .* only for an image segment"),
 ])
 def test_segment_spec_validation(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -44,6 +46,16 @@ def test_segment_spec_normalises():
     assert spec.modality is Modality.IMAGE and spec.grid == (3, 2) and spec.n_content == 6
     assert spec == SegmentSpec.image(3, 2)
     assert SegmentSpec.text(7).n_content == 7
+
+
+def test_a_video_segment_is_frames_of_grids():
+    spec = SegmentSpec.video(3, 2, 4)
+    assert spec.modality is Modality.IMAGE and spec.is_video and spec.n_content == 24
+    layout = SequenceLayout([spec], row_pad=1)
+    seg = layout.segments[0]
+    assert seg.padded_grid == (3, 5) and seg.body.numel() == 3 * 15 and int((~seg.body_is_pad).sum()) == 24
+    assert layout.length == 1 + 3 + 45  # CLS, begin/time/end, 3 padded frames
+    assert "video(3, 2, 4)" in repr(layout)
 
 
 # --------------------------------------------------------------------------- SequenceLayout

@@ -245,3 +245,51 @@ def test_permute_positions_matches_indexing_values_and_gradients():
     assert torch.equal(permute_positions(x, perm, inverse_permutation(perm)), x[:, perm])
     assert torch.equal(fast, x.grad)
     assert torch.autograd.gradcheck(lambda t: permute_positions(t, perm, inverse_permutation(perm)), (x,))
+
+
+# --------------------------------------------------------------------------- video (DiM, DESIGN.md §5)
+
+VIDEO = [SegmentSpec.text(3), SegmentSpec.video(3, 2, 4)]  # 3 frames of 2 x 4 codes after a caption
+
+
+def video_position(layout: SequenceLayout, f: int, r: int, c: int) -> int:
+    """Canonical position of code (frame f, row r, column c): frame after frame, each padded grid row-major."""
+    seg = segment(layout, Modality.IMAGE)
+    rows, cols = seg.padded_grid
+    return int(seg.body[f * rows * cols + r * cols + c])
+
+
+@pytest.mark.parametrize("row_pad", [0, 1])
+@pytest.mark.parametrize("pattern", ALL_PATTERNS, ids=lambda p: f"{p.image_order}-rev{p.reverse}-trev{p.text_reverse}")
+def test_video_orders_are_permutations_that_invert(row_pad, pattern):
+    layout = SequenceLayout(VIDEO, length=SequenceLayout(VIDEO, row_pad=row_pad).length + 2, row_pad=row_pad)
+    order = scan_order(layout, pattern)
+    assert torch.equal(order.sort().values, torch.arange(layout.length))
+    x = torch.randn(2, layout.length, 3)
+    assert torch.equal(permute_positions(permute_positions(x, order, inverse_permutation(order)),
+                                         inverse_permutation(order), order), x)
+
+
+def test_video_pattern_1_is_frame_major_and_3_space_major():
+    layout = SequenceLayout(VIDEO)
+    T, (rows, cols) = 3, (2, 4)
+    content = segment(layout, Modality.IMAGE).body
+    frame_major = [video_position(layout, f, r, c) for f in range(T) for r in range(rows) for c in range(cols)]
+    space_major = [video_position(layout, f, r, c) for r in range(rows) for c in range(cols) for f in range(T)]
+    assert restrict(scan_order(layout, P11), content) == frame_major
+    assert restrict(scan_order(layout, P31), content) == space_major
+    # 2 and 4 are their exact reverses, over the whole sequence
+    assert torch.equal(scan_order(layout, P22), scan_order(layout, P11).flip(0))
+    assert torch.equal(scan_order(layout, P42), scan_order(layout, P31).flip(0))
+
+
+def test_video_scan_switch_returns_to_canonical_order():
+    layout = SequenceLayout(VIDEO, row_pad=1)
+    switch = ScanSwitch(layout, block_patterns("1234/12", 4))
+    x = torch.randn(1, layout.length, 2)
+    y = x
+    for step, inverse in zip(switch.transitions, switch.transition_inverses):
+        if step is not None:
+            y = permute_positions(y, step, inverse)
+    assert torch.equal(y, x[:, switch.orders[-1]])
+    assert torch.equal(permute_positions(y, switch.to_canonical, switch.orders[-1]), x)

@@ -69,8 +69,15 @@ def trajectory_is_consistent(
     canvas: int | tuple[int, int],
     size: int | tuple[int, int],
     tol: float = 0.5,
+    unknown_offset: float = 0.0,
 ) -> bool:
     """Whether top-left positions (T, 2) = (x, y) fit constant velocity with wall reflections.
+
+    ``unknown_offset`` > 0: the positions are the top-left plus an unknown constant
+    in ``[0, unknown_offset]`` per axis (a generated digit's ink centroid, say, whose
+    place inside the digit's box is not known); that constant is searched on a
+    grid of step ``tol / 4`` too, which moves the acceptance bound from
+    ``1.25 tol`` to ``1.375 tol`` (the nearest grid offset is within ``tol / 8``).
 
     How it works. Reflection off the walls of ``[0, L]`` (``L = canvas - size``
     per axis) is the same as free motion on an unfolded line followed by the
@@ -95,30 +102,39 @@ def trajectory_is_consistent(
         raise ValueError(f"trajectory_is_consistent expects positions of shape (T, 2) = (x, y), got {pos.shape}")
     if not tol > 0:
         raise ValueError(f"trajectory_is_consistent: tol must be > 0, got {tol}")
+    if not unknown_offset >= 0:
+        raise ValueError(f"trajectory_is_consistent: unknown_offset must be >= 0, got {unknown_offset}")
     canvas_hw = (canvas, canvas) if isinstance(canvas, int) else canvas
     size_hw = (size, size) if isinstance(size, int) else size
     limits = (canvas_hw[1] - size_hw[1], canvas_hw[0] - size_hw[0])  # x spans width, y height
-    T = pos.shape[0]
-    if T < 3:
-        return bool(np.all(pos >= -tol) and np.all(pos <= np.array(limits) + tol))  # two points always fit
-    t = np.arange(T, dtype=np.float64)
-    dp, dv = tol / 4.0, tol / (4.0 * (T - 1))
+    if min(limits) <= 0:
+        raise ValueError(f"trajectory_is_consistent: size {size} does not fit in canvas {canvas}")
+    offsets = np.arange(0.0, unknown_offset + tol / 8, tol / 4) if unknown_offset > 0 else np.zeros(1)
+    bound = 1.25 * tol + (tol / 8 if unknown_offset > 0 else 0.0)
     for axis, L in enumerate(limits):
-        x = pos[:, axis]
-        if L <= 0:
-            raise ValueError(f"trajectory_is_consistent: size {size} does not fit in canvas {canvas}")
-        if x.min() < -tol or x.max() > L + tol:
-            return False
-        p0 = x[0] + dp * np.arange(-4, 5)  # (P,)
-        n_v = int(np.ceil(L / dv))
-        v = dv * np.arange(-n_v, n_v + 1)  # (V,), contains every integer in [-L, L]
-        best = np.inf
-        for start in p0:  # (V, T) residuals for one start; P = 9 starts
-            err = np.abs(_fold(start + v[:, None] * t[None, :], L) - x[None, :]).max(axis=1)
-            best = min(best, float(err.min()))
-        if best > 1.25 * tol:
+        if not any(_axis_fit_error(pos[:, axis] - c, L, tol) <= bound for c in offsets):
             return False
     return True
+
+
+def _axis_fit_error(x: np.ndarray, L: float, tol: float) -> float:
+    """The smallest max residual of a folded constant-velocity path to ``x`` (T,) on the search grid
+    of :func:`trajectory_is_consistent` (inf when ``x`` leaves ``[-tol, L + tol]``)."""
+    T = x.shape[0]
+    if x.min() < -tol or x.max() > L + tol:
+        return np.inf
+    if T < 3:
+        return 0.0  # two points always fit
+    t = np.arange(T, dtype=np.float64)
+    dp, dv = tol / 4.0, tol / (4.0 * (T - 1))
+    p0 = x[0] + dp * np.arange(-4, 5)  # (P,)
+    n_v = int(np.ceil(L / dv))
+    v = dv * np.arange(-n_v, n_v + 1)  # (V,), contains every integer in [-L, L]
+    best = np.inf
+    for start in p0:  # (V, T) residuals for one start; P = 9 starts
+        err = np.abs(_fold(start + v[:, None] * t[None, :], L) - x[None, :]).max(axis=1)
+        best = min(best, float(err.min()))
+    return best
 
 
 class MovingDigitsDataset:

@@ -23,8 +23,12 @@ BUILTIN = ("shapesworld", "digits", "moving-digits")
 
 
 def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 0, image_size: int | None = None,
-                 channels: int = 1):
-    """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``); ``channels`` is the digits'."""
+                 channels: int = 1, frames: int = 8):
+    """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``).
+
+    ``channels`` is the digits'; ``frames`` the clip length of moving digits, whose
+    canvas is ``image_size`` (default 32) with digits of half its side.
+    """
     if name == "shapesworld":
         from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
 
@@ -37,7 +41,9 @@ def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 
     if name == "moving-digits":
         from mdm.data.moving_digits import MovingDigitsDataset
 
-        return MovingDigitsDataset(split, length=size, seed=seed)
+        canvas = image_size or 32
+        return MovingDigitsDataset(split, length=size, frames=frames, canvas_size=canvas, digit_size=canvas // 2,
+                                   channels=channels, max_speed=min(3, canvas - canvas // 2), seed=seed)
     raise ValueError(f"unknown dataset {name!r}; built-in datasets: {', '.join(BUILTIN)}")
 
 

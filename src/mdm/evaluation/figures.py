@@ -42,3 +42,94 @@ def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, ti
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def video_strip(clips: Tensor, titles: list[str], path: str | Path, title: str = "") -> Path:
+    """Clips (b, T, c, H, W) as a frame strip: one row per clip, its T frames left to right."""
+    if clips.dim() != 5:
+        raise ValueError(f"video_strip: clips must be (batch, frames, channels, height, width), got "
+                         f"{tuple(clips.shape)}")
+    b, T = clips.shape[:2]
+    if b == 0 or len(titles) != b:
+        raise ValueError(f"video_strip: {b} clips but {len(titles)} titles")
+    fig, axes = plt.subplots(b, T, figsize=(0.9 * T + 1.6, 1.0 * b + 0.4), squeeze=False)
+    for i in range(b):
+        for t in range(T):
+            ax = axes[i, t]
+            img = clips[i, t].detach().float().clamp(0, 1).cpu()
+            ax.imshow(img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy(), cmap="gray",
+                      vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t={t}", fontsize=7)
+        axes[i, 0].set_ylabel(textwrap.fill(titles[i], 22), fontsize=6, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _tiled_frames(clips: Tensor, scale: int, columns: int) -> "list":
+    """Per time step one uint8 RGB array (H', W', 3) with the clips side by side, upscaled ``scale`` x."""
+    import numpy as np
+    import torch
+
+    b, T, c, H, W = clips.shape
+    rows = (b + columns - 1) // columns
+    x = clips.detach().float().clamp(0, 1).cpu()
+    x = x.expand(-1, -1, 3, -1, -1) if c == 1 else x
+    x = torch.cat([x, x.new_zeros(rows * columns - b, *x.shape[1:])])  # blank cells
+    gap = 1  # a one-pixel grey line between clips
+    x = torch.nn.functional.pad(x, (0, gap, 0, gap), value=0.5)
+    grid = x.view(rows, columns, T, 3, H + gap, W + gap).permute(2, 0, 4, 1, 5, 3)
+    grid = grid.reshape(T, rows * (H + gap), columns * (W + gap), 3)
+    grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    return [np.ascontiguousarray((f * 255).round().byte().numpy()) for f in grid]
+
+
+def write_animation(clips: Tensor, path: str | Path, fps: int = 4, scale: int = 4, columns: int = 8) -> Path:
+    """Clips (b, T, c, H, W) in [0, 1] as one animation, the clips tiled: ``.gif`` (Pillow) or ``.mp4``.
+
+    MP4 needs an ``ffmpeg`` executable: on PATH, or the one the ``imageio-ffmpeg``
+    package ships (``pip install mdm[video]``); without either it is a clear error.
+    """
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    if clips.dim() != 5 or clips.shape[0] == 0:
+        raise ValueError(f"write_animation: clips must be (batch >= 1, frames, channels, height, width), got "
+                         f"{tuple(clips.shape)}")
+    path = Path(path)
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"write_animation: {path} must end in .gif or .mp4")
+    frames = _tiled_frames(clips, scale, min(columns, clips.shape[0]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        return path
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        try:
+            import imageio_ffmpeg
+
+            ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+        except ImportError:
+            raise RuntimeError(f"writing {path} needs ffmpeg: put it on PATH or `pip install imageio-ffmpeg` "
+                               f"(the mdm[video] extra); or write a .gif") from None
+    h, w = frames[0].shape[:2]
+    pad_h, pad_w = h % 2, w % 2  # yuv420p wants even sides
+    command = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+               "-r", str(fps), "-i", "-", "-vf", f"pad={w + pad_w}:{h + pad_h}", "-pix_fmt", "yuv420p",
+               "-vcodec", "libx264", str(path)]
+    done = subprocess.run(command, input=b"".join(f.tobytes() for f in frames), capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not write {path}: {done.stderr.decode(errors='replace').strip()}")
+    return path

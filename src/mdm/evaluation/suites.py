@@ -13,6 +13,12 @@ digits         class->image, Table 1's class-conditional row: the share of gener
                (:mod:`mdm.evaluation.digit_classifier`) recognises as the requested
                class, and FID, IS, precision, recall against the held-out real digits
                on that classifier's features
+moving-       DiM video (DESIGN.md §5): class->video and caption->video clips judged
+digits        frame by frame (:mod:`mdm.evaluation.video`): the share of frames
+              showing the requested digit, the share of clips whose digit moves at
+              constant velocity with bounces, the share of caption-conditioned clips
+              that start in the caption's direction, and a frame-feature FID; the
+              same scores of real and of VQ-reconstructed real clips, for scale
 multiple-      text benchmarks in the HellaSwag / PIQA / ARC / BoolQ JSONL formats
 choice         (``data=FILE``), each choice ranked by the model's ELBO
                (:mod:`mdm.evaluation.multiple_choice`); the first ``n`` questions
@@ -28,16 +34,17 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
+from mdm.evaluation import SUITES
 from mdm.evaluation.image_quality import FeatureNetwork, InceptionFeatures
 from mdm.evaluation.shapesworld import format_score
 from mdm.tasks import MDMPipeline
 
-SUITES = ("shapesworld", "digits", "multiple-choice")
 REFERENCE_SCENES = 500  # real training scenes: the reference distribution of ShapesWorld's FID
 
 
@@ -123,6 +130,59 @@ def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed:
     return scores, seconds, features.name
 
 
+def _moving_digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
+                   inception: FeatureNetwork | None) -> tuple[dict, dict, str]:
+    from mdm.evaluation.digit_classifier import train_digit_classifier
+    from mdm.evaluation.image_quality import _fid_of_features
+    from mdm.evaluation.video import score_clips, start_directions
+    from mdm.training.prepare import load_samples
+
+    config = pipe.network.config
+    if config.data.name != "moving-digits" or not pipe.is_video or config.backbone.n_classes < 10:
+        raise ValueError(f"suite moving-digits needs a class-conditional video checkpoint (data.name moving-digits, "
+                         f"layout.frames > 1, backbone.n_classes 10); {checkpoint} was trained on "
+                         f"{config.data.name!r} with layout.frames {config.layout.frames} and n_classes "
+                         f"{config.backbone.n_classes}")
+    if inception is not None:
+        raise ValueError("suite moving-digits judges digit crops with the digit classifier; --inception does not "
+                         "apply")
+    digit_size = config.layout.image_size // 2  # as load_builtin draws them
+    classifier, real_accuracy = train_digit_classifier(8, seed=0)  # its own fixed seed, as the digits suite
+    held_out = load_samples(config, "val")[:n]
+    real = torch.stack([s.video for s in held_out])
+    real_labels = [s.label for s in held_out]
+    captions = [s.text("caption") for s in held_out]
+    velocities = torch.stack([s.meta["velocity"] for s in held_out])
+
+    labels = [i % 10 for i in range(n)]
+    t0 = time.perf_counter()
+    by_class = pipe.class_to_video(labels, sampler, seed=seed)
+    seconds = {"class_to_image": round(time.perf_counter() - t0, 1)}
+    t0 = time.perf_counter()
+    by_caption = pipe.text_to_video(captions, sampler, seed=seed)
+    seconds["text_to_image"] = round(time.perf_counter() - t0, 1)
+    reconstructed = pipe.decode_images(pipe.encode_images(real))
+
+    judged = {name: score_clips(clips, lab, classifier, digit_size)
+              for name, clips, lab in (("class", by_class, labels), ("caption", by_caption, real_labels),
+                                       ("real", real, real_labels), ("vq", reconstructed, real_labels))}
+    # The reference of the frame FID: the crops of 500 real training clips (the distribution learned).
+    train = load_samples(replace(config, data=replace(config.data, train_size=500)), "train")
+    reference = score_clips(torch.stack([s.video for s in train]), [s.label for s in train], classifier,
+                            digit_size).features
+    scores = {"frame_accuracy": judged["class"].frame_accuracy, "consistency": judged["class"].consistency,
+              "frame_fid": _fid_of_features(reference, judged["class"].features),
+              "caption_frame_accuracy": judged["caption"].frame_accuracy,
+              "caption_consistency": judged["caption"].consistency,
+              "caption_direction": float(start_directions(judged["caption"].centroids, velocities).float().mean()),
+              "real_frame_accuracy": judged["real"].frame_accuracy, "real_consistency": judged["real"].consistency,
+              "real_direction": float(start_directions(judged["real"].centroids, velocities).float().mean()),
+              "real_held_out_frame_fid": _fid_of_features(reference, judged["real"].features),
+              "vq_frame_accuracy": judged["vq"].frame_accuracy, "vq_consistency": judged["vq"].consistency,
+              "classifier_real_accuracy": real_accuracy}
+    return scores, seconds, classifier.name
+
+
 def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int = 64, seed: int = 0,
               out: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu",
               data: str | Path | None = None, inception: str | Path | None = None, progress: bool = False) -> dict:
@@ -147,6 +207,8 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
         scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed, progress)
     elif suite == "shapesworld":
         scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed, features)
+    elif suite == "moving-digits":
+        scores, seconds, feature_name = _moving_digits(pipe, checkpoint, sampler, n, seed, features)
     else:
         scores, seconds, feature_name = _digits(pipe, checkpoint, sampler, n, seed, features)
     generation = seconds.get("class_to_image") or seconds.get("text_to_image")

@@ -7,6 +7,8 @@ One sequence holds every modality::
 * ``CLS`` embeds the class label (a null class for guidance and for no class);
 * each segment ``k`` of modality ``g`` is wrapped in that modality's learned
   begin/end tokens and preceded by a token embedding its own noise level ``t_k``;
+* a video segment (DiM, DESIGN.md §5) is an image segment of ``frames`` such
+  grids, frame after frame in canonical order (one BEGIN/TIME/END for the clip);
 * an image segment is a grid of rows x cols content tokens, optionally padded
   with ``row_pad`` learned tokens after every row and every column (DiM's
   row-end pads: a raster sweep then never runs from one line straight into the
@@ -50,11 +52,13 @@ _END = {Modality.IMAGE: Special.END_IMAGE, Modality.TEXT: Special.END_TEXT}
 
 @dataclass(frozen=True)
 class SegmentSpec:
-    """One segment: ``Modality.TEXT`` with a ``length``, or ``Modality.IMAGE`` with a ``grid`` (rows, cols)."""
+    """One segment: ``Modality.TEXT`` with a ``length``, or ``Modality.IMAGE`` with a ``grid`` (rows, cols)
+    per frame and a number of ``frames`` (1 = an image, more = a video clip of that many grids)."""
 
     modality: Modality
     length: int | None = None
     grid: tuple[int, int] | None = None
+    frames: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modality", Modality(self.modality))
@@ -67,10 +71,17 @@ class SegmentSpec:
                 raise ValueError(f"image segment needs a grid (rows, cols) >= 1 and no length, got "
                                  f"grid={self.grid}, length={self.length}")
             object.__setattr__(self, "grid", (int(self.grid[0]), int(self.grid[1])))
+        if not isinstance(self.frames, int) or self.frames < 1 or (self.frames > 1 and self.grid is None):
+            raise ValueError(f"frames must be an int >= 1, and > 1 only for an image segment (a video); got "
+                             f"frames={self.frames!r} for a {self.modality.value} segment")
 
     @property
     def n_content(self) -> int:
-        return self.length if self.grid is None else self.grid[0] * self.grid[1]
+        return self.length if self.grid is None else self.frames * self.grid[0] * self.grid[1]
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames > 1
 
     @staticmethod
     def text(length: int) -> "SegmentSpec":
@@ -80,6 +91,10 @@ class SegmentSpec:
     def image(rows: int, cols: int) -> "SegmentSpec":
         return SegmentSpec(Modality.IMAGE, grid=(rows, cols))
 
+    @staticmethod
+    def video(frames: int, rows: int, cols: int) -> "SegmentSpec":
+        return SegmentSpec(Modality.IMAGE, grid=(rows, cols), frames=frames)
+
 
 @dataclass(frozen=True)
 class SegmentPositions:
@@ -88,11 +103,11 @@ class SegmentPositions:
     spec: SegmentSpec
     begin: int  # position of BEGIN_g
     time: int  # position of its TIME token
-    body: Tensor  # positions of the (padded) body, row-major for images
+    body: Tensor  # positions of the (padded) body, row-major for images, frame after frame for videos
     body_is_pad: Tensor  # bool, True at row pads
     end: int  # position of END_g
     content: slice  # this segment's slice of the content tensor
-    padded_grid: tuple[int, int] | None  # (rows + row_pad, cols + row_pad) for images
+    padded_grid: tuple[int, int] | None  # (rows + row_pad, cols + row_pad) per frame for images
 
 
 class SequenceLayout:
@@ -137,7 +152,7 @@ class SequenceLayout:
                 padded_grid = (rows + row_pad, cols + row_pad)
                 grid = torch.ones(padded_grid, dtype=torch.bool)
                 grid[:rows, :cols] = False
-                body_is_pad = grid.flatten()
+                body_is_pad = grid.flatten().repeat(spec.frames)
             body = torch.arange(pos, pos + body_is_pad.numel())
             pos += body_is_pad.numel()
             end = pos
@@ -189,5 +204,6 @@ class SequenceLayout:
         return t
 
     def __repr__(self) -> str:
-        segs = ", ".join(f"{s.modality.value}{s.grid or s.length}" for s in self.segments_spec)
+        segs = ", ".join(f"video{(s.frames, *s.grid)}" if s.is_video else f"{s.modality.value}{s.grid or s.length}"
+                         for s in self.segments_spec)
         return f"SequenceLayout([{segs}], length={self.length}, row_pad={self.row_pad})"

@@ -6,7 +6,13 @@ after it. The patterns follow DiM (Teng et al., arXiv 2405.14224):
 
 * image: ``1`` rows left->right, top->bottom; ``2`` its exact reverse;
   ``3`` columns top->bottom, left->right; ``4`` its exact reverse (raster sweeps, no zigzag);
-* text: ``1`` forward; ``2`` reverse.
+* text: ``1`` forward; ``2`` reverse;
+* video (a clip of T frames, DiM's spatio-temporal scans, DESIGN.md §5): ``1``
+  frame-major (frame after frame, rows inside each frame); ``2`` its exact
+  reverse; ``3`` space-major (position after position in row raster, the T
+  frames of that position inside); ``4`` its exact reverse. Frame-major keeps a
+  frame's neighbours close in the scan; space-major puts a position's past and
+  future next to it, which is what keeps motion consistent.
 
 A pattern set is written ``IMAGE/TEXT``: ``1234/12`` is the paper, ``12/1`` its
 ablation (Table 3), ``1/1`` a single forward scan. Block ``k`` uses image pattern
@@ -78,7 +84,11 @@ def scan_order(layout: SequenceLayout, pattern: ScanPattern) -> Tensor:
     """The permutation (L,) of canonical positions that ``pattern`` reads: ``x_scanned = x[:, order]``."""
     groups: list[Tensor] = []
     for seg in layout.segments:
-        if seg.spec.modality is Modality.IMAGE:
+        if seg.spec.modality is Modality.IMAGE and seg.spec.is_video:
+            rows, cols = seg.padded_grid
+            body = seg.body.view(seg.spec.frames, rows, cols)  # canonical: frame-major
+            body = body.flatten() if pattern.image_order == "row" else body.permute(1, 2, 0).flatten()
+        elif seg.spec.modality is Modality.IMAGE:
             rows, cols = seg.padded_grid
             body = seg.body.view(rows, cols)
             body = body.flatten() if pattern.image_order == "row" else body.t().flatten()

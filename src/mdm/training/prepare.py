@@ -2,8 +2,9 @@
 
 For ``data.name``:
 
-* ``shapesworld`` (generated), ``digits`` (scikit-learn's bundled 8x8 digits):
-  built in, nothing to download.
+* ``shapesworld`` (generated), ``digits`` (scikit-learn's bundled 8x8 digits),
+  ``moving-digits`` (clips of ``layout.frames`` frames of those digits bouncing on a
+  ``layout.image_size`` canvas, for DiM video): built in, nothing to download.
 * ``imagefolder``, ``coco``, ``vqav2``: local files in the formats of
   :mod:`mdm.data.formats`, given by ``data.path`` (the class folder, the
   annotations JSON, the questions JSON), ``data.images`` (the images folder) and
@@ -29,7 +30,7 @@ from mdm.data.text_tokenizer import TextTokenizer
 from mdm.data.vq import VQConfig, VQVAE, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
 
-BUILTIN_DATA = ("shapesworld", "digits")
+BUILTIN_DATA = ("shapesworld", "digits", "moving-digits")
 FILE_DATA = ("imagefolder", "coco", "vqav2")
 
 
@@ -50,10 +51,12 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
 
         if data.name == "shapesworld":
             n = data.train_size if split == "train" else 500
+        elif data.name == "moving-digits":
+            n, split = (data.train_size, "train") if split == "train" else (500, "test")
         else:  # digits: the held-out split is its test split
             n, split = 0, "train" if split == "train" else "test"
         ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
-                          channels=config.layout.image_channels)
+                          channels=config.layout.image_channels, frames=config.layout.frames)
         return [ds[i] for i in range(len(ds))]
     if data.name in FILE_DATA:
         from mdm.data import formats
@@ -74,6 +77,25 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
     raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
 
 
+def check_clips(samples: list[Sample], config: MDMConfig, source: str) -> None:
+    """Video data and ``layout.frames`` agree: clips of ``frames`` frames of ``image_size`` pixels, or images
+    with ``frames = 1``; otherwise an error naming the sample, what it has and what the config expects."""
+    frames, size, c = config.layout.frames, config.layout.image_size, config.layout.image_channels
+    for i, s in enumerate(samples):
+        if s.video is None:
+            if frames > 1:
+                raise ValueError(f"{source}: layout.frames = {frames} asks for video clips, but sample {i} has "
+                                 f"none (data {config.data.name!r}); use video data (moving-digits) or frames: 1")
+            continue
+        if frames == 1:
+            raise ValueError(f"{source}: sample {i} is a video clip but layout.frames = 1; set layout.frames to "
+                             f"its {s.video.shape[0]} frames (a video config such as moving-digits)")
+        if tuple(s.video.shape) != (frames, c, size, size):
+            raise ValueError(f"{source}: sample {i} is a clip of shape {tuple(s.video.shape)} (frames, channels, "
+                             f"height, width), expected {(frames, c, size, size)} from layout.frames, "
+                             f"layout.image_channels and layout.image_size")
+
+
 def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | None) -> TextTokenizer | None:
     corpus = [t.text for s in samples for t in s.texts]
     if not corpus:
@@ -84,7 +106,8 @@ def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | No
 
 
 def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, progress: bool) -> VQVAE | None:
-    images = [s.image for s in samples if s.image is not None]
+    images = [s.image for s in samples if s.image is not None] + [f for s in samples if s.video is not None
+                                                                  for f in s.video]  # a clip's frames
     if not images:
         return None
     torch.manual_seed(config.data.seed)
@@ -117,6 +140,7 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     samples = load_samples(config, "train")
     if not samples:
         raise ValueError(f"data {config.data.name!r} has no training samples")
+    check_clips(samples, config, f"data {config.data.name!r}")
     tok_dir, vq_dir = (folder / "tokenizer", folder / "vq") if folder else (None, None)
     if tok_dir is not None and (tok_dir / "tokenizer.model").is_file():
         tokenizer = TextTokenizer.load(tok_dir)

@@ -42,26 +42,30 @@ class RunResult:
 
 def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Path, n: int = 8,
                       network=None) -> Path | None:
-    """A grid from the EMA weights of a task the run trains: image+caption together, or one image per class.
+    """A grid from the EMA weights of a task the run trains: image+caption together, or one image per class;
+    for a video model one row of frames per clip.
 
     ``network``: the weights to sample from when not ``trainer.ema.model`` (a whole copy of a sharded EMA).
     """
     from mdm.diffusion.sampling import SamplerConfig
-    from mdm.evaluation.figures import image_caption_grid
+    from mdm.evaluation.figures import image_caption_grid, video_strip
     from mdm.tasks import MDMPipeline, Task
 
     pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens)
     sampler = SamplerConfig(steps=20)
     trained = {Task(t) for t, w in trainer.config.task_weights.items() if w > 0 and data.train.supports(Task(t))}
     if Task.JOINT in trained:
-        images, captions = pipe.joint(n, sampler, seed=0)
-        return image_caption_grid(images, captions, path, title=f"step {trainer.step}: image + caption together")
-    if Task.CLASS_TO_IMAGE in trained:
+        images, titles = pipe.joint(n, sampler, seed=0)
+        title, referee = f"step {trainer.step}: image + caption together", True
+    elif Task.CLASS_TO_IMAGE in trained:
         labels = [i % trainer.network.config.backbone.n_classes for i in range(n)]
-        images = pipe.class_to_image(labels, sampler, seed=0)
-        return image_caption_grid(images, [f"class {c}" for c in labels], path, title=f"step {trainer.step}",
-                                  referee=False)
-    return None
+        images, titles = pipe.class_to_image(labels, sampler, seed=0), [f"class {c}" for c in labels]
+        title, referee = f"step {trainer.step}", False
+    else:
+        return None
+    if pipe.is_video:
+        return video_strip(images, titles, path, title=title)
+    return image_caption_grid(images, titles, path, title=title, referee=referee)
 
 
 def checkpoint_folder(run_or_checkpoint: str | Path) -> Path:

@@ -1,0 +1,125 @@
+"""The video judge (mdm.evaluation.video), clip figures, and the DiM-vs-attention scaling table."""
+
+import sys
+
+import pytest
+import torch
+
+from mdm.data.moving_digits import MovingDigitsDataset, bounce_trajectory, trajectory_is_consistent
+from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.figures import video_strip, write_animation
+from mdm.evaluation.video import ink_centroids, score_clips, start_directions
+from mdm.evaluation.video_scaling import format_video, parse_shapes, summarize_video
+
+
+@pytest.fixture(scope="module")
+def real():
+    ds = MovingDigitsDataset("test", length=40, frames=8, canvas_size=24, digit_size=12)
+    samples = [ds[i] for i in range(len(ds))]
+    return torch.stack([s.video for s in samples]), [s.label for s in samples], samples
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return train_digit_classifier(8, seed=0)[0]
+
+
+def test_real_clips_keep_their_digit_and_move_consistently(real, classifier):
+    clips, labels, _ = real
+    scores = score_clips(clips, labels, classifier, digit_size=12)
+    assert scores.frame_accuracy >= 0.95 and scores.consistency == 1.0
+    wrong = score_clips(clips, [(l + 1) % 10 for l in labels], classifier, digit_size=12)
+    assert wrong.frame_accuracy <= 0.1
+
+
+def test_shuffled_static_and_teleporting_clips_are_not_consistent(real, classifier):
+    clips, labels, _ = real
+    g = torch.Generator().manual_seed(0)
+    shuffled = torch.stack([c[torch.randperm(8, generator=g)] for c in clips])
+    assert score_clips(shuffled, labels, classifier, 12).consistency <= 0.1
+    static = clips[:, :1].expand_as(clips)  # a digit that never moves fits velocity 0, but every clip moves
+    assert score_clips(static, labels, classifier, 12).consistency == 0.0
+    teleport = clips.clone()
+    teleport[:, 4:] = clips.roll(1, dims=0)[:, 4:]  # the second half of another clip
+    assert score_clips(teleport, labels, classifier, 12).consistency <= 0.2
+
+
+def test_centroids_move_with_the_digit(real):
+    _, _, samples = real
+    clip, path = samples[0].video[None], samples[0].meta["trajectory"]
+    centroids = ink_centroids(clip)[0].double()
+    offset = centroids - path
+    torch.testing.assert_close(offset, offset[:1].expand_as(offset), rtol=0, atol=1e-4)  # same offset every frame
+
+
+def test_unknown_offset_lets_a_centroid_path_bounce_off_the_real_walls():
+    path = torch.from_numpy(bounce_trajectory(torch.tensor([1, 5]).numpy(), torch.tensor([-2, 1]).numpy(), 8,
+                                              torch.tensor([12, 12]).numpy())).double()
+    shifted = path + torch.tensor([3.7, 5.2], dtype=torch.float64)  # a centroid inside a 12 px digit
+    assert trajectory_is_consistent(shifted, 24, 12, tol=0.5, unknown_offset=12)
+    assert not trajectory_is_consistent(shifted, 24, 12, tol=0.5)  # it bounces at x = 3.7, not at a wall
+    with pytest.raises(ValueError, match="unknown_offset must be >= 0"):
+        trajectory_is_consistent(shifted, 24, 12, unknown_offset=-1)
+
+
+def test_start_directions_agree_with_the_ground_truth_of_the_first_step(real):
+    clips, _, samples = real
+    velocities = torch.stack([s.meta["velocity"] for s in samples])
+    agrees = start_directions(ink_centroids(clips), velocities)
+    first_step = torch.stack([s.meta["trajectory"][1] - s.meta["trajectory"][0] for s in samples])
+    expected = (torch.sign(first_step) == torch.sign(velocities.double())).all(-1)  # False after a first bounce
+    assert torch.equal(agrees, expected) and 0 < int(agrees.sum()) < len(samples)
+    with pytest.raises(ValueError, match="start_directions"):
+        start_directions(ink_centroids(clips), velocities[:3])
+
+
+def test_bad_clip_shapes_are_clear_errors(classifier):
+    with pytest.raises(ValueError, match="clips must be"):
+        score_clips(torch.rand(2, 8, 24, 24), [1, 2], classifier, 12)
+    with pytest.raises(ValueError, match="one label each"):
+        score_clips(torch.rand(2, 8, 1, 24, 24), [1], classifier, 12)
+    with pytest.raises(ValueError, match="does not fit"):
+        score_clips(torch.rand(1, 8, 1, 24, 24), [1], classifier, 30)
+
+
+def test_animation_and_frame_strip(real, tmp_path, monkeypatch):
+    from PIL import Image
+
+    clips = real[0][:3]
+    gif = write_animation(clips, tmp_path / "a.gif", scale=2)
+    with Image.open(gif) as im:
+        assert im.n_frames == 8 and im.size == (3 * 25 * 2, 25 * 2)  # 3 clips of 24 px + a 1 px line, 2x
+    assert video_strip(clips, ["a", "b", "c"], tmp_path / "s.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="must end in .gif or .mp4"):
+        write_animation(clips, tmp_path / "a.avi")
+    with pytest.raises(ValueError, match="3 clips but 2 titles"):
+        video_strip(clips, ["a", "b"], tmp_path / "s.png")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if not installed
+    with pytest.raises(RuntimeError, match="needs ffmpeg"):
+        write_animation(clips, tmp_path / "a.mp4")
+
+
+def test_scaling_table_shapes_exponents_and_cells():
+    assert parse_shapes("8x6x6, 16x16x16") == ((8, 6, 6), (16, 16, 16))
+    for bad in ("8x6", "8x0x6", "axbxc"):
+        with pytest.raises(ValueError, match="FRAMESxROWSxCOLS"):
+            parse_shapes(bad)
+    run = lambda n, k: {"tokens": n, "seconds": 1e-6 * n**k, "peak_mb": 1e-3 * n**k, "repeats": 3}  # noqa: E731
+    result = {"params": {"dim": 1e6, "transformer": 1e6}, "shapes": [[1, 8, 8], [4, 8, 8], [16, 8, 8]],
+              "threads": 2, "torch": "x", "transformer_depth": 4, "memory_limit_gb": 24.0,
+              "runs": {"dim": {"1x8x8": run(64, 1), "4x8x8": run(256, 1), "16x8x8": run(1024, 1)},
+                       "transformer_fused": {"1x8x8": run(64, 2), "4x8x8": run(256, 2),
+                                             "16x8x8": {"skipped": "predicted 90 s > 60 s", "tokens": 1024}},
+                       "transformer_explicit": {"1x8x8": run(64, 2), "4x8x8": {"does_not_fit": "RuntimeError",
+                                                                              "tokens": 256},
+                                                "16x8x8": {"does_not_fit": "a smaller clip (4x8x8) did not fit",
+                                                           "tokens": 1024}}}}
+    summary = summarize_video(result)
+    assert summary["dim_latency_exponent"] == pytest.approx(1.0)
+    assert summary["transformer_fused_latency_exponent"] == pytest.approx(2.0)
+    assert summary["transformer_explicit_first_does_not_fit"] == "4x8x8"
+    assert summary["dim_largest_measured"] == "16x8x8"
+    result["summary"] = summary
+    table = format_video(result)
+    assert "does not fit in 24 GiB" in table and "skipped (too slow)" in table

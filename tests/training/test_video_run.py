@@ -1,0 +1,86 @@
+"""DiM video end to end on a tiny config: a clip model trains, samples clips, and refuses mismatched data."""
+
+import pytest
+import torch
+
+from mdm.cli import main
+from mdm.config import load_config
+from mdm.diffusion.sampling import SamplerConfig
+from mdm.tasks import MDMPipeline
+from mdm.training.prepare import check_clips, load_samples
+from mdm.training.run import train_run
+
+VIDEO = ["backbone.kind=bimamba2", "backbone.scan_patterns=13/1", "layout.frames=3", "layout.image_channels=1",
+         "data.name=moving-digits", "data.train_size=24", "data.vq_steps=3", "data.codebook_size=32",
+         "data.vocab_size=48", "train.batch_size=4", "train.log_every=1",
+         "train.task_weights={class_to_image: 1.0, text_to_image: 1.0}"]
+QUIET = {"progress": False, "log": lambda _: None}
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("video") / "run"
+    train_run(load_config("tiny", VIDEO + ["train.steps=2"]), folder, **QUIET)
+    return folder
+
+
+def test_a_tiny_video_model_trains_and_samples_clips_of_the_right_shape(video_run):
+    pipe = MDMPipeline.from_pretrained(video_run)
+    assert pipe.is_video and pipe.frames == 3
+    sampler = SamplerConfig(steps=3)
+    clips = pipe.class_to_video([1, 7], sampler, seed=0)
+    assert clips.shape == (2, 3, 1, 16, 16) and clips.min() >= 0 and clips.max() <= 1
+    assert torch.equal(clips, pipe.class_to_video([1, 7], sampler, seed=0))  # deterministic by seed
+    captioned = pipe.text_to_video(["the digit one moving up"], sampler, seed=1)
+    assert captioned.shape == (1, 3, 1, 16, 16)
+    codes = pipe.encode_images(clips)
+    assert codes.shape == (2, 3 * 4 * 4)  # 16 px frames, 4 px codes
+    assert pipe.decode_images(codes).shape == clips.shape
+
+
+def test_clip_shape_errors_name_what_was_expected(video_run):
+    pipe = MDMPipeline.from_pretrained(video_run)
+    with pytest.raises(ValueError, match=r"clips must be \(batch, 3, 1, 16, 16\)"):
+        pipe.encode_images(torch.rand(2, 4, 1, 16, 16))  # wrong frame count
+    with pytest.raises(ValueError, match=r"clips must be \(batch, 3, 1, 16, 16\)"):
+        pipe.encode_images(torch.rand(2, 3, 1, 8, 8))  # wrong size
+    config = load_config("tiny", VIDEO)
+    samples = load_samples(config)[:2]
+    bad = load_config("tiny", VIDEO[:2] + ["layout.frames=5"] + VIDEO[3:])
+    with pytest.raises(ValueError, match=r"sample 0 is a clip of shape \(3, 1, 16, 16\) .* expected \(5, 1, 16, 16\)"):
+        check_clips(samples, bad, "test data")
+    with pytest.raises(ValueError, match="sample 0 is a video clip but layout.frames = 1"):
+        check_clips(samples, load_config("tiny", VIDEO[:2] + ["layout.frames=1"] + VIDEO[3:]), "test data")
+    with pytest.raises(ValueError, match="layout.frames = 3 asks for video clips, but sample 0 has none"):
+        train_run(load_config("tiny", ["layout.frames=3", "data.name=digits", "train.steps=1"]),
+                  video_run.parent / "digits-as-video", **QUIET)
+
+
+def test_mdm_sample_video_writes_an_animation_and_a_frame_strip(video_run, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "clips.gif"
+    common = ["sample", "--checkpoint", str(video_run), "--steps", "2", "--label", "3", "-n", "2"]
+    assert main(common + ["--video", "--out", str(out)]) == 0
+    with Image.open(out) as gif:
+        assert gif.n_frames == 3
+    assert (tmp_path / "clips-frames.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(common + ["--out", str(tmp_path / "x.png")]) == 2
+    assert "is a video model (layout.frames = 3); add --video" in capsys.readouterr().err
+    assert main(common + ["--video", "--out", str(tmp_path / "x.png")]) == 2
+    assert "must end in .gif or .mp4" in capsys.readouterr().err
+
+
+def test_video_requests_on_an_image_checkpoint_are_clear_errors(tmp_path, capsys):
+    image_run = tmp_path / "image"
+    train_run(load_config("tiny", ["data.train_size=24", "data.vq_steps=3", "data.codebook_size=32",
+                                   "data.vocab_size=64", "train.batch_size=4", "train.steps=1"]), image_run, **QUIET)
+    assert main(["sample", "--checkpoint", str(image_run), "--label", "1", "--video", "--out",
+                 str(tmp_path / "clips.gif")]) == 2
+    assert "is an image model (layout.frames = 1)" in capsys.readouterr().err
+    pipe = MDMPipeline.from_pretrained(image_run)
+    with pytest.raises(ValueError, match="class_to_video needs a video model"):
+        pipe.class_to_video([1])
+    with pytest.raises(ValueError, match="text_to_video needs a video model"):
+        pipe.text_to_video(["a red circle"])
