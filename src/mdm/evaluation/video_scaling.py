@@ -18,7 +18,9 @@ capped at ``memory_limit_gb`` (default 24 GiB, this machine's memory): a shape
 that does not fit fails there with an allocation error, recorded as such,
 instead of swapping the machine. A shape is skipped when the previous one's
 latency, extrapolated quadratically (Transformer) or linearly (DiM), predicts
-more than ``max_seconds``.
+more than ``max_seconds`` -- unless its memory, extrapolated the same way,
+predicts more than the cap: then it is run, to find the first clip that does
+not fit (the allocation fails within the first layer).
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def bench_video(config: MDMConfig, shapes: tuple[tuple[int, int, int], ...] = DE
             tokens, key = math.prod(shape), "x".join(map(str, shape))
             if last is not None:
                 predicted = last[1] * (tokens / last[0]) ** power
-                if predicted > max_seconds:
+                too_big = last[2].get("peak_mb", 0.0) * (tokens / last[0]) ** power > memory_limit_gb * 1024
+                if predicted > max_seconds and not too_big:
                     result["runs"][variant][key] = {"skipped": f"predicted {predicted:.0f} s > {max_seconds:g} s"}
                     continue
                 if "does_not_fit" in last[2]:
