@@ -223,6 +223,9 @@ class MDMPipeline:
     def decode_images(self, codes: Tensor) -> Tensor:
         """(b, n) VQ ids -> images (b, c, s, s), or clips (b, T, c, s, s) for a video model, in [0, 1]."""
         side = self.network.config.layout.image_size // self.network.config.layout.vq_factor
+        if codes.dim() != 2 or codes.shape[1] != self.frames * side * side:
+            raise ValueError(f"decode_images: codes must be (batch, {self.frames * side * side}) VQ ids for this "
+                             f"model, got {tuple(codes.shape)}")
         with torch.no_grad():
             pixels = self.vq.decode(codes.reshape(-1, side, side)).clamp(0, 1).cpu()
         return pixels.unflatten(0, (codes.shape[0], self.frames)) if self.is_video else pixels

@@ -53,11 +53,13 @@ def test_centroids_move_with_the_digit(real):
 
 
 def test_unknown_offset_lets_a_centroid_path_bounce_off_the_real_walls():
-    path = torch.from_numpy(bounce_trajectory(torch.tensor([1, 5]).numpy(), torch.tensor([-2, 1]).numpy(), 8,
+    # x: 1, 1, 3, 5, 7, 9 (one bounce off the left wall); y: 5 ... 10 (no bounce); walls at 0 and 12
+    path = torch.from_numpy(bounce_trajectory(torch.tensor([1, 5]).numpy(), torch.tensor([-2, 1]).numpy(), 6,
                                               torch.tensor([12, 12]).numpy())).double()
-    shifted = path + torch.tensor([3.7, 5.2], dtype=torch.float64)  # a centroid inside a 12 px digit
+    shifted = path + torch.tensor([2.7, 1.0], dtype=torch.float64)  # a centroid inside a 12 px digit
+    assert shifted.max() <= 12.5  # inside the range check: only the bounce can reject it
     assert trajectory_is_consistent(shifted, 24, 12, tol=0.5, unknown_offset=12)
-    assert not trajectory_is_consistent(shifted, 24, 12, tol=0.5)  # it bounces at x = 3.7, not at a wall
+    assert not trajectory_is_consistent(shifted, 24, 12, tol=0.5)  # it bounces at x = 2.7, not at a wall
     with pytest.raises(ValueError, match="unknown_offset must be >= 0"):
         trajectory_is_consistent(shifted, 24, 12, unknown_offset=-1)
 
@@ -123,3 +125,39 @@ def test_scaling_table_shapes_exponents_and_cells():
     result["summary"] = summary
     table = format_video(result)
     assert "does not fit in 24 GiB" in table and "skipped (too slow)" in table
+
+
+def test_bench_video_runs_skips_and_finds_where_attention_stops_fitting(monkeypatch):
+    """The schedule of bench_video with fake measurements: DiM linear, attention quadratic in time, the explicit
+    score matrix quadratic in memory. Slow shapes are skipped unless they are predicted not to fit."""
+    import math
+
+    import mdm.bench
+    from mdm.config import load_config
+    from mdm.evaluation.video_scaling import bench_video
+
+    limit_mb = 1024.0
+    calls = []
+
+    def fake(target, config, shape, threads, explicit, memory_limit_gb):
+        n = math.prod(shape)
+        calls.append((config["kind"], explicit, n))
+        if config["kind"] == "bimamba2":
+            return {"seconds": 1e-5 * n, "peak_mb": 0.01 * n, "repeats": 2}
+        peak = 1e-5 * n * n if explicit else 0.01 * n
+        if peak > memory_limit_gb * 1024:
+            return {"does_not_fit": "RuntimeError: can't allocate memory"}
+        return {"seconds": 1e-8 * n * n, "peak_mb": peak, "repeats": 2}
+
+    monkeypatch.setattr(mdm.bench, "_in_subprocess", fake)
+    shapes = ((64, 16, 16), (1, 8, 8), (4, 8, 8), (16, 8, 8), (64, 8, 8))  # unsorted on purpose
+    result = bench_video(load_config("tiny", ["backbone.kind=bimamba2"]), shapes, threads=1, max_seconds=1.0,
+                         memory_limit_gb=limit_mb / 1024, progress=lambda _: None)
+    runs = result["runs"]
+    assert [r["tokens"] for r in runs["dim"].values()] == [64, 256, 1024, 4096, 16384]  # measured small to large
+    assert all("seconds" in r for r in runs["dim"].values())
+    assert "skipped" in runs["transformer_fused"]["64x16x16"]  # 2.7 s predicted, and it would fit
+    assert "does_not_fit" in runs["transformer_explicit"]["64x16x16"]  # slow too, but run: predicted too big
+    assert ("transformer", True, 16384) in calls and ("transformer", False, 16384) not in calls
+    assert result["summary"]["transformer_explicit_first_does_not_fit"] == "64x16x16"
+    assert result["summary"]["dim_latency_exponent"] == pytest.approx(1.0)

@@ -264,10 +264,8 @@ def video_position(layout: SequenceLayout, f: int, r: int, c: int) -> int:
 def test_video_orders_are_permutations_that_invert(row_pad, pattern):
     layout = SequenceLayout(VIDEO, length=SequenceLayout(VIDEO, row_pad=row_pad).length + 2, row_pad=row_pad)
     order = scan_order(layout, pattern)
-    assert torch.equal(order.sort().values, torch.arange(layout.length))
-    x = torch.randn(2, layout.length, 3)
-    assert torch.equal(permute_positions(permute_positions(x, order, inverse_permutation(order)),
-                                         inverse_permutation(order), order), x)
+    assert torch.equal(order.sort().values, torch.arange(layout.length))  # every position read exactly once
+    assert torch.equal(order[inverse_permutation(order)], torch.arange(layout.length))
 
 
 def test_video_pattern_1_is_frame_major_and_3_space_major():

@@ -35,7 +35,15 @@ def test_a_tiny_video_model_trains_and_samples_clips_of_the_right_shape(video_ru
     assert captioned.shape == (1, 3, 1, 16, 16)
     codes = pipe.encode_images(clips)
     assert codes.shape == (2, 3 * 4 * 4)  # 16 px frames, 4 px codes
-    assert pipe.decode_images(codes).shape == clips.shape
+    # clip-major, frames inside: clip 1's frame 2 is the last 16 codes, as the VQ encodes that frame alone
+    assert torch.equal(codes[1, 32:], pipe.vq.encode(clips[1, 2:3]).flatten())
+    decoded = pipe.decode_images(codes)
+    assert decoded.shape == clips.shape
+    with torch.no_grad():  # frame 1 of clip 0 is codes 16..31 (a batched conv may differ in the last bits)
+        torch.testing.assert_close(decoded[0, 1], pipe.vq.decode(codes[0, 16:32].view(1, 4, 4)).clamp(0, 1)[0],
+                                   rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"codes must be \(batch, 48\)"):
+        pipe.decode_images(codes[:, :16])
 
 
 def test_clip_shape_errors_name_what_was_expected(video_run):
@@ -51,6 +59,8 @@ def test_clip_shape_errors_name_what_was_expected(video_run):
         check_clips(samples, bad, "test data")
     with pytest.raises(ValueError, match="sample 0 is a video clip but layout.frames = 1"):
         check_clips(samples, load_config("tiny", VIDEO[:2] + ["layout.frames=1"] + VIDEO[3:]), "test data")
+    with pytest.raises(ValueError, match=r"moving-digits is video: set layout.frames .* got 1"):
+        load_samples(load_config("tiny", VIDEO[:2] + ["layout.frames=1"] + VIDEO[3:]))
     with pytest.raises(ValueError, match="layout.frames = 3 asks for video clips, but sample 0 has none"):
         train_run(load_config("tiny", ["layout.frames=3", "data.name=digits", "train.steps=1"]),
                   video_run.parent / "digits-as-video", **QUIET)

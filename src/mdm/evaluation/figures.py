@@ -46,8 +46,8 @@ def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, ti
 
 def video_strip(clips: Tensor, titles: list[str], path: str | Path, title: str = "") -> Path:
     """Clips (b, T, c, H, W) as a frame strip: one row per clip, its T frames left to right."""
-    if clips.dim() != 5:
-        raise ValueError(f"video_strip: clips must be (batch, frames, channels, height, width), got "
+    if clips.dim() != 5 or clips.shape[2] not in (1, 3):
+        raise ValueError(f"video_strip: clips must be (batch, frames, 1 or 3 channels, height, width), got "
                          f"{tuple(clips.shape)}")
     b, T = clips.shape[:2]
     if b == 0 or len(titles) != b:
@@ -103,9 +103,9 @@ def write_animation(clips: Tensor, path: str | Path, fps: int = 4, scale: int = 
 
     from PIL import Image
 
-    if clips.dim() != 5 or clips.shape[0] == 0:
-        raise ValueError(f"write_animation: clips must be (batch >= 1, frames, channels, height, width), got "
-                         f"{tuple(clips.shape)}")
+    if clips.dim() != 5 or clips.shape[0] == 0 or clips.shape[2] not in (1, 3):
+        raise ValueError(f"write_animation: clips must be (batch >= 1, frames, 1 or 3 channels, height, width), "
+                         f"got {tuple(clips.shape)}")
     path = Path(path)
     if path.suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"write_animation: {path} must end in .gif or .mp4")

@@ -17,8 +17,9 @@ two scans are identically distributed, and the mean keeps the block's output
 scale that of a one-way Mamba-2 block, so the adaLN gates need no retuning.
 
 The same pre-norm residual wrapper and per-position adaLN as :class:`MambaBlock`.
-The whole sequence is scanned at once (no ``segment_len`` pieces): carrying a
-state across pieces is exact only for a one-way scan.
+The whole sequence is scanned at once: ``backbone.segment_len`` does not apply
+here (the backward scan would have to take its pieces from the end), which
+forgoes :class:`MambaBlock`'s piecewise speed-up on sequences of 16K+ tokens.
 
 Shape letters as in :mod:`mdm.nn.mamba2`.
 """

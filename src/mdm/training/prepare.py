@@ -52,6 +52,9 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
         if data.name == "shapesworld":
             n = data.train_size if split == "train" else 500
         elif data.name == "moving-digits":
+            if config.layout.frames < 2:
+                raise ValueError(f"data.name moving-digits is video: set layout.frames to the clip length (>= 2), "
+                                 f"got {config.layout.frames}")
             n, split = (data.train_size, "train") if split == "train" else (500, "test")
         else:  # digits: the held-out split is its test split
             n, split = 0, "train" if split == "train" else "test"
