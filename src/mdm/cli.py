@@ -264,6 +264,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out or ("samples.gif" if args.video else "samples.png"))
     if args.video and out.suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"mdm sample --video: --out {out} must end in .gif or .mp4 (the frame strip goes beside it)")
+    if args.video and args.fps < 1:
+        raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
     pipe = _pipeline(args)
     if args.video != pipe.is_video:
         raise ValueError(f"mdm sample: {args.checkpoint} is a video model (layout.frames = {pipe.frames}); add --video"
@@ -271,34 +273,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
                          f"mdm sample --video: {args.checkpoint} is an image model (layout.frames = 1); sample it "
                          f"without --video, or give a video checkpoint (trained with a video config such as "
                          f"moving-digits)")
-    if args.video:
-        return _sample_video(args, pipe, out)
+    # A video model's image tasks return clips (b, T, c, s, s): the same calls serve both.
     if args.prompt is not None:
         images = pipe.text_to_image([args.prompt] * args.n, _sampler(args), seed=args.seed)
         titles = [args.prompt] * args.n
     else:
         images = pipe.class_to_image([args.label] * args.n, _sampler(args), seed=args.seed)
         titles = [f"class {args.label}"] * args.n
+    if args.video:  # one animation (GIF / MP4) of all clips and a frame strip PNG beside it
+        from mdm.evaluation.figures import video_strip, write_animation
+
+        strip = video_strip(images, titles, out.with_name(out.stem + "-frames.png"),
+                            title=f"{images.shape[1]} frames per clip, left to right")
+        print(f"wrote {write_animation(images, out, fps=args.fps)} and {strip}")
+        return 0
     path = image_caption_grid(images, titles, out, referee=False)
     print(f"wrote {path}")
-    return 0
-
-
-def _sample_video(args: argparse.Namespace, pipe, out: Path) -> int:
-    """Clips for a caption or a class: one animation (GIF / MP4) of them all and a frame strip PNG."""
-    from mdm.evaluation.figures import video_strip, write_animation
-
-    if args.fps < 1:
-        raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
-    if args.prompt is not None:
-        clips = pipe.text_to_video([args.prompt] * args.n, _sampler(args), seed=args.seed)
-        titles = [args.prompt] * args.n
-    else:
-        clips = pipe.class_to_video([args.label] * args.n, _sampler(args), seed=args.seed)
-        titles = [f"class {args.label}"] * args.n
-    strip = video_strip(clips, titles, out.with_name(out.stem + "-frames.png"),
-                        title=f"{clips.shape[1]} frames per clip, left to right")
-    print(f"wrote {write_animation(clips, out, fps=args.fps)} and {strip}")
     return 0
 
 

@@ -14,6 +14,25 @@ from torch import Tensor  # noqa: E402
 from mdm.data.referee import score_caption  # noqa: E402
 
 
+def _show_image(ax, image: Tensor, **kwargs) -> None:
+    """One (c, h, w) image in [0, 1] on ``ax``: RGB as is, one channel in grey."""
+    img = image.detach().float().clamp(0, 1).cpu()
+    ax.imshow(img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy(), cmap="gray",
+              interpolation="nearest", **kwargs)
+
+
+def _save(fig, path: str | Path, title: str) -> Path:
+    """Title, lay out and write ``fig`` to ``path`` (its folder created), then close it."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, title: str = "",
                        columns: int = 4, referee: bool = True) -> Path:
     """A grid of images titled by their captions; with ``referee`` a title is green when every claim is true."""
@@ -27,21 +46,12 @@ def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, ti
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):
-        img = image.detach().float().clamp(0, 1).cpu()
-        ax.imshow(img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy(), cmap="gray",
-                  interpolation="nearest")
+        _show_image(ax, image)
         color = "black"
-        if referee and img.shape[0] == 3:
-            color = "green" if score_caption(img, caption)["all_true"] else "red"
+        if referee and image.shape[0] == 3:
+            color = "green" if score_caption(image.detach().float().clamp(0, 1).cpu(), caption)["all_true"] else "red"
         ax.set_title(textwrap.fill(caption or "(empty)", 28), fontsize=7, color=color)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def video_strip(clips: Tensor, titles: list[str], path: str | Path, title: str = "") -> Path:
@@ -56,22 +66,13 @@ def video_strip(clips: Tensor, titles: list[str], path: str | Path, title: str =
     for i in range(b):
         for t in range(T):
             ax = axes[i, t]
-            img = clips[i, t].detach().float().clamp(0, 1).cpu()
-            ax.imshow(img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy(), cmap="gray",
-                      vmin=0, vmax=1, interpolation="nearest")
+            _show_image(ax, clips[i, t], vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(f"t={t}", fontsize=7)
         axes[i, 0].set_ylabel(textwrap.fill(titles[i], 22), fontsize=6, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def _tiled_frames(clips: Tensor, scale: int, columns: int) -> "list":

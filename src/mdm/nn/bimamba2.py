@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdm.nn.embeddings import modulate, per_position
-from mdm.nn.mamba2 import GatedRMSNorm
+from mdm.nn.mamba2 import GatedRMSNorm, init_ssm_parameters
 from mdm.nn.ssd import Discretization, ssd
 
 
@@ -47,12 +47,7 @@ class _Direction(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(n_heads))
         self.A_log = nn.Parameter(torch.empty(n_heads))
         self.D = nn.Parameter(torch.empty(n_heads))
-        with torch.no_grad():  # the public Mamba-2 init (see Mamba2Mixer.reset_ssm_parameters)
-            dt = torch.exp(torch.rand(n_heads, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min))
-                           + math.log(dt_min)).clamp(min=dt_init_floor)
-            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-            self.A_log.copy_(torch.log(torch.empty(n_heads, dtype=torch.float64).uniform_(*A_init_range)))
-            self.D.fill_(1.0)
+        init_ssm_parameters(self.dt_bias, self.A_log, self.D, dt_min, dt_max, dt_init_floor, A_init_range)
 
 
 class BidirectionalMamba2Mixer(nn.Module):

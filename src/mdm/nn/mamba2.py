@@ -55,6 +55,19 @@ class GatedRMSNorm(nn.Module):
         return self.weight * y.flatten(-2).to(dtype)
 
 
+@torch.no_grad()
+def init_ssm_parameters(dt_bias: Tensor, A_log: Tensor, D: Tensor, dt_min: float = 1e-3, dt_max: float = 0.1,
+                        dt_init_floor: float = 1e-4, A_init_range: tuple[float, float] = (1.0, 16.0)) -> None:
+    """The public Mamba-2 init of one scan's (n_heads,) parameters, in place: dt log-uniform in
+    [dt_min, dt_max] (stored as its softplus inverse), A uniform in A_init_range, D = 1."""
+    n_heads = dt_bias.numel()
+    dt = torch.exp(torch.rand(n_heads, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min))
+                   + math.log(dt_min)).clamp(min=dt_init_floor)
+    dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+    A_log.copy_(torch.log(torch.empty(n_heads, dtype=torch.float64).uniform_(*A_init_range)))
+    D.fill_(1.0)
+
+
 class Mamba2Mixer(nn.Module):
     """One Mamba-2 mixer: (b, l, d_model) -> (b, l, d_model), causal along l.
 
@@ -101,15 +114,10 @@ class Mamba2Mixer(nn.Module):
             self.reset_ssm_parameters(dt_min, dt_max, dt_init_floor, A_init_range)
         self.norm.to(**kw)
 
-    @torch.no_grad()
     def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
                              A_init_range: tuple[float, float] = (1.0, 16.0)) -> None:
         """Public Mamba-2 init: dt log-uniform in [dt_min, dt_max], A uniform in A_init_range, D = 1."""
-        dt = torch.exp(torch.rand(self.n_heads, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min)).clamp(min=dt_init_floor)
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
-        self.A_log.copy_(torch.log(torch.empty(self.n_heads, dtype=torch.float64).uniform_(*A_init_range)))
-        self.D.fill_(1.0)
+        init_ssm_parameters(self.dt_bias, self.A_log, self.D, dt_min, dt_max, dt_init_floor, A_init_range)
 
     def forward(self, u: Tensor, state: MixerState | None = None,
                 return_state: bool = False) -> Tensor | tuple[Tensor, MixerState]:
