@@ -64,6 +64,7 @@ class BackboneConfig:
     mlp_ratio: float = 4.0
     # sequence
     n_classes: int = 0  # class labels for the CLS token (plus one null class)
+    class_modulation: bool = False  # the class also enters every position's adaLN (DiT's t + y); see Backbone
     max_seq_len: int = 4096
     pos_embed: bool = True
 

@@ -105,6 +105,34 @@ def test_null_class_default_and_class_dependence():
     assert torch.allclose(three[1], seven[1], rtol=1e-5, atol=1e-5)  # item 1 did not
 
 
+@pytest.mark.parametrize("kind", ["mamba2", "bimamba2", "transformer"])
+def test_class_modulation_starts_as_the_token_only_network_and_reaches_every_position(kind):
+    torch.manual_seed(0)
+    token_only = Backbone(tiny(kind=kind))
+    torch.manual_seed(0)
+    modulated = Backbone(tiny(kind=kind, class_modulation=True))
+    assert set(modulated.state_dict()) - set(token_only.state_dict()) == {"class_modulation.weight"}
+    modulated.load_state_dict(token_only.state_dict(), strict=False)  # the same weights, modulation still zero
+    layout = make_layout(modulated)
+    inputs = make_inputs(modulated, layout)
+    labels = torch.tensor([3, 7])
+    with torch.no_grad():
+        torch.testing.assert_close(modulated(*inputs, layout, labels), token_only(*inputs, layout, labels))
+        # Blind the CLS token (every class the same embedding): only the modulation can tell classes apart.
+        for net in (token_only, modulated):
+            net.class_embed.weight.copy_(net.class_embed.weight[:1].expand_as(net.class_embed.weight))
+        modulated.class_modulation.weight.normal_()
+        for net in (token_only, modulated):  # the adaLN maps start at zero: give them weights, the same in both
+            for adaln in (net.adaln, net.adaln_out):
+                adaln.linear.weight.copy_(torch.randn(adaln.linear.weight.shape,
+                                                      generator=torch.Generator().manual_seed(1)) * 0.1)
+        a, b = (net(*inputs, layout, labels) for net in (token_only, modulated))
+        a7, b7 = (net(*inputs, layout, torch.tensor([7, 7])) for net in (token_only, modulated))
+    torch.testing.assert_close(a[0], a7[0])  # the token-only network cannot see the class any more
+    assert ((b[0] - b7[0]).abs().amax(-1) > 1e-4).all()  # the modulated one sees it at every position
+    torch.testing.assert_close(b[1], b7[1])  # and only in the sample whose class changed
+
+
 def test_time_levels_condition_the_output():
     backbone = Backbone(tiny())
     with torch.no_grad():  # adaLN starts at zero; give it weights so that per-position modulation acts

@@ -7,6 +7,13 @@ norm -> hidden states of the content positions. The network knows nothing of
 diffusion: it sees embeddings and noise levels, and returns features that the
 model's heads turn into predictions.
 
+The class enters as the CLS token (Fig. 2d). With ``class_modulation`` it also
+enters every position's modulation, as DiT's adaLN conditions on ``t + y`` and
+DiM (which keeps DiT's conditioning) does: a single token at one end of a long
+sequence -- a 128-token clip -- reaches the far positions only through the
+scans' decaying state, and the backward scan of a bidirectional block reads it
+last. The modulation is computed once per distinct (class, noise level) pair.
+
 Shape letters: ``b`` batch, ``l`` layout length, ``n`` content positions, ``d`` d_model,
 ``k`` modulation vectors per block, ``u`` distinct noise levels in a batch.
 """
@@ -46,6 +53,10 @@ class Backbone(nn.Module):
         self.config = config
         d = config.d_model
         self.class_embed = nn.Embedding(config.n_classes + 1, d)  # row n_classes is the null class
+        # added to the time embedding of the modulation; zero at init, so it starts as the time-only network
+        self.class_modulation = nn.Embedding(config.n_classes + 1, d) if config.class_modulation else None
+        if self.class_modulation is not None:
+            nn.init.zeros_(self.class_modulation.weight)
         self.special_embed = nn.Embedding(N_SPECIAL, d)
         self.time_embed = TimestepEmbedder(d)
         self.blocks = nn.ModuleList(build_block(config) for _ in range(config.n_layers))
@@ -106,8 +117,13 @@ class Backbone(nn.Module):
         if self.config.pos_embed:
             x = x + sincos_position_embedding(layout.length, x.shape[-1], device).to(dtype)
 
-        # 2. Per-position modulation, computed once per distinct noise level.
-        modulation = self.adaln(t_emb)  # (u, k, d)
+        # 2. Per-position modulation, computed once per distinct noise level (or (class, level) pair).
+        cond_emb, cond_of = t_emb, level_of
+        if self.class_modulation is not None:
+            pair = class_labels[:, None] * len(levels) + level_of  # (b, l): one id per (class, level)
+            pairs, cond_of = torch.unique(pair, return_inverse=True)
+            cond_emb = t_emb[pairs % len(levels)] + self.class_modulation(pairs // len(levels)).to(dtype)
+        modulation = self.adaln(cond_emb)  # (u, k, d)
 
         # 3. The blocks, each in its scan-switch order (one gather between blocks).
         switch = self.scan_switch(layout, device)
@@ -122,7 +138,7 @@ class Backbone(nn.Module):
                 order = switch.orders[i]
             if i >= n_layers - n_skips:
                 x = self.skip_proj[n_layers - 1 - i](torch.cat([x, skips.pop()], dim=-1))
-            levels_here = level_of if order is None else level_of[:, order]
+            levels_here = cond_of if order is None else cond_of[:, order]
             x = block(x, modulation, levels_here)
             if i < n_skips:
                 skips.append(x)
@@ -130,7 +146,7 @@ class Backbone(nn.Module):
             x = permute_positions(x, switch.to_canonical, switch.orders[-1])
 
         # 4. Final modulated norm, content positions only.
-        shift, scale = per_position(self.adaln_out(t_emb), level_of).unbind(-2)
+        shift, scale = per_position(self.adaln_out(cond_emb), cond_of).unbind(-2)
         x = modulate(self.norm_out(x), shift, scale)
         return x[:, layout.content_positions.to(device)]
 
