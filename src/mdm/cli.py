@@ -46,7 +46,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = {
         "config": config.name, "backbone": config.backbone.kind.value, "n_layers": config.backbone.n_layers,
         "d_model": config.backbone.d_model, "parameters": n_params,
-        "image_tokens": image.n_content, "text_tokens": config.layout.text_len,
+        "image_tokens": image.n_content, "image_token_kind": config.layout.image_tokens.value,
+        "text_tokens": config.layout.text_len,
         "sequence_length": length, "flops_per_token": flops, "flops_per_sequence": flops * length,
     }
     if args.json:
@@ -56,7 +57,9 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"{config.backbone.d_model}")
         print(f"  parameters          {_human(n_params)} ({n_params:,})")
         grid = f"{frames} frames x {rows}x{cols}" if frames > 1 else f"{rows}x{cols}"
-        print(f"  sequence            {grid} image tokens + {config.layout.text_len} text tokens "
+        f = config.layout.vq_factor
+        kind = f"{f}x{f}-pixel patches" if config.layout.continuous_images else f"VQ codes of {f}x{f} pixels"
+        print(f"  sequence            {grid} image tokens ({kind}) + {config.layout.text_len} text tokens "
               f"-> {length} positions")
         print(f"  FLOPs per token     {_human(flops)}FLOP (matmuls; 2 per multiply-add)")
         print(f"  FLOPs per sequence  {_human(flops * length)}FLOP")
@@ -252,7 +255,7 @@ def _load_images(paths: list[str], pipe) -> "torch.Tensor":
 
     size = pipe.network.config.layout.image_size
     images = [load_image(p, size) for p in paths]
-    c = pipe.vq.config.in_channels if pipe.vq is not None else 3
+    c = pipe.network.config.layout.image_channels
     return torch.stack([im[:1] if c == 1 else im for im in images])
 
 

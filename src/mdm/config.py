@@ -40,6 +40,13 @@ class BackboneKind(str, Enum):
         return self is not BackboneKind.TRANSFORMER
 
 
+class ImageTokens(str, Enum):
+    """How an image enters the model (DESIGN.md §1.1, §2.3)."""
+
+    VQ = "vq"  # VQ code ids: discrete states, score entropy (the paper's path)
+    PIXELS = "pixels"  # raw pixel patches: continuous, epsilon-prediction MSE
+
+
 @dataclass
 class BackboneConfig:
     """The denoising stack: M blocks over the MDM sequence (Sec 4.2.1; App. C)."""
@@ -95,18 +102,33 @@ class LayoutConfig:
 
     image_size: int = 32  # pixels per side
     image_channels: int = 3
-    vq_factor: int = 4  # pixels per VQ code side (stage 0); 1 = raw pixels
+    vq_factor: int = 4  # pixels per image-token side: a VQ code's, or a raw patch's with image_tokens=pixels
     patch_size: int = 1  # codes per token side (App. C: 2 x 2)
     text_len: int = 32  # tokens per text segment (App. C: 512)
     frames: int = 1  # frames per clip: > 1 makes the image segment a video (DiM, DESIGN.md §5)
+    image_tokens: ImageTokens = ImageTokens.VQ  # vq (states + score entropy) | pixels (patches + MSE)
 
     def __post_init__(self) -> None:
+        self.image_tokens = _enum(ImageTokens, self.image_tokens, "layout.image_tokens")
+        if self.image_tokens is ImageTokens.PIXELS and self.patch_size != 1:
+            raise ConfigError(f"layout.image_tokens = pixels cuts the image into vq_factor x vq_factor pixel "
+                              f"patches; layout.patch_size must be 1, got {self.patch_size}")
         for name in ("image_size", "image_channels", "vq_factor", "patch_size", "text_len", "frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"layout.{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size % (self.vq_factor * self.patch_size):
             raise ConfigError(f"layout.image_size {self.image_size} must be a multiple of vq_factor * patch_size "
                               f"= {self.vq_factor * self.patch_size}")
+
+    @property
+    def continuous_images(self) -> bool:
+        """Whether images are raw pixel patches (a continuous modality) rather than VQ code ids."""
+        return self.image_tokens is ImageTokens.PIXELS
+
+    @property
+    def patch_features(self) -> int:
+        """Values in one raw pixel patch (``channels * vq_factor**2``), the width of a continuous image token."""
+        return self.image_channels * self.vq_factor ** 2
 
     @property
     def image_grid(self) -> tuple[int, int]:

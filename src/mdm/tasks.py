@@ -11,8 +11,8 @@ text_to_text       scene text, question -> answer              Fig. 3 (QA)
 joint              -> image + caption                          Fig. 3, 4
 =================  ==========================================  ==================
 
-:class:`TokenizedData` holds a dataset as id tensors (text ids per role, VQ codes,
-labels) so that training batches are tensor slices; :func:`task_segments` lays a
+:class:`TokenizedData` holds a dataset as tensors (text ids per role, VQ codes or,
+on the continuous path, pixel patches, labels) so that training batches are tensor slices; :func:`task_segments` lays a
 batch out for a task. :class:`MDMPipeline` runs the tasks on a trained model and
 returns images and strings.
 """
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from mdm.data.sample import Role
+from mdm.data.patches import patchify, unpatchify
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.data.vq import VQVAE
 from mdm.diffusion.process import MultimodalDiffusion, Segment
@@ -57,8 +58,9 @@ TASK_PARTS: dict[Task, tuple[tuple[str, bool], ...]] = {
 
 @dataclass
 class TokenizedData:
-    """A dataset as tensors: ``codes`` (N, h, w) VQ ids (or (N, T, h, w) for clips of T frames),
-    ``texts[role]`` (N, L_role) ids, ``labels`` (N,)."""
+    """A dataset as tensors: ``codes`` (N, h, w) VQ ids (or (N, T, h, w) for clips of T frames) -- on the
+    continuous path (``layout.image_tokens = pixels``) float pixel patches with a last axis of patch values,
+    (N, h, w, f) or (N, T, h, w, f) -- ``texts[role]`` (N, L_role) ids, ``labels`` (N,)."""
 
     codes: Tensor | None = None
     texts: dict[str, Tensor] = field(default_factory=dict)
@@ -88,10 +90,18 @@ class TokenizedData:
                              None if self.labels is None else self.labels[index])
 
 
+def image_patches(images: Tensor, patch: int) -> Tensor:
+    """Images (..., c, s, s) in [0, 1] -> the continuous path's tokens (..., s/p, s/p, c p p), raster order."""
+    lead, (c, size) = images.shape[:-3], images.shape[-3:-1]
+    side = size // patch
+    tokens = patchify(images.reshape(-1, c, size, size), patch)
+    return tokens.reshape(*lead, side, side, tokens.shape[-1])
+
+
 def tokenize_samples(samples, tokenizer: TextTokenizer | None, vq: VQVAE | None, text_lens: dict[str, int],
-                     batch_size: int = 256) -> TokenizedData:
+                     batch_size: int = 256, pixel_patch: int | None = None) -> TokenizedData:
     """Encode a list of :class:`Sample` once: texts per role to fixed length, images (or every frame of a
-    clip) to VQ codes."""
+    clip) to VQ codes -- or, given ``pixel_patch``, to raw pixel patches of that side (the continuous path)."""
     texts = {}
     for role, length in text_lens.items():
         rows = []
@@ -103,7 +113,11 @@ def tokenize_samples(samples, tokenizer: TextTokenizer | None, vq: VQVAE | None,
             rows.append(tokenizer.encode_fixed(text, length)[0])
         texts[role] = torch.stack(rows)
     codes = None
-    if vq is not None:
+    if pixel_patch is not None:
+        stacked = [s.video if s.video is not None else s.image for s in samples]
+        if stacked and stacked[0] is not None:
+            codes = image_patches(torch.stack(stacked).float(), pixel_patch)
+    elif vq is not None:
         chunks = []
         video = samples[0].video is not None
         with torch.no_grad():
@@ -127,12 +141,11 @@ def task_segments(task: Task, batch: TokenizedData, generate: bool = False) -> l
     for part, generated in TASK_PARTS[task]:
         if part == "image":
             if batch.codes is None:
-                raise ValueError(f"task {task.value} needs images (VQ codes)")
-            if batch.codes.dim() == 4:  # clips: (N, T, h, w)
-                spec = SegmentSpec.video(*batch.codes.shape[1:])
-            else:
-                spec = SegmentSpec.image(*batch.codes.shape[1:])
-            states = batch.codes.flatten(1)
+                raise ValueError(f"task {task.value} needs images (VQ codes or pixel patches)")
+            continuous = batch.codes.is_floating_point()  # pixel patches carry a last axis of values
+            grid = batch.codes.shape[1:-1] if continuous else batch.codes.shape[1:]
+            spec = SegmentSpec.video(*grid) if len(grid) == 3 else SegmentSpec.image(*grid)  # clips: (T, h, w)
+            states = batch.codes.flatten(1, len(grid))
         else:
             if part not in batch.texts:
                 raise ValueError(f"task {task.value} needs {part!r} texts; the data has {sorted(batch.texts)}")
@@ -148,6 +161,8 @@ class MDMPipeline:
     A video model (``layout.frames > 1``) generates clips where an image model
     generates images: its image tasks take and return (b, T, c, s, s) clips, and
     ``class_to_video`` / ``text_to_video`` name that and refuse an image model.
+    A model on the continuous path (``layout.image_tokens = pixels``) has no VQ-VAE:
+    its images go in and come out as raw pixel patches.
     """
 
     def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, tokenizer: TextTokenizer | None,
@@ -206,23 +221,42 @@ class MDMPipeline:
     def is_video(self) -> bool:
         return self.frames > 1
 
+    @property
+    def continuous_images(self) -> bool:
+        return self.network.config.layout.continuous_images
+
     def encode_images(self, images: Tensor) -> Tensor:
-        """Images (b, c, s, s) -- or clips (b, T, c, s, s) for a video model -- in [0, 1] -> (b, n) VQ ids."""
-        if self.vq is None:
+        """Images (b, c, s, s) -- or clips (b, T, c, s, s) for a video model -- in [0, 1] -> (b, n) VQ ids, or
+        (b, n, f) pixel patches on the continuous path."""
+        layout = self.network.config.layout
+        if self.vq is None and not self.continuous_images:
             raise ValueError("this model has no image tokenizer")
-        c, size = self.vq.config.in_channels, self.network.config.layout.image_size
+        c, size = layout.image_channels, layout.image_size
         shape = (c, size, size) if not self.is_video else (self.frames, c, size, size)
         if images.dim() != 1 + len(shape) or images.shape[1:] != shape:
             what = "images" if not self.is_video else "clips"
             raise ValueError(f"{what} must be (batch, {', '.join(map(str, shape))}) in [0, 1] for this model, got "
                              f"{tuple(images.shape)}")
+        if self.continuous_images:
+            patches = image_patches(images.to(self.device).float().clamp(0, 1), layout.vq_factor)
+            return patches.reshape(images.shape[0], -1, patches.shape[-1])
         with torch.no_grad():
             codes = self.vq.encode(images.to(self.device).float().clamp(0, 1).reshape(-1, c, size, size))
         return codes.reshape(images.shape[0], -1)
 
     def decode_images(self, codes: Tensor) -> Tensor:
-        """(b, n) VQ ids -> images (b, c, s, s), or clips (b, T, c, s, s) for a video model, in [0, 1]."""
-        side = self.network.config.layout.image_size // self.network.config.layout.vq_factor
+        """(b, n) VQ ids (or (b, n, f) pixel patches) -> images (b, c, s, s), or clips (b, T, c, s, s) for a video
+        model, in [0, 1]."""
+        layout = self.network.config.layout
+        side = layout.image_size // layout.vq_factor
+        if self.continuous_images:
+            f = layout.patch_features
+            if codes.dim() != 3 or codes.shape[1:] != (self.frames * side * side, f):
+                raise ValueError(f"decode_images: patches must be (batch, {self.frames * side * side}, {f}) for this "
+                                 f"model, got {tuple(codes.shape)}")
+            pixels = unpatchify(codes.reshape(-1, side * side, f).float(), layout.vq_factor, layout.image_size,
+                                layout.image_channels).clamp(0, 1).cpu()
+            return pixels.unflatten(0, (codes.shape[0], self.frames)) if self.is_video else pixels
         if codes.dim() != 2 or codes.shape[1] != self.frames * side * side:
             raise ValueError(f"decode_images: codes must be (batch, {self.frames * side * side}) VQ ids for this "
                              f"model, got {tuple(codes.shape)}")

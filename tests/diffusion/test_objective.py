@@ -118,3 +118,21 @@ def test_snr_shift_divides_every_levels_snr():
     assert torch.allclose(shifted.add_noise(z0, noise, tt), ab.sqrt() * z0 + (1 - ab).sqrt() * noise, atol=1e-6)
     with pytest.raises(ValueError, match="snr_shift must be > 0"):
         NoiseSchedule("linear", 1000, snr_shift=0.0)
+
+
+def test_clean_latent_from_the_true_noise_is_the_clean_latent():
+    """Eq. 1 solved for z0: fed the noise that made z_t, the continuous path's x0_hat is exactly z0."""
+    from mdm.diffusion.objective import clean_latent_from_noise, noise_mse
+    from mdm.diffusion.schedule import NoiseSchedule
+
+    schedule = NoiseSchedule("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    z0, eps = torch.randn(4, 7, 16, generator=g, dtype=torch.float64), torch.randn(4, 7, 16, generator=g,
+                                                                                dtype=torch.float64)
+    t = torch.randint(0, 1000, (4, 7), generator=g)
+    z_t = schedule.add_noise(z0, eps, t)
+    torch.testing.assert_close(clean_latent_from_noise(z_t, eps, schedule.alpha_bar(t)), z0)
+    assert not torch.allclose(clean_latent_from_noise(z_t, torch.zeros_like(eps), schedule.alpha_bar(t)), z0)
+    assert noise_mse(eps, eps).abs().max() == 0
+    assert noise_mse(eps + 2.0, eps).shape == (4, 7) and torch.allclose(noise_mse(eps + 2.0, eps),
+                                                                        torch.full((4, 7), 4.0))

@@ -35,7 +35,7 @@ def test_loss_decreases_on_a_batch_it_overfits(kind):
         opt.step()
         losses.append(out["se"].item())
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
-    assert set(out) == {"loss", "rec_img", "rec_txt", "kl", "se"}
+    assert set(out) == {"loss", "rec_img", "rec_txt", "kl", "se", "mse"} and out["mse"] == 0  # no pixel segment
 
 
 def test_training_losses_use_the_onehot_score_entropy(monkeypatch):
@@ -123,3 +123,101 @@ def test_bad_sampler_settings_raise():
         sample(net, diffusion, [Segment(IMG, None, True)])
     with pytest.raises(ValueError, match="needs its states"):
         Segment(TXT, None, target=False)
+
+
+# ----------------------------------------------------------------- the continuous path (DESIGN.md §2.3)
+PIX = 4  # values in one 2x2x1 pixel patch
+
+
+def build_pixels():
+    torch.manual_seed(0)
+    config = load_config("tiny", ["layout.image_tokens=pixels", "layout.image_channels=1", "layout.vq_factor=2"])
+    return MDMNetwork(config, {Modality.TEXT: 30, Modality.IMAGE: PIX}), MultimodalDiffusion(config.diffusion,
+                                                                                           config.vae)
+
+
+def test_pixel_patches_train_by_noise_mse_on_a_batch_they_overfit():
+    net, diffusion = build_pixels()
+    assert net.continuous == {Modality.IMAGE} and net.heads["image"].out_features == net.config.vae.d_latent
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(0, 30, (4, 6), generator=g)
+    image = (text[:, :1, None].float() / 30).expand(4, 9, PIX).contiguous()  # the caption sets the patches
+    segs = [Segment(TXT, text, target=False), Segment(IMG, image, target=True)]
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for step in range(60):
+        out = diffusion.training_losses(net, segs, generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["mse"].item())
+    assert out["se"] == 0  # no state segment is a target
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+def _network_times(net, diffusion, segment, monkeypatch):
+    """The tau the network sees in one training step on ``segment`` alone."""
+    seen = []
+    forward = net.forward
+
+    def spy(z, tau, segment_tau, layout, class_labels=None):
+        seen.append(tau)
+        return forward(z, tau, segment_tau, layout, class_labels)
+
+    monkeypatch.setattr(net, "forward", spy)
+    diffusion.training_losses(net, [segment], generator=torch.Generator().manual_seed(0))
+    return seen[0]
+
+
+def test_pixel_patches_are_never_trained_with_per_position_times(monkeypatch):
+    """Per-position noise levels exist for multi-step selection, which commits states: pixel segments
+    draw one timestep per segment even when the mixture asks for per-position ones."""
+    net, diffusion = build_pixels()
+    diffusion.config.per_position_t_prob = 1.0
+    tau = _network_times(net, diffusion, Segment(IMG, torch.rand(8, 9, PIX), target=True), monkeypatch)
+    assert (tau == tau[:, :1]).all() and (tau > 0).all()
+    net, diffusion = build()  # the same mixture on VQ states does give per-position levels
+    diffusion.config.per_position_t_prob = 1.0
+    tau = _network_times(net, diffusion, Segment(IMG, torch.randint(0, 16, (8, 9)), target=True), monkeypatch)
+    assert not (tau == tau[:, :1]).all()
+
+
+def test_pixel_sampling_is_deterministic_by_seed_and_returns_patches():
+    net, diffusion = build_pixels()
+    net.eval()
+    text = torch.randint(0, 30, (3, 6))
+    segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
+    cfg = SamplerConfig(steps=5)
+    a = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
+    b = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
+    c = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(8))
+    assert a[1].shape == (3, 9, PIX) and a[1].is_floating_point() and torch.isfinite(a[1]).all()
+    assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+    # image -> text with a clean pixel condition
+    out = sample(net, diffusion, [Segment(IMG, a[1], target=False), Segment(TXT, None, target=True)], config=cfg,
+                 generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[0], a[1]) and out[1].dtype == torch.long and out[1].shape == (3, 6)
+
+
+def test_pixel_guidance_scale_zero_is_the_unconditional_model():
+    net, diffusion = build_pixels()
+    net.eval()
+    cfg = SamplerConfig(steps=4, guidance_scale=0.0)
+    outs = []
+    for seed in (1, 2):
+        text = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(seed))
+        segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
+        outs.append(sample(net, diffusion, segs, class_labels=torch.tensor([1, 2]) * seed, config=cfg,
+                           generator=torch.Generator().manual_seed(0))[1])
+    assert torch.equal(outs[0], outs[1])
+    guided = sample(net, diffusion, segs, class_labels=torch.tensor([1, 2]), config=SamplerConfig(steps=4),
+                    generator=torch.Generator().manual_seed(0))[1]
+    assert not torch.equal(guided, outs[1])  # the condition does reach the unguided model
+
+
+def test_segment_shape_errors_for_pixel_patches():
+    with pytest.raises(ValueError, match=r"continuous image tokens must be \(batch, 9, features\)"):
+        Segment(IMG, torch.rand(2, 8, PIX), target=True)
+    net, diffusion = build_pixels()
+    with pytest.raises(ValueError, match=r"a float tensor \(\.\.\., 4\)"):
+        diffusion.training_losses(net, [Segment(IMG, torch.rand(2, 9, 3), target=True)])

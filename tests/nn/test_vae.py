@@ -61,3 +61,41 @@ def test_bad_states_raise():
     only_text = UnifiedVAE({Modality.TEXT: 5})
     with pytest.raises(ValueError, match="has no modality 'image'"):
         only_text.encode(torch.tensor([1]), Modality.IMAGE)
+
+
+def make_pixel_vae():
+    """Text states and images as continuous 2x2x1 patches (4 values a token)."""
+    return UnifiedVAE({Modality.TEXT: 20, Modality.IMAGE: 4}, d_latent=8, d_hidden=32,
+                      continuous=frozenset({Modality.IMAGE}))
+
+
+def test_a_continuous_modality_embeds_patches_and_reconstructs_them_by_mse():
+    vae = make_pixel_vae()
+    patches = torch.rand(3, 5, 4)
+    mu, _ = vae.encode(patches, Modality.IMAGE)
+    assert mu.shape == (3, 5, 8) and torch.allclose(mu.pow(2).mean(-1), torch.ones(3, 5), atol=1e-2)
+    xi = torch.zeros(3, 5, 8)
+    out = vae(patches, Modality.IMAGE, xi=xi)
+    assert out.logits.shape == (3, 5, 4)  # the patch's values, not logits over states
+    assert out.rec.item() == pytest.approx(((out.logits - patches) ** 2).mean().item(), rel=1e-6)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    first = out.rec.item()
+    for _ in range(150):
+        out = vae(patches, Modality.IMAGE, xi=xi)
+        opt.zero_grad()
+        out.rec.backward()
+        opt.step()
+    assert out.rec.item() < 0.1 * first
+    assert vae.encode(torch.tensor([3]), Modality.TEXT)[0].shape == (1, 8)  # the text table is unchanged
+
+
+def test_continuous_modality_errors():
+    vae = make_pixel_vae()
+    with pytest.raises(ValueError, match=r"image tokens are continuous: a float tensor \(\.\.\., 4\)"):
+        vae.encode(torch.rand(2, 5, 3), Modality.IMAGE)  # 3 values, not 4
+    with pytest.raises(ValueError, match="continuous: a float tensor"):
+        vae.encode(torch.zeros(2, 5, 4, dtype=torch.long), Modality.IMAGE)
+    with pytest.raises(ValueError, match="image is continuous; it has no candidate states"):
+        vae.candidates(Modality.IMAGE)
+    with pytest.raises(ValueError, match="continuous modalities"):
+        UnifiedVAE({Modality.TEXT: 5}, continuous=frozenset({Modality.IMAGE}))

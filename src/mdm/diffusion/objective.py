@@ -18,6 +18,11 @@ are at chance: its minimiser ignores the context).
 
 Everything is in log space: raw Eq. 5 ratios over/underflow float32 at any
 realistic latent width.
+
+A continuous modality (raw pixel patches, DESIGN.md §2.3) has no candidate set:
+its head predicts the noise ``eps`` of Eq. 1 and trains by MSE -- the continuous
+limit of score entropy is denoising score matching -- and
+:func:`clean_latent_from_noise` turns the prediction into the sampler's ``x0_hat``.
 """
 
 from __future__ import annotations
@@ -72,3 +77,14 @@ def gaussian_offset(z_t: Tensor, candidates: Tensor, alpha_bar: Tensor) -> Tenso
 def expected_latent(logits: Tensor, candidates: Tensor) -> Tensor:
     """x0_hat = sum_y s_theta(y) c_y: the model's expected clean latent (DESIGN.md §2.2), (..., e)."""
     return torch.softmax(logits.float(), dim=-1).to(candidates.dtype) @ candidates
+
+
+def noise_mse(eps_hat: Tensor, eps: Tensor) -> Tensor:
+    """The continuous path's loss per position: ``mean_e (eps_hat - eps)^2`` (DESIGN.md §2.3), (...)."""
+    return (eps_hat.float() - eps.float()).pow(2).mean(-1)
+
+
+def clean_latent_from_noise(z_t: Tensor, eps_hat: Tensor, alpha_bar: Tensor) -> Tensor:
+    """x0_hat = (z_t - sqrt(1 - a) eps_hat) / sqrt(a), Eq. 1 solved for z_0; z_t, eps_hat (..., e), a (...)."""
+    a = alpha_bar.to(z_t.dtype)[..., None]
+    return (z_t - (1 - a).sqrt() * eps_hat.to(z_t.dtype)) / a.sqrt()

@@ -11,6 +11,16 @@ one per position with a random share of positions left clean. The second kind
 teaches the model the inputs multi-step selection produces at sampling time
 (committed positions fed back clean at ``tau = 0`` beside noisy ones).
 
+Images on the continuous path (raw pixel patches, DESIGN.md §2.3) are
+segments whose ``states`` are (b, n, f) float patches; the network predicts
+their noise and the loss is the noise MSE. Two choices differ from states:
+the clean latent they diffuse is ``mu``, not ``z0 = mu + sigma xi`` (the
+encoder's noise would be indistinguishable from the diffusion's, a floor under
+the eps target: measured on moving digits, the noise MSE rose from 0.15 to 0.27
+as the KL shrank and sigma grew); and they always draw one timestep per
+segment: the per-position mixture exists for multi-step selection, which
+commits states and so does not apply to them.
+
 Classifier-free guidance: with probability ``cond_dropout`` a sample's class
 becomes the null class and its condition segments are replaced by pure noise at
 the last level -- the unconditional model is the joint model that has not yet
@@ -25,7 +35,7 @@ import torch
 from torch import Tensor
 
 from mdm.config import DiffusionConfig, VAEConfig
-from mdm.diffusion.objective import gaussian_offset, score_entropy_onehot
+from mdm.diffusion.objective import gaussian_offset, noise_mse, score_entropy_onehot
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.schedule import NoiseSchedule
 from mdm.nn.layout import Modality, SegmentSpec, SequenceLayout
@@ -37,17 +47,26 @@ class Segment:
     """One segment of a batch: its shape, its clean states, and whether it is generated (a target)."""
 
     spec: SegmentSpec
-    states: Tensor | None  # (b, n) long; None for a target at sampling time
+    states: Tensor | None  # (b, n) long ids, or (b, n, f) float patches; None for a target at sampling time
     target: bool
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the segment holds real-valued tokens (pixel patches) rather than state ids."""
+        return self.states is not None and self.states.is_floating_point()
 
     def __post_init__(self) -> None:
         if self.states is not None:
             n = self.spec.n_content
-            if self.states.dim() != 2 or self.states.shape[1] != n:
+            if self.states.is_floating_point():
+                if self.states.dim() != 3 or self.states.shape[1] != n:
+                    raise ValueError(f"Segment: continuous {self.spec.modality.value} tokens must be (batch, {n}, "
+                                     f"features), got {tuple(self.states.shape)}")
+            elif self.states.dim() != 2 or self.states.shape[1] != n:
                 raise ValueError(f"Segment: {self.spec.modality.value} states must be (batch, {n}), got "
                                  f"{tuple(self.states.shape)}")
-            if self.states.dtype != torch.long:
-                raise TypeError(f"Segment: states must be torch.long ids, got {self.states.dtype}")
+            elif self.states.dtype != torch.long:
+                raise TypeError(f"Segment: states must be torch.long ids or float patches, got {self.states.dtype}")
         elif not self.target:
             raise ValueError("Segment: a condition (target=False) needs its states")
 
@@ -72,6 +91,7 @@ class MultimodalDiffusion:
         Guidance (DESIGN.md §3) mixes the learned logits ``l_u + w (l_c - l_u)``;
         ``uncond`` = (z, tau, segment_tau, class_labels) of the unconditional input.
         The analytic Gaussian offset is added after guidance (it is the same for both).
+        A continuous segment's output is its predicted noise, guided the same way.
         """
         out = network(z, tau, segment_tau, layout, class_labels)
         if guidance_scale != 1.0:
@@ -80,7 +100,8 @@ class MultimodalDiffusion:
             out_u = network(*uncond[:3], layout, uncond[3])
             out = [lu + guidance_scale * (lc - lu) for lc, lu in zip(out, out_u)]
         if self.config.analytic_offset:
-            out = [self._offset(network, lg, z[:, seg.content], tau[:, seg.content], seg.spec.modality)
+            out = [lg if seg.spec.modality in network.continuous else
+                   self._offset(network, lg, z[:, seg.content], tau[:, seg.content], seg.spec.modality)
                    for lg, seg in zip(out, layout.segments)]
         return out
 
@@ -95,6 +116,9 @@ class MultimodalDiffusion:
     def training_losses(self, network: MDMNetwork, segments: list[Segment], class_labels: Tensor | None = None,
                         generator: torch.Generator | BatchRandom | None = None) -> dict[str, Tensor]:
         """Eq. 18: ``L = L_rec_img + L_rec_txt + beta L_KL + lambda L_se``, each term returned (and 'loss').
+
+        Continuous image segments add their noise MSE to the diffusion term
+        (``lambda (L_se + L_mse)``), logged as ``mse``.
 
         ``generator`` drives every random draw; a :class:`BatchRandom` makes the draws of
         each sample independent of how the global batch is split across processes.
@@ -113,19 +137,21 @@ class MultimodalDiffusion:
             class_labels = torch.where(drop, torch.full_like(class_labels, network.backbone.null_class), class_labels)
 
         rec = {m: [] for m in Modality}
-        kls, zs, taus, seg_taus, targets = [], [], [], [], []
+        kls, zs, taus, seg_taus, targets, noises = [], [], [], [], [], []
         for seg in segments:
-            xi = rng.randn(*seg.states.shape, network.vae.d_latent)
+            xi = rng.randn(*seg.states.shape[:2], network.vae.d_latent)
             vae_out = network.vae(seg.states, seg.spec.modality, xi=xi)
             rec[seg.spec.modality].append(vae_out.rec)
             kls.append(vae_out.kl)
             detach = self.vae_config.detach_latents
             n = seg.spec.n_content
             if seg.target:
-                z0 = vae_out.z0.detach() if detach else vae_out.z0
                 mu = vae_out.mu.detach() if detach else vae_out.mu
+                # A continuous segment diffuses mu: the encoder's own noise sigma * xi in z0 would be
+                # indistinguishable from the diffusion noise, an irreducible floor under the eps target.
+                z0 = mu if seg.continuous else (vae_out.z0.detach() if detach else vae_out.z0)
                 t = rng.randint(T, b, 1).expand(b, n)
-                per_position = (rnd(b) < cfg.per_position_t_prob)[:, None]
+                per_position = (rnd(b) < cfg.per_position_t_prob)[:, None] & (not seg.continuous)
                 t_free = rng.randint(T, b, n)
                 clean = per_position & (rnd(b, n) < rnd(b, 1))  # a random share of positions left clean
                 seg_tau = (t[:, 0] + 1).float()  # the TIME token: the segment's shared level, as at sampling
@@ -135,6 +161,7 @@ class MultimodalDiffusion:
                 z = torch.where(clean[..., None], mu, self.schedules[seg.spec.modality].add_noise(z0, noise, t))
                 tau = torch.where(clean, torch.zeros_like(t), t + 1).float()
                 targets.append(~clean)
+                noises.append(noise)
             else:
                 mu = vae_out.mu.detach() if detach else vae_out.mu
                 noise = rng.randn(*mu.shape, dtype=mu.dtype)
@@ -145,6 +172,7 @@ class MultimodalDiffusion:
                                   torch.zeros(b, n, device=device))
                 seg_tau = tau[:, 0]
                 targets.append(torch.zeros(b, n, dtype=torch.bool, device=device))
+                noises.append(None)
             zs.append(z)
             taus.append(tau)
             seg_taus.append(seg_tau)
@@ -153,16 +181,17 @@ class MultimodalDiffusion:
         logits = self.logits(network, z, tau, torch.stack(seg_taus, dim=1), layout, class_labels)
         # Mean over each sample's noised positions, then over samples: a per-sample mean
         # does not depend on how a global batch is split across processes.
-        se_sum, se_count = z.new_zeros(b), z.new_zeros(b)
-        for seg, lg, mask in zip(segments, logits, targets):
+        sums = {kind: (z.new_zeros(b), z.new_zeros(b)) for kind in ("se", "mse")}
+        for seg, out, mask, noise in zip(segments, logits, targets, noises):
             if seg.target:
-                se = score_entropy_onehot(lg, seg.states)  # uniform w_t
-                se_sum = se_sum + (se * mask).sum(dim=1)
-                se_count = se_count + mask.sum(dim=1)
-        se = (se_sum / se_count.clamp(min=1)).mean()
+                kind = "mse" if seg.continuous else "se"
+                per_position = noise_mse(out, noise) if seg.continuous else score_entropy_onehot(out, seg.states)
+                total, count = sums[kind]
+                sums[kind] = (total + (per_position * mask).sum(dim=1), count + mask.sum(dim=1))
+        se, mse = ((total / count.clamp(min=1)).mean() for total, count in sums.values())
         rec_img = torch.stack(rec[Modality.IMAGE]).mean() if rec[Modality.IMAGE] else z.new_zeros(())
         rec_txt = torch.stack(rec[Modality.TEXT]).mean() if rec[Modality.TEXT] else z.new_zeros(())
         kl = torch.stack(kls).mean()
-        loss = rec_img + rec_txt + self.vae_config.beta * kl + cfg.se_weight * se
+        loss = rec_img + rec_txt + self.vae_config.beta * kl + cfg.se_weight * (se + mse)
         return {"loss": loss, "rec_img": rec_img.detach(), "rec_txt": rec_txt.detach(), "kl": kl.detach(),
-                "se": se.detach()}
+                "se": se.detach(), "mse": mse.detach()}

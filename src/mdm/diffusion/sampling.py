@@ -19,6 +19,11 @@ DESIGN.md §3 and App. B / Theorem 3 of arXiv 2510.13253.
   the last level, as in training.
 
 At the end a position's state is the argmax of the last logits (or its committed state).
+
+A continuous segment (images as raw pixel patches, DESIGN.md §2.3) is stepped
+with ``x0_hat`` from its predicted noise and never committed; at the end its
+last ``x0_hat`` goes through the VAE decoder, and the sampler returns those
+(b, n, f) patch values in place of states.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mdm.diffusion.objective import expected_latent
+from mdm.diffusion.objective import clean_latent_from_noise, expected_latent
 from mdm.diffusion.process import MultimodalDiffusion, Segment
 from mdm.nn.network import MDMNetwork
 
@@ -94,7 +99,8 @@ def _make_scheduler(diffusion: MultimodalDiffusion, modality, config: SamplerCon
 def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[Segment],
            class_labels: Tensor | None = None, config: SamplerConfig | None = None, batch_size: int | None = None,
            generator: torch.Generator | None = None, progress: bool = False) -> list[Tensor]:
-    """Generate every target segment; returns the states (b, n_k) of every segment (conditions unchanged)."""
+    """Generate every target segment; returns the states (b, n_k) of every segment (conditions unchanged), or
+    for a continuous image segment its decoded patches (b, n_k, f)."""
     config = config or SamplerConfig()
     if not any(s.target for s in segments):
         raise ValueError("sample: at least one segment must be a target (states=None, target=True)")
@@ -104,7 +110,8 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
         raise ValueError("sample: give batch_size when every segment is generated")
     layout = network.make_layout([s.spec for s in segments])
     T = diffusion.T
-    candidates = {s.spec.modality: network.vae.candidates(s.spec.modality) for s in segments}
+    candidates = {s.spec.modality: network.vae.candidates(s.spec.modality) for s in segments
+                  if s.spec.modality not in network.continuous}
 
     zs, taus, uncond_zs, uncond_taus, schedulers = [], [], [], [], []
     for seg in segments:
@@ -148,7 +155,17 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
         for k, seg in enumerate(segments):
             if not seg.target:
                 continue
-            lg, c = logits[k].float(), candidates[seg.spec.modality]
+            modality = seg.spec.modality
+            if modality in network.continuous:  # no states: step on x0_hat from the predicted noise
+                alpha_bar = diffusion.schedules[modality].alpha_bar(torch.full((b, seg.spec.n_content), t,
+                                                                               device=device))
+                x0_hat = clean_latent_from_noise(zs[k], logits[k].float(), alpha_bar)
+                if last:
+                    states[k] = network.vae.decode(x0_hat, modality)
+                else:
+                    zs[k] = schedulers[k].step(x0_hat, t, zs[k], generator=generator).prev_sample
+                continue
+            lg, c = logits[k].float(), candidates[modality]
             probs = torch.softmax(lg / (config.temperature if config.commit_sample else 1.0), dim=-1)
             choice = (torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(b, -1)
                       if config.commit_sample else lg.argmax(-1))

@@ -1,5 +1,9 @@
 """The MDM network: latents of every segment -> backbone -> logits over each modality's states.
 
+A continuous modality (images as raw pixel patches, ``layout.image_tokens =
+pixels``; DESIGN.md §2.3) has no states: its head predicts the noise ``eps`` of
+each latent instead (``d_latent`` values a position), trained by MSE.
+
 This is ``f_theta`` of Eq. 7 (arXiv 2510.13253) plus the unified VAE that defines
 the latents it sees. It knows nothing of diffusion: it takes latents and noise
 levels and returns logits; ``mdm.diffusion`` turns those into losses and samples.
@@ -25,18 +29,27 @@ from mdm.nn.vae import UnifiedVAE
 
 
 class MDMNetwork(nn.Module):
-    """Unified VAE + latent-in projection + backbone + per-modality heads (logits over candidate states)."""
+    """Unified VAE + latent-in projection + backbone + per-modality heads (logits over candidate states,
+    or the predicted noise of a continuous modality).
+
+    ``vocab_sizes`` gives the states of each modality; for images on the continuous
+    path (``config.layout.image_tokens = pixels``) it gives the values of one patch.
+    """
 
     def __init__(self, config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> None:
         super().__init__()
         self.config = config
         self.vocab_sizes = {Modality(m): int(v) for m, v in vocab_sizes.items()}
+        self.continuous = frozenset({Modality.IMAGE} & set(self.vocab_sizes)
+                                    if config.layout.continuous_images else ())
         d, e = config.backbone.d_model, config.vae.d_latent
-        self.vae = UnifiedVAE(self.vocab_sizes, d_latent=e, d_hidden=config.vae.d_hidden)
+        self.vae = UnifiedVAE(self.vocab_sizes, d_latent=e, d_hidden=config.vae.d_hidden,
+                              continuous=self.continuous)
         self.latent_in = nn.Linear(e, d)
         self.modality_in = nn.Embedding(len(Modality), d)
         self.backbone = Backbone(config.backbone)
-        self.heads = nn.ModuleDict({m.value: nn.Linear(d, v) for m, v in self.vocab_sizes.items()})
+        self.heads = nn.ModuleDict({m.value: nn.Linear(d, e if m in self.continuous else v)
+                                    for m, v in self.vocab_sizes.items()})
         self._modality_index = {m: i for i, m in enumerate(Modality)}
 
     def make_layout(self, segments: list, length: int | None = None) -> SequenceLayout:
@@ -50,7 +63,7 @@ class MDMNetwork(nn.Module):
 
     def forward(self, z: Tensor, tau: Tensor, segment_tau: Tensor, layout: SequenceLayout,
                 class_labels: Tensor | None = None) -> list[Tensor]:
-        """Logits over each segment's candidate states.
+        """Logits over each segment's candidate states (a continuous segment: its predicted noise, (b, n_k, e)).
 
         Args:
             z: (b, n, e) latents of all segments, concatenated in layout order.

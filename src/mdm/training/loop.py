@@ -217,7 +217,8 @@ class Trainer:
                 self._accumulate(out)
                 if self.step % self.config.log_every == 0 or self.step == steps:
                     entry = self._flush_log()
-                    bar.set_postfix(loss=entry["loss"], se=entry["se"])
+                    bar.set_postfix(loss=entry["loss"], se=entry["se"], **({"mse": entry["mse"]} if entry.get("mse")
+                                                                           else {}))
                     if log_file:
                         log_file.write(json.dumps(entry) + "\n")
                         log_file.flush()
@@ -261,7 +262,8 @@ class Trainer:
         task = out.pop("task")
         for k, v in out.items():
             self.running[k] = self.running.get(k, 0.0) + v
-        self.running[f"se_{task}"] = self.running.get(f"se_{task}", 0.0) + out["se"]
+        # the task's diffusion term: score entropy, plus the noise MSE of continuous image segments
+        self.running[f"se_{task}"] = self.running.get(f"se_{task}", 0.0) + out["se"] + out.get("mse", 0.0)
         self.running[f"n_{task}"] = self.running.get(f"n_{task}", 0) + 1
         self.running["n"] = self.running.get("n", 0) + 1
 

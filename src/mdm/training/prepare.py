@@ -11,7 +11,8 @@ For ``data.name``:
   for VQAv2 ``data.annotations``.
 
 The SentencePiece tokenizer is trained on the training texts and the VQ-VAE on
-the training images, then both are saved in the run folder; a later run (or a
+the training images (none on the continuous path, ``layout.image_tokens = pixels``,
+where images are cut into raw pixel patches), then both are saved in the run folder; a later run (or a
 resumed one) in the same folder loads them instead of training again, so the
 ids a checkpoint was trained on never change under it.
 """
@@ -152,7 +153,11 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
         tokenizer = _train_tokenizer(samples, config, tok_dir)
         if tokenizer is not None:
             log(f"text tokenizer: trained SentencePiece unigram, {tokenizer.vocab_size} pieces")
-    if vq_dir is not None and (vq_dir / "model.safetensors").is_file():
+    pixel_patch = config.layout.vq_factor if config.layout.continuous_images else None
+    if pixel_patch is not None:
+        vq = None
+        log(f"image tokens: raw {pixel_patch}x{pixel_patch} pixel patches (the continuous path, no VQ-VAE)")
+    elif vq_dir is not None and (vq_dir / "model.safetensors").is_file():
         vq = VQVAE.load(vq_dir)
         log(f"image tokenizer: loaded {vq_dir}")
     else:
@@ -161,7 +166,7 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     lens = text_lengths(samples, tokenizer, config)
     with warnings.catch_warnings(record=True) as caught:  # over-long texts are truncated; say how many
         warnings.simplefilter("always")
-        train = tokenize_samples(samples, tokenizer, vq, lens)
+        train = tokenize_samples(samples, tokenizer, vq, lens, pixel_patch=pixel_patch)
     truncated = sum("truncated" in str(w.message) for w in caught)
     if truncated:
         log(f"warning: {truncated} training texts were longer than data.text_lens {lens} and were truncated")

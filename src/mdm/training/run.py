@@ -142,7 +142,9 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
     vocab = {}
     if data.tokenizer is not None:
         vocab["text"] = data.tokenizer.vocab_size
-    if data.vq is not None:
+    if config.layout.continuous_images and data.train.codes is not None:
+        vocab["image"] = config.layout.patch_features  # a continuous token's values, not a vocabulary
+    elif data.vq is not None:
         vocab["image"] = data.vq.config.codebook_size
     network, diffusion = build_model(config, vocab)
     ckpt = None
