@@ -235,6 +235,7 @@ class DataConfig:
     vocab_size: int = 128  # SentencePiece pieces asked for (a small corpus supports fewer)
     codebook_size: int = 256  # VQ codes (the image vocabulary)
     vq_steps: int = 1200
+    vq_local: bool = False  # VQ codes see only their own patch (mdm.data.vq.VQVAE says why)
     # tokens per text segment by role, eos included (the longest ShapesWorld texts fit)
     text_lens: dict = field(default_factory=lambda: {"caption": 28, "question": 20, "answer": 4, "scene": 32})
 

@@ -147,6 +147,41 @@ def test_short_training_beats_the_mean_image_baseline():
     assert codebook_usage(codes, config.codebook_size)["used_fraction"] > 0.25  # EMA + restarts keep codes alive
 
 
+@pytest.mark.parametrize("downsample", [2, 4])
+def test_a_local_vq_code_depends_on_its_own_patch_only(downsample):
+    torch.manual_seed(0)
+    images = coloured_squares(4)
+    changed = images.clone()
+    changed[:, :, :downsample, :downsample] = torch.rand(4, 3, downsample, downsample)  # patch (0, 0) only
+    for local in (True, False):
+        model = VQVAE(VQConfig(**{**TINY, "downsample": downsample, "local": local}))
+        with torch.no_grad():
+            z, z_changed = model.encoder(images), model.encoder(changed)
+            same = (z - z_changed).abs().amax(1)[:, :, :] < 1e-6  # (b, h, w): encoder output unchanged
+            pixels = model.decoder(z)
+            one_code = z.clone()
+            one_code[:, :, 0, 0] += 1.0
+            moved = (model.decoder(one_code) - pixels).abs().amax(1) > 1e-6  # (b, H, W)
+        others = torch.ones_like(same)
+        others[:, 0, 0] = False
+        outside = torch.ones_like(moved)
+        outside[:, :downsample, :downsample] = False
+        if local:
+            assert same[others].all() and not same[:, 0, 0].any()
+            assert not moved[outside].any()  # a code decodes to its own patch
+        else:  # the default encoder and decoder mix neighbouring patches (so this test can fail)
+            assert not same[others].all() and moved[outside].any()
+
+
+def test_old_vq_configs_load_as_non_local(tmp_path):
+    model = VQVAE(VQConfig(**TINY))
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"].pop("local")  # a VQ saved before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    assert VQVAE.load(tmp_path).config.local is False
+
+
 def test_save_load_round_trip(tmp_path):
     model = VQVAE(VQConfig(**TINY))
     train_vq(model, coloured_squares(16), steps=2, batch_size=4, seed=0, progress=False)

@@ -66,6 +66,7 @@ class VQConfig:
     ema_decay: float = 0.99
     ema_eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
     dead_code_threshold: float = 1.0  # restart a code whose EMA count per batch falls below this
+    local: bool = False  # each code sees (and decodes to) its own downsample x downsample patch only
 
     def __post_init__(self) -> None:
         if self.downsample not in (2, 4, 8):
@@ -86,11 +87,11 @@ class VQOutput(NamedTuple):
 
 
 class ResBlock(nn.Module):
-    """``x + conv1x1(relu(conv3x3(relu(x))))``, the VQ-VAE paper's block."""
+    """``x + conv1x1(relu(conv3x3(relu(x))))``, the VQ-VAE paper's block (``kernel=1``: no spatial context)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, kernel: int = 3) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv1 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
         self.conv2 = nn.Conv2d(width, width, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -174,11 +175,30 @@ class EMAQuantizer(nn.Module):
 
 
 class VQVAE(nn.Module):
-    """Conv encoder -> EMA codebook -> conv decoder. See the module docstring."""
+    """Conv encoder -> EMA codebook -> conv decoder. See the module docstring.
+
+    With ``config.local`` the encoder is a patch embedding (a conv whose kernel is its
+    stride) followed by 1x1 convs, and the decoder its mirror: a code is a function of
+    its own patch alone and always decodes to the same patch. Why: the default encoder's
+    receptive field covers a whole 16 px canvas, so every code also describes its
+    neighbourhood -- on moving digits all 256 codes are in use with an entropy of 5.40
+    nats (uniform: 5.55), even the blank background is spread over many codes, and what
+    a code means changes whenever anything nearby moves.
+    """
 
     def __init__(self, config: VQConfig | None = None) -> None:
         super().__init__()
         self.config = c = config or VQConfig()
+        if c.local:
+            self.encoder = nn.Sequential(
+                nn.Conv2d(c.in_channels, c.hidden, c.downsample, stride=c.downsample),
+                *[ResBlock(c.hidden, kernel=1) for _ in range(c.n_res_blocks)],
+                nn.ReLU(), nn.Conv2d(c.hidden, c.code_dim, 1))
+            self.quantizer = EMAQuantizer(c)
+            self.decoder = nn.Sequential(
+                nn.Conv2d(c.code_dim, c.hidden, 1), *[ResBlock(c.hidden, kernel=1) for _ in range(c.n_res_blocks)],
+                nn.ReLU(), nn.ConvTranspose2d(c.hidden, c.in_channels, c.downsample, stride=c.downsample))
+            return
         n_down = int(math.log2(c.downsample))
         enc: list[nn.Module] = [nn.Conv2d(c.in_channels, c.hidden, 3, padding=1)]
         for _ in range(n_down):

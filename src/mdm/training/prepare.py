@@ -116,7 +116,7 @@ def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, pro
         return None
     torch.manual_seed(config.data.seed)
     vq = VQVAE(VQConfig(in_channels=config.layout.image_channels, downsample=config.layout.vq_factor,
-                        codebook_size=config.data.codebook_size))
+                        codebook_size=config.data.codebook_size, local=config.data.vq_local))
     train_vq(vq, torch.stack(images), steps=config.data.vq_steps, batch_size=32, lr=1e-3, seed=config.data.seed,
              progress=progress)
     vq.eval()
