@@ -72,6 +72,10 @@ def test_vq_train_cli_reports_l2_against_baseline(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "validation L2 (Eq. 15)" in out and "mean-image baseline" in out
     assert (tmp_path / "vq" / "model.safetensors").is_file()
+    assert main(["vq", "train", "--data", "shapesworld", "--size", "64", "--image-size", "16", "--steps", "3",
+                 "--batch-size", "8", "--codebook-size", "16", "--local", "--out", str(tmp_path / "local")]) == 0
+    from mdm.data.vq import VQVAE
+    assert VQVAE.load(tmp_path / "local").config.local and not VQVAE.load(tmp_path / "vq").config.local
 
 
 # ---------------------------------------------------------------------------- train / sample / quickstart

@@ -165,7 +165,8 @@ def cmd_vq_train(args: argparse.Namespace) -> int:
 
     dataset = load_builtin(args.data, "train", size=args.size, seed=args.seed, image_size=args.image_size)
     images = torch.stack([dataset[i].image for i in range(len(dataset))])
-    config = VQConfig(in_channels=images.shape[1], downsample=args.downsample, codebook_size=args.codebook_size)
+    config = VQConfig(in_channels=images.shape[1], downsample=args.downsample, codebook_size=args.codebook_size,
+                      local=args.local)
     torch.manual_seed(args.seed)
     model = VQVAE(config)
     history = train_vq(model, images, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
@@ -448,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--downsample", type=int, default=4, choices=[2, 4, 8])
     p.add_argument("--codebook-size", type=int, default=256)
+    p.add_argument("--local", action="store_true",
+                   help="each code sees and decodes to its own patch only (data.vq_local in a config)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="random seed of the initial weights and batches")
