@@ -9,6 +9,9 @@ velocity) predicts the frame far better from clean neighbours than from noised o
 reads each frame on its own scores the same both ways. The score is the share of the frame's VQ
 codes predicted exactly (argmax), or for pixel-patch models (``layout.image_tokens = pixels``) the
 mean squared pixel error of the decoded prediction, beside what predicting the mean would give.
+Caveat for pixel-patch models: they are never trained with clean positions inside a target
+segment (the per-position mixture is off for them), so "others clean" is an input they have not
+seen; for them only the "all noised" column means what it says.
 Used for benchmarks/results/video-cpu-2core/README.md ("Why the clips are not coherent").
 """
 import argparse
@@ -48,7 +51,7 @@ def probe(run: str, clips: int, frame: int, levels: list[int], seed: int = 0) ->
         for context, z, tau in (("others clean", torch.where(noised[..., None], z_all, mu),
                                  torch.where(noised, level + 1, 0).float()),
                                 ("all noised", z_all, (level + 1).float())):
-            out = network(z, tau, torch.full((b, 1), t + 1.0), layout, batch.labels)[0]
+            out = diffusion.logits(network, z, tau, torch.full((b, 1), t + 1.0), layout, batch.labels)[0]
             if segment.continuous:
                 x0 = clean_latent_from_noise(z, out, schedule.alpha_bar(level))
                 pixels = network.vae.decode(x0, segment.spec.modality)

@@ -233,3 +233,9 @@ def test_exponent_floats_inside_dict_fields_and_files(tmp_path):
     assert config.train.task_weights == {"joint": 1e-3, "vqa": 2}
     path = write(tmp_path, "train:\n  lr: 3e-4\n")
     assert load_config(path).train.lr == 3e-4
+
+
+def test_class_modulation_needs_classes():
+    with pytest.raises(ConfigError, match="backbone.class_modulation needs class labels"):
+        load_config("shapesworld", ["backbone.class_modulation=true"])  # n_classes 0
+    assert load_config("digits", ["backbone.class_modulation=true"]).backbone.class_modulation

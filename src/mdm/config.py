@@ -84,6 +84,8 @@ class BackboneConfig:
                 raise ConfigError(f"backbone.{name} must be >= 1, got {getattr(self, name)}")
         if self.row_pad < 0 or self.n_classes < 0:
             raise ConfigError("backbone.row_pad and backbone.n_classes must be >= 0")
+        if self.class_modulation and self.n_classes == 0:
+            raise ConfigError("backbone.class_modulation needs class labels: set backbone.n_classes (it is 0)")
         try:
             parse_pattern_set(self.scan_patterns)
         except ValueError as e:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from mdm.data.sample import Role
-from mdm.data.patches import patchify, unpatchify
+from mdm.data.patches import patch_grid, patchify, unpatchify
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.data.vq import VQVAE
 from mdm.diffusion.process import MultimodalDiffusion, Segment
@@ -91,11 +91,12 @@ class TokenizedData:
 
 
 def image_patches(images: Tensor, patch: int) -> Tensor:
-    """Images (..., c, s, s) in [0, 1] -> the continuous path's tokens (..., s/p, s/p, c p p), raster order."""
-    lead, (c, size) = images.shape[:-3], images.shape[-3:-1]
-    side = size // patch
-    tokens = patchify(images.reshape(-1, c, size, size), patch)
-    return tokens.reshape(*lead, side, side, tokens.shape[-1])
+    """Images (..., c, H, W) in [0, 1] -> the continuous path's tokens (..., H/p, W/p, c p p): :func:`patchify`'s
+    raster order, one image (or frame) at a time."""
+    lead, (c, height, width) = images.shape[:-3], images.shape[-3:]
+    rows, cols = patch_grid((height, width), patch)
+    tokens = patchify(images.reshape(-1, c, height, width), patch)
+    return tokens.reshape(*lead, rows, cols, tokens.shape[-1])
 
 
 def tokenize_samples(samples, tokenizer: TextTokenizer | None, vq: VQVAE | None, text_lens: dict[str, int],

@@ -153,6 +153,14 @@ def test_pixel_patches_train_by_noise_mse_on_a_batch_they_overfit():
         losses.append(out["mse"].item())
     assert out["se"] == 0  # no state segment is a target
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    # ELBO-style scoring (multiple choice) of pixel targets: the caption's own image scores better
+    from mdm.diffusion.likelihood import target_loss
+
+    net.eval()
+    wrong = 1.0 - image  # patches no caption asked for
+    own, other = (target_loss(net, diffusion, [Segment(TXT, text, False), Segment(IMG, x, True)], n_levels=8)
+                  for x in (image, wrong))
+    assert own.shape == (4,) and torch.isfinite(own).all() and (own < other).all()
 
 
 def _network_times(net, diffusion, segment, monkeypatch):

@@ -13,6 +13,9 @@ The expectation is estimated on a fixed, stratified grid of noise levels with no
 drawn from a seeded generator, and every candidate of a question sees the *same*
 levels and the same noise (common random numbers): the differences between
 candidates then do not drown in Monte-Carlo noise.
+
+A continuous target (pixel patches, DESIGN.md §2.3) is scored by its training loss too:
+the squared error of the predicted noise, summed over positions.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mdm.diffusion.objective import score_entropy_onehot
+from mdm.diffusion.objective import noise_mse, score_entropy_onehot
 from mdm.diffusion.process import MultimodalDiffusion, Segment
 from mdm.nn.network import MDMNetwork
 
@@ -50,23 +53,26 @@ def target_loss(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: l
     total = torch.zeros(b, dtype=torch.float64, device=device)
     for k in range(n_levels):
         t_level = int((k + 0.5) * T / n_levels)
-        zs, taus, seg_taus = [], [], []
+        zs, taus, seg_taus, noises = [], [], [], []
         for seg, mu in zip(segments, latents):
             n = seg.spec.n_content
             if seg.target:
                 # One noise draw per level, shared by every sample: candidates of a question differ
                 # only in their states, never in their noise.
-                noise = torch.randn(mu.shape[1:], generator=generator, device=device, dtype=mu.dtype)
+                noise = torch.randn(mu.shape[1:], generator=generator, device=device, dtype=mu.dtype).expand_as(mu)
                 t = torch.full((b, n), t_level, device=device)
-                zs.append(diffusion.schedules[seg.spec.modality].add_noise(mu, noise.expand_as(mu), t))
+                zs.append(diffusion.schedules[seg.spec.modality].add_noise(mu, noise, t))
                 taus.append(torch.full((b, n), float(t_level + 1), device=device))
                 seg_taus.append(torch.full((b,), float(t_level + 1), device=device))
+                noises.append(noise)
             else:
                 zs.append(mu)
                 taus.append(torch.zeros(b, n, device=device))
                 seg_taus.append(torch.zeros(b, device=device))
+                noises.append(None)
         logits = diffusion.logits(network, torch.cat(zs, 1), torch.cat(taus, 1), torch.stack(seg_taus, 1), layout)
-        for seg, lg in zip(segments, logits):
+        for seg, out, noise in zip(segments, logits, noises):
             if seg.target:
-                total += score_entropy_onehot(lg, seg.states).sum(dim=1).double()
+                per_position = noise_mse(out, noise) if seg.continuous else score_entropy_onehot(out, seg.states)
+                total += per_position.sum(dim=1).double()
     return (total / n_levels).float()

@@ -72,7 +72,7 @@ class MDMNetwork(nn.Module):
             layout: the shared segment structure.
             class_labels: (b,) or None (null class).
         Returns:
-            One (b, n_k, v_k) tensor of logits per segment.
+            One (b, n_k, v_k) tensor of logits per segment; (b, n_k, e) predicted noise for a continuous one.
         """
         e = self.config.vae.d_latent
         if z.dim() != 3 or z.shape[-1] != e:
