@@ -164,6 +164,7 @@ class DiffusionConfig:
     analytic_offset: bool = False  # add the Gaussian log-likelihood to the learned logits (measured: off)
     se_weight: float = 1.0  # lambda of Eq. 18
     per_position_t_prob: float = 0.5  # share of noised segments trained with an independent t per position
+    clean_frames_prob: float = 0.0  # share of noised clips trained with a random share of whole frames clean
     cond_dropout: float = 0.1  # classifier-free guidance: drop the class / condition segments
 
     def __post_init__(self) -> None:
@@ -171,7 +172,7 @@ class DiffusionConfig:
 
         for name in ("text_schedule", "image_schedule"):
             _enum(BetaSchedule, getattr(self, name), f"diffusion.{name}")
-        for name in ("per_position_t_prob", "cond_dropout"):
+        for name in ("per_position_t_prob", "clean_frames_prob", "cond_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.num_train_timesteps < 2:

@@ -229,3 +229,18 @@ def test_segment_shape_errors_for_pixel_patches():
     net, diffusion = build_pixels()
     with pytest.raises(ValueError, match=r"a float tensor \(\.\.\., 4\)"):
         diffusion.training_losses(net, [Segment(IMG, torch.rand(2, 9, 3), target=True)])
+
+
+def test_clean_frames_leave_whole_frames_of_a_clip_as_conditions(monkeypatch):
+    net, diffusion = build()
+    diffusion.config.per_position_t_prob = 0.0
+    clip = SegmentSpec.video(4, 2, 2)  # 4 frames of 2x2 codes, frame-major
+    codes = torch.randint(0, 16, (64, 16))
+    tau = _network_times(net, diffusion, Segment(clip, codes, target=True), monkeypatch)
+    assert (tau > 0).all()  # off by default: every position noised
+    diffusion.config.clean_frames_prob = 1.0
+    tau = _network_times(net, diffusion, Segment(clip, codes, target=True), monkeypatch).view(64, 4, 4)
+    clean = tau == 0
+    assert (clean == clean[:, :, :1]).all()  # a frame is clean or noised as a whole
+    assert clean.any() and (~clean).any()
+    assert (tau[~clean] == tau.amax(dim=(1, 2), keepdim=True).expand_as(tau)[~clean]).all()  # one shared level

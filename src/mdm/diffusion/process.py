@@ -21,6 +21,10 @@ as the KL shrank and sigma grew); and they always draw one timestep per
 segment: the per-position mixture exists for multi-step selection, which
 commits states and so does not apply to them.
 
+Video (DiM, DESIGN.md §5): with probability ``clean_frames_prob`` a clip leaves a
+random share of its *whole frames* clean, so the relation between frames (the same
+digit, moved) is taught directly by frames given as conditions; off by default.
+
 Classifier-free guidance: with probability ``cond_dropout`` a sample's class
 becomes the null class and its condition segments are replaced by pure noise at
 the last level -- the unconditional model is the joint model that has not yet
@@ -154,6 +158,10 @@ class MultimodalDiffusion:
                 per_position = (rnd(b) < cfg.per_position_t_prob)[:, None] & (not seg.continuous)
                 t_free = rng.randint(T, b, n)
                 clean = per_position & (rnd(b, n) < rnd(b, 1))  # a random share of positions left clean
+                if seg.spec.is_video and cfg.clean_frames_prob > 0:  # whole frames as conditions (see above)
+                    frames = seg.spec.frames
+                    chosen = (rnd(b) < cfg.clean_frames_prob)[:, None] & (rnd(b, frames) < rnd(b, 1))
+                    clean = clean | chosen.repeat_interleave(n // frames, dim=1)  # content is frame-major
                 seg_tau = (t[:, 0] + 1).float()  # the TIME token: the segment's shared level, as at sampling
                 t = torch.where(per_position, t_free, t)
                 noise = rng.randn(*z0.shape, dtype=z0.dtype)
