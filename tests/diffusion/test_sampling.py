@@ -56,15 +56,31 @@ def test_training_losses_use_the_onehot_score_entropy(monkeypatch):
     assert len(calls) == 1 and torch.equal(calls[0], image)
 
 
+def three_captioned_samples(net, diffusion, text):
+    """Caption -> image sampled with seeds 7, 7 and 8 (5 steps)."""
+    net.eval()
+    segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
+    return [sample(net, diffusion, segs, config=SamplerConfig(steps=5), generator=torch.Generator().manual_seed(s))
+            for s in (7, 7, 8)]
+
+
+def unguided_samples(net, diffusion):
+    """Images at guidance 0 for two different captions and classes, the same noise; and the last segments."""
+    net.eval()
+    outs = []
+    for seed in (1, 2):
+        text = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(seed))
+        segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
+        outs.append(sample(net, diffusion, segs, class_labels=torch.tensor([1, 2]) * seed,
+                           config=SamplerConfig(steps=4, guidance_scale=0.0),
+                           generator=torch.Generator().manual_seed(0))[1])
+    return outs, segs
+
+
 def test_sampling_is_deterministic_by_seed_and_shapes():
     net, diffusion = build()
-    net.eval()
     text = torch.randint(0, 30, (3, 6))
-    segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
-    cfg = SamplerConfig(steps=5)
-    a = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
-    b = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
-    c = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(8))
+    a, b, c = three_captioned_samples(net, diffusion, text)
     assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
     assert torch.equal(a[0], text)  # conditions are returned unchanged
     assert a[1].shape == (3, 9) and a[1].dtype == torch.long and a[1].max() < 16
@@ -73,14 +89,7 @@ def test_sampling_is_deterministic_by_seed_and_shapes():
 def test_guidance_scale_zero_is_the_unconditional_model():
     """w = 0 leaves only the unconditional logits: the condition's content cannot matter."""
     net, diffusion = build()
-    net.eval()
-    cfg = SamplerConfig(steps=4, guidance_scale=0.0)
-    outs = []
-    for seed in (1, 2):
-        text = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(seed))
-        segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
-        outs.append(sample(net, diffusion, segs, class_labels=torch.tensor([1, 2]) * seed, config=cfg,
-                           generator=torch.Generator().manual_seed(0))[1])
+    outs, _ = unguided_samples(net, diffusion)
     assert torch.equal(outs[0], outs[1])
     # and at the level of logits: w = 0 gives the unconditional network, w = 1 the conditional one
     layout = net.make_layout([TXT, IMG])
@@ -192,31 +201,18 @@ def test_pixel_patches_are_never_trained_with_per_position_times(monkeypatch):
 
 def test_pixel_sampling_is_deterministic_by_seed_and_returns_patches():
     net, diffusion = build_pixels()
-    net.eval()
-    text = torch.randint(0, 30, (3, 6))
-    segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
-    cfg = SamplerConfig(steps=5)
-    a = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
-    b = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(7))
-    c = sample(net, diffusion, segs, config=cfg, generator=torch.Generator().manual_seed(8))
+    a, b, c = three_captioned_samples(net, diffusion, torch.randint(0, 30, (3, 6)))
     assert a[1].shape == (3, 9, PIX) and a[1].is_floating_point() and torch.isfinite(a[1]).all()
     assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
     # image -> text with a clean pixel condition
-    out = sample(net, diffusion, [Segment(IMG, a[1], target=False), Segment(TXT, None, target=True)], config=cfg,
-                 generator=torch.Generator().manual_seed(0))
+    out = sample(net, diffusion, [Segment(IMG, a[1], target=False), Segment(TXT, None, target=True)],
+                 config=SamplerConfig(steps=5), generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[0], a[1]) and out[1].dtype == torch.long and out[1].shape == (3, 6)
 
 
 def test_pixel_guidance_scale_zero_is_the_unconditional_model():
     net, diffusion = build_pixels()
-    net.eval()
-    cfg = SamplerConfig(steps=4, guidance_scale=0.0)
-    outs = []
-    for seed in (1, 2):
-        text = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(seed))
-        segs = [Segment(TXT, text, target=False), Segment(IMG, None, target=True)]
-        outs.append(sample(net, diffusion, segs, class_labels=torch.tensor([1, 2]) * seed, config=cfg,
-                           generator=torch.Generator().manual_seed(0))[1])
+    outs, segs = unguided_samples(net, diffusion)
     assert torch.equal(outs[0], outs[1])
     guided = sample(net, diffusion, segs, class_labels=torch.tensor([1, 2]), config=SamplerConfig(steps=4),
                     generator=torch.Generator().manual_seed(0))[1]
