@@ -74,6 +74,7 @@ class BackboneConfig:
     class_modulation: bool = False  # the class also enters every position's adaLN (DiT's t + y); see Backbone
     max_seq_len: int = 4096
     pos_embed: bool = True
+    grid_pos_embed: bool = False  # image/video tokens also embed their (frame, row, col); see grid_position_embedding
 
     def __post_init__(self) -> None:
         self.kind = _enum(BackboneKind, self.kind, "backbone.kind")
@@ -239,6 +240,7 @@ class DataConfig:
     codebook_size: int = 256  # VQ codes (the image vocabulary)
     vq_steps: int = 1200
     vq_local: bool = False  # VQ codes see only their own patch (mdm.data.vq.VQVAE says why)
+    motion_step: int = 1  # moving-digits: positions and velocities in multiples of this many px (vq_factor: whole codes)
     # tokens per text segment by role, eos included (the longest ShapesWorld texts fit)
     text_lens: dict = field(default_factory=lambda: {"caption": 28, "question": 20, "answer": 4, "scene": 32})
 
@@ -246,7 +248,7 @@ class DataConfig:
         for name in ("train_size", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("vocab_size", "codebook_size", "vq_steps"):
+        for name in ("vocab_size", "codebook_size", "vq_steps", "motion_step"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         for role, n in self.text_lens.items():

@@ -92,10 +92,32 @@ def test_two_digits_and_rgb():
     assert all(trajectory_is_consistent(tr, CANVAS, SIZE) for tr in s.meta["trajectories"])
 
 
+def test_motion_step_moves_by_whole_steps():
+    """With motion_step = the VQ patch size the digit sits at one phase of the code grid in every frame."""
+    ds = MovingDigitsDataset("train", length=32, frames=8, canvas_size=16, digit_size=8, max_speed=4, motion_step=4)
+    speeds = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        path = s.meta["trajectory"]
+        assert torch.equal(path % 4, torch.zeros_like(path)) and s.meta["velocity"].abs().max() == 4
+        assert trajectory_is_consistent(path, 16, 8)
+        # the frame is the digit pasted at that grid position: its ink starts on a multiple of 4 or later
+        ys, xs = torch.nonzero(s.video[0, 0] > 0, as_tuple=True)
+        assert int(xs.min()) >= int(path[0, 0]) and int(ys.min()) >= int(path[0, 1])
+        speeds.add(tuple(s.meta["velocity"].tolist()))
+    assert len(speeds) > 3  # several directions, not one
+    free = MovingDigitsDataset("train", length=32, frames=8, canvas_size=16, digit_size=8, max_speed=3)
+    assert any(bool((free[i].meta["trajectory"] % 4).any()) for i in range(len(free)))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_digits must be 1 or 2"):
         MovingDigitsDataset(num_digits=3)
     with pytest.raises(ValueError, match="max_speed"):
         MovingDigitsDataset(max_speed=30)
+    with pytest.raises(ValueError, match="motion_step must be >= 1 and divide"):
+        MovingDigitsDataset(canvas_size=16, digit_size=8, max_speed=3, motion_step=4)
+    with pytest.raises(ValueError, match="motion_step"):
+        MovingDigitsDataset(canvas_size=16, digit_size=9, max_speed=4, motion_step=4)
     with pytest.raises(IndexError, match="clips"):
         MovingDigitsDataset(length=2)[2]

@@ -7,6 +7,7 @@ import torch
 
 from mdm.config import BackboneConfig, load_config
 from mdm.nn.backbone import Backbone
+from mdm.nn.embeddings import grid_position_embedding
 from mdm.nn.layout import SegmentSpec, SequenceLayout
 
 SEGMENTS = [SegmentSpec.image(4, 4), SegmentSpec.text(8)]  # image content 0..15, text content 16..23
@@ -131,6 +132,30 @@ def test_class_modulation_starts_as_the_token_only_network_and_reaches_every_pos
     torch.testing.assert_close(a[0], a7[0])  # the token-only network cannot see the class any more
     assert ((b[0] - b7[0]).abs().amax(-1) > 1e-4).all()  # the modulated one sees it at every position
     torch.testing.assert_close(b[1], b7[1])  # and only in the sample whose class changed
+
+
+def test_grid_position_embedding_separates_place_and_frame():
+    coords = torch.tensor([[0, 1, 2], [3, 1, 2], [0, 2, 1], [3, 2, 1], [-1, -1, -1], [0, 2, 2]])
+    e = grid_position_embedding(coords, 16)
+    torch.testing.assert_close(e[1] - e[0], e[3] - e[2])  # a frame apart is the same offset at every place
+    assert (e[4] == 0).all()  # off the grid
+    assert torch.cdist(e[[0, 1, 2, 3, 5]], e[[0, 1, 2, 3, 5]]).fill_diagonal_(1.0).min() > 0.1  # places differ
+
+
+def test_grid_pos_embed_adds_no_weights_and_reaches_only_grids():
+    torch.manual_seed(0)
+    plain = Backbone(tiny())
+    torch.manual_seed(0)
+    gridded = Backbone(tiny(grid_pos_embed=True))
+    assert plain.state_dict().keys() == gridded.state_dict().keys()
+    gridded.load_state_dict(plain.state_dict())
+    layout = make_layout(gridded)
+    inputs = make_inputs(gridded, layout)
+    text_only = gridded.make_layout([SegmentSpec.text(8)])
+    text_inputs = make_inputs(gridded, text_only)
+    with torch.no_grad():
+        assert not torch.allclose(plain(*inputs, layout), gridded(*inputs, layout))
+        torch.testing.assert_close(plain(*text_inputs, text_only), gridded(*text_inputs, text_only))
 
 
 def test_time_levels_condition_the_output():

@@ -58,6 +58,20 @@ def test_a_video_segment_is_frames_of_grids():
     assert "video(3, 2, 4)" in repr(layout)
 
 
+def test_grid_coords_name_frame_row_and_column():
+    layout = SequenceLayout([SegmentSpec.video(2, 2, 3), SegmentSpec.text(4)], row_pad=1)
+    seg = layout.segments[0]
+    coords = layout.grid_coords[seg.body]  # the padded grid (3 x 4) of each frame, frame after frame
+    assert coords.shape == (2 * 12, 3)
+    assert coords[:, 0].tolist() == [0] * 12 + [1] * 12
+    assert coords[:12, 1].tolist() == [0] * 4 + [1] * 4 + [2] * 4 and coords[:4, 2].tolist() == [0, 1, 2, 3]
+    content = layout.grid_coords[layout.content_positions[:12]]  # content only: 2 x 3 per frame, pads skipped
+    assert content[:6].tolist() == [[0, r, c] for r in range(2) for c in range(3)]
+    outside = torch.ones(layout.length, dtype=torch.bool)
+    outside[seg.body] = False
+    assert (layout.grid_coords[outside] == -1).all()  # CLS, begin/time/end and the text
+
+
 # --------------------------------------------------------------------------- SequenceLayout
 
 def test_known_layout_positions():

@@ -10,6 +10,13 @@ wall and that velocity component flips sign). Integer positions and velocities
 keep every frame an exact paste of the digit, no resampling blur, and make the
 ground-truth trajectory exact. Two digits are combined by a pixel-wise max.
 
+``motion_step`` puts start positions and velocities on a grid of that many
+pixels. With the VQ-VAE's patch size as the step, the digit moves by whole codes:
+every frame shows it at the same phase of the code grid, so a frame's codes are
+its neighbour's shifted (with local codes, DESIGN.md §5, exactly). With step 1 a
+1 px move changes every code of the digit, and the denoiser has to learn each
+digit at every phase and how the phases follow each other.
+
 Clip ``i`` of a dataset depends only on ``(seed, split, i)``; the digit images
 come from the matching :class:`~mdm.data.digits.DigitsDataset` split (its
 default split seed), so a test clip never shows a training digit.
@@ -158,6 +165,7 @@ class MovingDigitsDataset:
         channels: int = 1,
         max_speed: int = 3,
         seed: int = 0,
+        motion_step: int = 1,
     ) -> None:
         if num_digits not in (1, 2):
             raise ValueError(f"MovingDigitsDataset: num_digits must be 1 or 2, got {num_digits}")
@@ -171,11 +179,17 @@ class MovingDigitsDataset:
             raise ValueError(
                 f"MovingDigitsDataset: max_speed must be in [1, {canvas_size - digit_size}], got {max_speed}"
             )
+        if motion_step < 1 or (canvas_size - digit_size) % motion_step or max_speed % motion_step:
+            raise ValueError(
+                f"MovingDigitsDataset: motion_step must be >= 1 and divide both the free span canvas_size - "
+                f"digit_size = {canvas_size - digit_size} and max_speed = {max_speed}; got {motion_step}"
+            )
         if length < 1 or frames < 1:
             raise ValueError(f"MovingDigitsDataset: length and frames must be >= 1, got {length}, {frames}")
         self.split = Split(split)
         self.length, self.frames, self.canvas_size, self.digit_size = length, frames, canvas_size, digit_size
         self.num_digits, self.channels, self.max_speed, self.seed = num_digits, channels, max_speed, seed
+        self.motion_step = motion_step
         # Resize from 8x8 to digit_size directly (DigitsDataset only offers 8/16/32).
         base = DigitsDataset(self.split, image_size=8, channels=1)
         self.digits: Tensor = resize_images(base.images, digit_size)[:, 0]  # (n, s, s)
@@ -191,15 +205,15 @@ class MovingDigitsDataset:
         if not 0 <= index < self.length:
             raise IndexError(f"MovingDigitsDataset has {self.length} clips, index {index}")
         rng, s = self._rng(index), self.digit_size
-        limit = np.array([self.canvas_size - s] * 2)
+        limit, step = np.array([self.canvas_size - s] * 2), self.motion_step
         video = torch.zeros(self.frames, 1, self.canvas_size, self.canvas_size)
         labels, trajectories, velocities, picks = [], [], [], []
         for _ in range(self.num_digits):
             k = int(rng.integers(len(self.digits)))
-            start = rng.integers(0, limit + 1)
+            start = rng.integers(0, limit // step + 1) * step
             velocity = np.zeros(2, dtype=np.int64)
             while not velocity.any():
-                velocity = rng.integers(-self.max_speed, self.max_speed + 1, size=2)
+                velocity = rng.integers(-self.max_speed // step, self.max_speed // step + 1, size=2) * step
             path = bounce_trajectory(start, velocity, self.frames, limit)
             for t, (x, y) in enumerate(path):
                 patch = video[t, 0, y:y + s, x:x + s]

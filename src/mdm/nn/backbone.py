@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from mdm.config import BackboneConfig, BackboneKind
 from mdm.nn.bimamba2 import BiMambaBlock
-from mdm.nn.embeddings import AdaLNSingle, TimestepEmbedder, modulate, per_position, sincos_position_embedding
+from mdm.nn.embeddings import (AdaLNSingle, TimestepEmbedder, grid_position_embedding, modulate, per_position,
+                               sincos_position_embedding)
 from mdm.nn.layout import N_SPECIAL, SequenceLayout
 from mdm.nn.mamba2 import MambaBlock
 from mdm.nn.scan import ScanSwitch, block_patterns, permute_positions
@@ -116,6 +117,8 @@ class Backbone(nn.Module):
         x[:, time_positions] = per_position(t_emb, level_of[:, time_positions])
         if self.config.pos_embed:
             x = x + sincos_position_embedding(layout.length, x.shape[-1], device).to(dtype)
+        if self.config.grid_pos_embed:
+            x = x + grid_position_embedding(layout.grid_coords.to(device), x.shape[-1]).to(dtype)
 
         # 2. Per-position modulation, computed once per distinct noise level (or (class, level) pair).
         cond_emb, cond_of = t_emb, level_of

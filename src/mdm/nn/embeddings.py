@@ -53,6 +53,22 @@ def sincos_position_embedding(length: int, dim: int, device: torch.device | str 
     return sinusoidal_embedding(torch.arange(length, device=device, dtype=torch.float32), dim)
 
 
+def grid_position_embedding(coords: Tensor, dim: int) -> Tensor:
+    """(L, 3) (frame, row, col), -1 off the grid -> (L, dim): where a token sits in its image or clip.
+
+    Half the channels embed the row and half the column (the 2-D sin/cos of
+    DiT/MAE), and a 1-D sin/cos of the frame is added over all of them (Latte's
+    spatial plus temporal embedding). Positions off the grid get zeros. A scan
+    reads a frame as one line, so without this a block has to count tokens to
+    know that two of them are the same place one frame apart, or one row apart.
+    """
+    on = (coords >= 0).all(-1, keepdim=True)
+    c = coords.clamp(min=0).float()
+    half = dim // 2
+    spatial = torch.cat([sinusoidal_embedding(c[:, 1], half), sinusoidal_embedding(c[:, 2], dim - half)], dim=-1)
+    return (spatial + sinusoidal_embedding(c[:, 0], dim)) * on
+
+
 class AdaLNSingle(nn.Module):
     """Shared map from a time embedding to ``n_params`` modulation vectors per position.
 

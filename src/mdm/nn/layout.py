@@ -124,6 +124,7 @@ class SequenceLayout:
         special_positions, special_ids: positions filled from the special table and its rows.
         cls_position: 0.  time_positions: (n_segments,).
         segment_of: (L,) the segment a position belongs to, -1 for CLS and global pads.
+        grid_coords: (L, 3) (frame, row, col) of each image/video body position, -1 elsewhere.
     """
 
     def __init__(self, segments: list[SegmentSpec] | tuple[SegmentSpec, ...], length: int | None = None,
@@ -182,6 +183,14 @@ class SequenceLayout:
         self.time_positions = torch.tensor([s.time for s in self.segments], dtype=torch.long)
         self.segment_of = torch.tensor(segment_of, dtype=torch.long)
         self.global_pad_positions = torch.arange(used, length)
+        # (frame, row, col) of every image/video body position in its padded grid; -1 elsewhere.
+        self.grid_coords = torch.full((length, 3), -1, dtype=torch.long)
+        for seg in self.segments:
+            if seg.padded_grid is not None:
+                rows, cols = seg.padded_grid
+                f, r, c = torch.meshgrid(torch.arange(seg.spec.frames), torch.arange(rows), torch.arange(cols),
+                                         indexing="ij")
+                self.grid_coords[seg.body] = torch.stack([f, r, c], dim=-1).reshape(-1, 3)
 
     @property
     def key(self) -> tuple:

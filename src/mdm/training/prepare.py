@@ -60,7 +60,8 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
         else:  # digits: the held-out split is its test split
             n, split = 0, "train" if split == "train" else "test"
         ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
-                          channels=config.layout.image_channels, frames=config.layout.frames)
+                          channels=config.layout.image_channels, frames=config.layout.frames,
+                          motion_step=data.motion_step)
         return [ds[i] for i in range(len(ds))]
     if data.name in FILE_DATA:
         from mdm.data import formats
