@@ -239,7 +239,7 @@ def _sampler(args: argparse.Namespace):
     from mdm.diffusion.sampling import SamplerConfig
 
     return SamplerConfig(solver=args.solver, steps=args.steps, selection=args.selection,
-                         guidance_scale=args.guidance)
+                         guidance_scale=args.guidance, frame_passes=args.frame_passes)
 
 
 def _pipeline(args: argparse.Namespace):
@@ -365,6 +365,9 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="multi-step selection commit schedule (Thm 3); off = plain solver")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale (0 = unconditional, 1 = conditional, >1 = guided)")
+    p.add_argument("--frame-passes", type=int, default=1,
+                   help="video: solver runs, run j keeping frame j for the later ones (default 1: the whole clip "
+                        "at once; each run costs one sampling)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampling noise (same seed, same samples)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--raw-weights", action="store_true", help="use the trained weights instead of the EMA")

@@ -240,3 +240,36 @@ def test_clean_frames_leave_whole_frames_of_a_clip_as_conditions(monkeypatch):
     assert (clean == clean[:, :, :1]).all()  # a frame is clean or noised as a whole
     assert clean.any() and (~clean).any()
     assert (tau[~clean] == tau.amax(dim=(1, 2), keepdim=True).expand_as(tau)[~clean]).all()  # one shared level
+
+
+def test_frame_passes_keep_each_frame_of_the_earlier_runs():
+    """Run 0 of a frame-pass sampling is the one-run sampling; the frames it kept survive the later runs."""
+    net, diffusion = build()
+    clip = [Segment(SegmentSpec.video(4, 2, 2), None, target=True)]
+
+    def draw(passes: int, seed: int = 3):
+        config = SamplerConfig(steps=4, frame_passes=passes)
+        return sample(net, diffusion, clip, config=config, batch_size=6,
+                      generator=torch.Generator().manual_seed(seed))[0].view(6, 4, 4)
+
+    once, twice, four = draw(1), draw(2), draw(4)
+    assert twice.shape == four.shape == (6, 4, 4)
+    assert torch.equal(twice[:, 0], once[:, 0]) and torch.equal(four[:, 0], once[:, 0])
+    assert not torch.equal(twice[:, 1:], once[:, 1:])  # the rest is drawn again, given frame 0
+    assert torch.equal(draw(2), twice)  # deterministic by seed
+    assert torch.equal(draw(9), draw(4))  # at most one run per frame
+
+
+def test_frame_passes_leave_images_alone_and_reject_bad_values():
+    net, diffusion = build()
+    image = [Segment(IMG, None, target=True)]
+    a, b = (sample(net, diffusion, image, config=SamplerConfig(steps=3, frame_passes=p), batch_size=2,
+                   generator=torch.Generator().manual_seed(0))[0] for p in (1, 3))
+    assert torch.equal(a, b)  # an image has one frame: one run
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="frame_passes must be an int >= 1"):
+            SamplerConfig(frame_passes=bad)
+    pixels, pixel_diffusion = build_pixels()
+    with pytest.raises(ValueError, match="frame_passes needs VQ-coded video"):
+        sample(pixels, pixel_diffusion, [Segment(SegmentSpec.video(2, 3, 3), None, target=True)],
+               config=SamplerConfig(steps=2, frame_passes=2), batch_size=1)

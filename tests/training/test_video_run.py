@@ -12,7 +12,8 @@ from mdm.training.run import train_run
 
 VIDEO = ["backbone.kind=bimamba2", "backbone.scan_patterns=13/1", "layout.frames=3", "layout.image_channels=1",
          "data.name=moving-digits", "data.train_size=24", "data.vq_steps=3", "data.codebook_size=32",
-         "data.vocab_size=48", "train.batch_size=4", "train.log_every=1",
+         "data.vocab_size=48", "data.motion_step=4", "backbone.grid_pos_embed=true", "train.batch_size=4",
+         "train.log_every=1",
          "train.task_weights={class_to_image: 1.0, text_to_image: 1.0}"]
 QUIET = {"progress": False, "log": lambda _: None}
 
@@ -75,7 +76,10 @@ def test_mdm_sample_video_writes_an_animation_and_a_frame_strip(video_run, tmp_p
     with Image.open(out) as gif:
         assert gif.n_frames == 3
     assert (tmp_path / "clips-frames.png").stat().st_size > 0
+    assert main(common + ["--video", "--frame-passes", "2", "--out", str(tmp_path / "passes.gif")]) == 0
     capsys.readouterr()
+    assert main(common + ["--video", "--frame-passes", "0", "--out", str(tmp_path / "passes.gif")]) == 2
+    assert "frame_passes must be an int >= 1" in capsys.readouterr().err
     assert main(common + ["--out", str(tmp_path / "x.png")]) == 2
     assert "is a video model (layout.frames = 3); add --video" in capsys.readouterr().err
     assert main(common + ["--video", "--out", str(tmp_path / "x.png")]) == 2

@@ -20,6 +20,15 @@ DESIGN.md §3 and App. B / Theorem 3 of arXiv 2510.13253.
 
 At the end a position's state is the argmax of the last logits (or its committed state).
 
+Video (DESIGN.md §5) can be drawn in ``frame_passes`` solver runs instead of one:
+run ``j`` keeps frame ``j`` of its result, and the later runs start with the kept
+frames committed (clean, at ``tau = 0``, exactly as multi-step selection feeds back
+its commits) and generate the rest. A frame's digit and place are then settled
+before its neighbours are drawn, and two kept frames fix the motion. The network
+is the same; it needs only to predict frames from clean ones, which
+``benchmarks/video_context_probe.py`` measures. ``frame_passes`` runs cost that
+many times one.
+
 A continuous segment (images as raw pixel patches, DESIGN.md §2.3) is stepped
 with ``x0_hat`` from its predicted noise and never committed; at the end its
 last ``x0_hat`` goes through the VAE decoder, and the sampler returns those
@@ -61,11 +70,14 @@ class SamplerConfig:
     commit_sample: bool = False  # commit a sampled state instead of the argmax (diversity)
     guidance_scale: float = 1.0  # 1 = conditional model, 0 = unconditional
     temperature: float = 1.0  # for commit_sample
+    frame_passes: int = 1  # video: solver runs, run j keeping frame j (1 = the whole clip at once)
 
     def __post_init__(self) -> None:
         self.solver, self.selection = Solver(self.solver), CommitSchedule(self.selection)
         if not 1 <= self.steps <= 1000:
             raise ValueError(f"steps must be in [1, 1000], got {self.steps}")
+        if not isinstance(self.frame_passes, int) or self.frame_passes < 1:
+            raise ValueError(f"frame_passes must be an int >= 1, got {self.frame_passes!r}")
         if not (math.isfinite(self.guidance_scale) and 0.0 <= self.guidance_scale <= 50.0):
             raise ValueError(f"guidance_scale must be in [0, 50], got {self.guidance_scale}")
         if self.temperature <= 0:
@@ -104,10 +116,35 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
     config = config or SamplerConfig()
     if not any(s.target for s in segments):
         raise ValueError("sample: at least one segment must be a target (states=None, target=True)")
-    device = next(network.parameters()).device
     b = batch_size or next((s.states.shape[0] for s in segments if s.states is not None), None)
     if b is None:
         raise ValueError("sample: give batch_size when every segment is generated")
+    videos = [k for k, s in enumerate(segments) if s.target and s.spec.is_video]
+    if config.frame_passes == 1 or not videos:
+        return _solve(network, diffusion, segments, class_labels, config, b, generator, progress, {})
+    if any(segments[k].spec.modality in network.continuous for k in videos):
+        raise ValueError("sample: frame_passes needs VQ-coded video; pixel-patch segments never train with clean "
+                         "positions inside a target (use frame_passes=1)")
+    passes = min(config.frame_passes, min(segments[k].spec.frames for k in videos))
+    device = next(network.parameters()).device
+    kept: dict[int, tuple[Tensor, Tensor]] = {}
+    for j in range(passes):
+        out = _solve(network, diffusion, segments, class_labels, config, b, generator, progress, kept)
+        if j == passes - 1:
+            return out
+        for k in videos:  # keep frame j of this run
+            frame = segments[k].spec.grid[0] * segments[k].spec.grid[1]
+            mask = torch.zeros(b, segments[k].spec.n_content, dtype=torch.bool, device=device)
+            mask[:, :(j + 1) * frame] = True
+            kept[k] = (out[k], mask)
+    raise AssertionError("unreachable")
+
+
+def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[Segment], class_labels: Tensor | None,
+           config: SamplerConfig, b: int, generator: torch.Generator | None, progress: bool,
+           kept: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """One solver run. ``kept[k] = (states, mask)``: positions of target ``k`` that start committed."""
+    device = next(network.parameters()).device
     layout = network.make_layout([s.spec for s in segments])
     T = diffusion.T
     candidates = {s.spec.modality: network.vae.candidates(s.spec.modality) for s in segments
@@ -132,6 +169,11 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
     committed = [torch.zeros(b, s.spec.n_content, dtype=torch.bool, device=device) for s in segments]
     states = [s.states.to(device) if s.states is not None else torch.zeros(b, s.spec.n_content, dtype=torch.long,
                                                                               device=device) for s in segments]
+    n_kept = [0] * len(segments)
+    for k, (known, mask) in kept.items():  # start committed: clean, at tau = 0
+        committed[k], states[k] = mask.clone(), torch.where(mask, known, states[k])
+        zs[k] = torch.where(mask[..., None], candidates[segments[k].spec.modality][states[k]], zs[k])
+        n_kept[k] = int(mask[0].sum())  # the same frames in every row
     null = None if class_labels is None else torch.full_like(class_labels, network.backbone.null_class)
     timesteps = next(s for s in schedulers if s is not None).timesteps
 
@@ -170,8 +212,8 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
             choice = (torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(b, -1)
                       if config.commit_sample else lg.argmax(-1))
             # Commit the most confident uncommitted positions (Theorem 3).
-            n = seg.spec.n_content
-            want = committed_count(i, len(timesteps), n, config.selection)
+            n_free = seg.spec.n_content - n_kept[k]  # the schedule runs over the positions not kept
+            want = n_kept[k] + committed_count(i, len(timesteps), n_free, config.selection)
             new = want - committed[k].sum(1)  # (b,)
             confidence = probs.max(-1).values.masked_fill(committed[k], -1.0)
             rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)

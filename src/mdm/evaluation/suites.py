@@ -49,7 +49,8 @@ REFERENCE_SCENES = 500  # real training scenes: the reference distribution of Sh
 
 
 def sampler_tag(sampler: SamplerConfig) -> str:
-    return f"{sampler.solver.value}-{sampler.steps}-{sampler.selection.value}-g{sampler.guidance_scale:g}"
+    name = f"{sampler.solver.value}-{sampler.steps}-{sampler.selection.value}-g{sampler.guidance_scale:g}"
+    return name if sampler.frame_passes == 1 else f"{name}-frames{sampler.frame_passes}"
 
 
 def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int,
