@@ -1,0 +1,76 @@
+"""Probe: why are a video model's clips inconsistent, wrong motion or a drifting shape?
+
+    python benchmarks/video_motion_probe.py RUN_FOLDER [-n 100] [--frame-passes 1] [--threads 2]
+
+Generates ``n`` class-conditional clips (classes 0..9 in turn, seed 0: the clips of
+``mdm eval --suite moving-digits``) and scores them with the suite's judge
+(:func:`mdm.evaluation.video.score_clips`) at growing centroid tolerances. A clip whose digit
+moves right but changes shape fails at the default tolerance (digit size / 16) and passes at a
+looser one; a clip whose digit moves wrong fails at every tolerance. Real clips spliced from the
+halves of two show what a looser tolerance wrongly accepts. Also reported: the share of
+clips whose digit keeps one class in every frame, and of clips whose centroid repeats with
+period 2 (frame t within 0.5 px of frame t - 2 throughout while frame t - 1 is elsewhere).
+Used for benchmarks/results/video-cpu-2core/README.md ("Whole-code motion and a grid embedding").
+"""
+import argparse
+
+import torch
+
+from mdm.diffusion.sampling import SamplerConfig
+from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.video import score_clips
+from mdm.tasks import MDMPipeline
+from mdm.training.prepare import load_samples
+
+TOLERANCES = (0.5, 1.0, 1.5, 2.0)
+
+
+@torch.no_grad()
+def judge(clips: torch.Tensor, labels: list[int], classifier, digit_size: int) -> dict:
+    scores = {f"consistent at {tol:g} px": score_clips(clips, labels, classifier, digit_size, tol=tol).consistency
+              for tol in TOLERANCES}
+    judged = score_clips(clips, labels, classifier, digit_size)
+    c = judged.centroids  # (n, T, 2)
+    repeat2 = ((c[:, 2:] - c[:, :-2]).abs().amax(-1) <= 0.5).all(1)
+    moves1 = ((c[:, 1:] - c[:, :-1]).abs().amax(-1) > 0.5).all(1)
+    scores["frames with the requested digit"] = judged.frame_accuracy
+    scores["clips with the requested digit in every frame"] = float(judged.frame_correct.all(1).float().mean())
+    scores["clips repeating with period 2"] = float((repeat2 & moves1).float().mean())
+    return scores
+
+
+def probe(run: str, n: int, frame_passes: int) -> tuple[dict, dict, dict]:
+    """The scores of ``n`` generated clips, of ``n`` real held-out ones, and of real clips spliced from two
+    (what a looser tolerance wrongly accepts)."""
+    pipe = MDMPipeline.from_pretrained(run)
+    if not pipe.is_video:
+        raise SystemExit(f"{run} is an image model (layout.frames = 1); the probe needs a video model")
+    labels = [i % 10 for i in range(n)]
+    clips = pipe.class_to_video(labels, SamplerConfig(frame_passes=frame_passes), seed=0)
+    held_out = load_samples(pipe.network.config, "val")[:n]
+    classifier, _ = train_digit_classifier(8, seed=0)
+    digit_size = pipe.network.config.layout.image_size // 2
+    real, real_labels = torch.stack([s.video for s in held_out]), [s.label for s in held_out]
+    half = real.shape[1] // 2  # the first half of clip i, then the second half of clip i + 1
+    spliced = torch.cat([real[:, :half], real.roll(-1, dims=0)[:, half:]], dim=1)
+    return (judge(clips, labels, classifier, digit_size), judge(real, real_labels, classifier, digit_size),
+            judge(spliced, real_labels, classifier, digit_size))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run")
+    parser.add_argument("-n", type=int, default=100)
+    parser.add_argument("--frame-passes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    generated, real, spliced = probe(args.run, args.n, args.frame_passes)
+    print(f"{args.run}: {args.n} class-conditional clips, frame_passes {args.frame_passes}")
+    print("| score | generated | real held-out | real, spliced from two clips |\n|---|---|---|---|")
+    for name, value in generated.items():
+        print(f"| {name} | {100 * value:.1f}% | {100 * real[name]:.1f}% | {100 * spliced[name]:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
