@@ -13,7 +13,7 @@ ground-truth trajectory exact. Two digits are combined by a pixel-wise max.
 ``motion_step`` puts start positions and velocities on a grid of that many
 pixels. With the VQ-VAE's patch size as the step, the digit moves by whole codes:
 every frame shows it at the same phase of the code grid, so a frame's codes are
-its neighbour's shifted (with local codes, DESIGN.md §5, exactly). With step 1 a
+its neighbour's shifted (exactly so with local codes, ``data.vq_local``). With step 1 a
 1 px move changes every code of the digit, and the denoiser has to learn each
 digit at every phase and how the phases follow each other.
 
