@@ -20,7 +20,7 @@ def test_sample_format(dataset):
     assert s.video.shape == (8, 1, CANVAS, CANVAS) and s.video.dtype == torch.float32
     assert 0.0 <= float(s.video.min()) and float(s.video.max()) <= 1.0
     assert 0 <= s.label <= 9
-    assert s.meta["trajectory"].shape == (8, 2) and s.meta["velocity"].shape == (2,)
+    assert s.meta["trajectory"].shape == (8, 2) and s.meta["velocity"].shape == (2,) and s.meta["digit_size"] == SIZE
     caption = s.text(Role.CAPTION)
     assert caption.startswith("the digit ") and direction_words(s.meta["velocity"].tolist()) in caption
 

@@ -225,7 +225,7 @@ class MovingDigitsDataset:
         captions = [f"{digit_caption(lab)} moving {direction_words(tuple(v.tolist()))}"
                     for lab, v in zip(labels, velocities)]
         meta = {"trajectory": trajectories[0], "velocity": velocities[0], "digit_index": picks[0],
-                "split": self.split.value}
+                "digit_size": s, "split": self.split.value}
         if self.num_digits > 1:
             meta |= {"trajectories": torch.stack(trajectories), "velocities": torch.stack(velocities),
                      "labels": labels, "digit_indices": picks}

@@ -147,9 +147,9 @@ def _moving_digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int
     if inception is not None:
         raise ValueError("suite moving-digits judges digit crops with the digit classifier; --inception does not "
                          "apply")
-    digit_size = config.layout.image_size // 2  # as load_builtin draws them
     classifier, real_accuracy = train_digit_classifier(8, seed=0)  # its own fixed seed, as the digits suite
     held_out = load_samples(config, "val")[:n]
+    digit_size = held_out[0].meta["digit_size"]  # the judge's crop: the size the data draws digits at
     real = torch.stack([s.video for s in held_out])
     real_labels = [s.label for s in held_out]
     captions = [s.text("caption") for s in held_out]
