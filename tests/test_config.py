@@ -93,6 +93,7 @@ def test_override_wrong_type_names_the_key():
 @pytest.mark.parametrize("key,value,message", [
     ("train.distributed", "zero3", r"train.distributed must be ddp or fsdp, got 'zero3'"),
     ("train.mixed_precision", "fp8", r"train.mixed_precision must be auto, bf16 or no, got 'fp8'"),
+    ("diffusion.clean_frames", "suffix", r"diffusion.clean_frames must be random or prefix, got 'suffix'"),
 ])
 def test_train_choices_name_the_valid_values(key, value, message):
     with pytest.raises(ConfigError, match=message):

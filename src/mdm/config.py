@@ -166,6 +166,7 @@ class DiffusionConfig:
     se_weight: float = 1.0  # lambda of Eq. 18
     per_position_t_prob: float = 0.5  # share of noised segments trained with an independent t per position
     clean_frames_prob: float = 0.0  # share of noised clips trained with a random share of whole frames clean
+    clean_frames: str = "random"  # which frames: "random" (any subset) or "prefix" (the first k, as frame passes)
     cond_dropout: float = 0.1  # classifier-free guidance: drop the class / condition segments
 
     def __post_init__(self) -> None:
@@ -173,6 +174,8 @@ class DiffusionConfig:
 
         for name in ("text_schedule", "image_schedule"):
             _enum(BetaSchedule, getattr(self, name), f"diffusion.{name}")
+        if self.clean_frames not in ("random", "prefix"):
+            raise ConfigError(f"diffusion.clean_frames must be random or prefix, got {self.clean_frames!r}")
         for name in ("per_position_t_prob", "clean_frames_prob", "cond_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")

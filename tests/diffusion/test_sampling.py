@@ -240,6 +240,12 @@ def test_clean_frames_leave_whole_frames_of_a_clip_as_conditions(monkeypatch):
     assert (clean == clean[:, :, :1]).all()  # a frame is clean or noised as a whole
     assert clean.any() and (~clean).any()
     assert (tau[~clean] == tau.amax(dim=(1, 2), keepdim=True).expand_as(tau)[~clean]).all()  # one shared level
+    diffusion.config.clean_frames = "prefix"  # the first k frames, 1 <= k < 4: what frame passes feed
+    clean = _network_times(net, diffusion, Segment(clip, codes, target=True), monkeypatch).view(64, 4, 4) == 0
+    frame_clean = clean[:, :, 0]
+    assert (clean == clean[:, :, :1]).all() and frame_clean[:, 0].all() and not frame_clean[:, -1].any()
+    assert (frame_clean[:, 1:] <= frame_clean[:, :-1]).all()  # clean frames come first
+    assert len(set(frame_clean.sum(1).tolist())) == 3  # k = 1, 2 and 3 all occur in 64 clips
 
 
 def test_frame_passes_keep_each_frame_of_the_earlier_runs():

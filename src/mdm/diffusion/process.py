@@ -24,6 +24,8 @@ commits states and so does not apply to them.
 Video (DiM, DESIGN.md §5): with probability ``clean_frames_prob`` a clip leaves a
 random share of its *whole frames* clean, so the relation between frames (the same
 digit, moved) is taught directly by frames given as conditions; off by default.
+``clean_frames = "prefix"`` leaves the first k frames clean instead (k uniform in
+1..T-1): the inputs of the sampler's frame passes, which keep frames 0..j-1.
 
 Classifier-free guidance: with probability ``cond_dropout`` a sample's class
 becomes the null class and its condition segments are replaced by pure noise at
@@ -160,7 +162,12 @@ class MultimodalDiffusion:
                 clean = per_position & (rnd(b, n) < rnd(b, 1))  # a random share of positions left clean
                 if seg.spec.is_video and cfg.clean_frames_prob > 0:  # whole frames as conditions (see above)
                     frames = seg.spec.frames
-                    chosen = (rnd(b) < cfg.clean_frames_prob)[:, None] & (rnd(b, frames) < rnd(b, 1))
+                    gate = (rnd(b) < cfg.clean_frames_prob)[:, None]
+                    if cfg.clean_frames == "prefix":  # the first k frames, k in 1..frames-1 (frame passes)
+                        k = 1 + (rnd(b, 1) * (frames - 1)).long()
+                        chosen = gate & (torch.arange(frames, device=device) < k)
+                    else:
+                        chosen = gate & (rnd(b, frames) < rnd(b, 1))
                     clean = clean | chosen.repeat_interleave(n // frames, dim=1)  # content is frame-major
                 seg_tau = (t[:, 0] + 1).float()  # the TIME token: the segment's shared level, as at sampling
                 t = torch.where(per_position, t_free, t)
