@@ -9,7 +9,12 @@ moves right but changes shape fails at the default tolerance (digit size / 16) a
 looser one; a clip whose digit moves wrong fails at every tolerance. Real clips spliced from the
 halves of two show what a looser tolerance wrongly accepts. Also reported: the share of
 clips whose digit keeps one class in every frame, and of clips whose centroid repeats with
-period 2 (frame t within 0.5 px of frame t - 2 throughout while frame t - 1 is elsewhere).
+period 2 (frame t within 0.5 px of frame t - 2 throughout while frame t - 1 is elsewhere), and
+two pixel comparisons that separate copying from moving: the share of frame pairs (t, t + 4) that
+are the same picture (on a 3-place canvas at one step a frame, every real clip repeats with period
+4), and the share of frames t + 1 that are frame t moved by one motion step along one or both axes
+(the relation of real neighbours, whose digit always moves; both assume speed = one step a frame). Two frames are "the same" when their mean absolute pixel difference
+is below 0.02.
 Used for benchmarks/results/video-cpu-2core/README.md ("Whole-code motion and a grid embedding").
 """
 import argparse
@@ -23,10 +28,31 @@ from mdm.tasks import MDMPipeline
 from mdm.training.prepare import load_samples
 
 TOLERANCES = (0.5, 1.0, 1.5, 2.0)
+SAME = 0.02  # mean absolute pixel difference below which two frames are the same picture
+LAG = 4  # the period of every real clip on a 3-place canvas at one step a frame
+
+
+def moved(frame: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``frame`` (..., H, W) moved by (dy, dx) pixels, the uncovered border black."""
+    out = torch.zeros_like(frame)
+    h, w = frame.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        frame[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def copy_and_move(clips: torch.Tensor, step: int, lag: int = LAG) -> tuple[float, float]:
+    """Shares of frame pairs (t, t + lag) that are the same picture, and of frames t + 1 that are frame t
+    moved by ``step`` px along one or both axes (a plain copy does not count)."""
+    same = (clips[:, lag:] - clips[:, :-lag]).abs().mean(dim=(2, 3, 4)) < SAME
+    shifts = [(dy, dx) for dy in (-step, 0, step) for dx in (-step, 0, step) if (dy, dx) != (0, 0)]
+    prev, nxt = clips[:, :-1], clips[:, 1:]
+    error = torch.stack([(nxt - moved(prev, dy, dx)).abs().mean(dim=(2, 3, 4)) for dy, dx in shifts]).amin(0)
+    return float(same.float().mean()), float((error < SAME).float().mean())
 
 
 @torch.no_grad()
-def judge(clips: torch.Tensor, labels: list[int], classifier, digit_size: int) -> dict:
+def judge(clips: torch.Tensor, labels: list[int], classifier, digit_size: int, step: int) -> dict:
     scores = {f"consistent at {tol:g} px": score_clips(clips, labels, classifier, digit_size, tol=tol).consistency
               for tol in TOLERANCES}
     judged = score_clips(clips, labels, classifier, digit_size)
@@ -36,6 +62,10 @@ def judge(clips: torch.Tensor, labels: list[int], classifier, digit_size: int) -
     scores["frames with the requested digit"] = judged.frame_accuracy
     scores["clips with the requested digit in every frame"] = float(judged.frame_correct.all(1).float().mean())
     scores["clips repeating with period 2"] = float((repeat2 & moves1).float().mean())
+    if clips.shape[1] > LAG:
+        same, moves = copy_and_move(clips, step)
+        scores[f"frame pairs (t, t + {LAG}) that are the same picture"] = same
+        scores[f"frames t + 1 that are frame t moved by {step} px"] = moves
     return scores
 
 
@@ -53,8 +83,9 @@ def probe(run: str, n: int, frame_passes: int) -> tuple[dict, dict, dict]:
     real, real_labels = torch.stack([s.video for s in held_out]), [s.label for s in held_out]
     half = real.shape[1] // 2  # the first half of clip i, then the second half of clip i + 1
     spliced = torch.cat([real[:, :half], real.roll(-1, dims=0)[:, half:]], dim=1)
-    return (judge(clips, labels, classifier, digit_size), judge(real, real_labels, classifier, digit_size),
-            judge(spliced, real_labels, classifier, digit_size))
+    step = pipe.network.config.data.motion_step
+    return (judge(clips, labels, classifier, digit_size, step), judge(real, real_labels, classifier, digit_size, step),
+            judge(spliced, real_labels, classifier, digit_size, step))
 
 
 def main() -> None:

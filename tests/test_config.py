@@ -95,7 +95,7 @@ def test_override_wrong_type_names_the_key():
     ("train.mixed_precision", "fp8", r"train.mixed_precision must be auto, bf16 or no, got 'fp8'"),
     ("diffusion.clean_frames", "suffix", r"diffusion.clean_frames must be random or prefix, got 'suffix'"),
 ])
-def test_train_choices_name_the_valid_values(key, value, message):
+def test_choice_fields_name_the_valid_values(key, value, message):
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", [f"{key}={value}"])
 

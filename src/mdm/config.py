@@ -165,7 +165,7 @@ class DiffusionConfig:
     analytic_offset: bool = False  # add the Gaussian log-likelihood to the learned logits (measured: off)
     se_weight: float = 1.0  # lambda of Eq. 18
     per_position_t_prob: float = 0.5  # share of noised segments trained with an independent t per position
-    clean_frames_prob: float = 0.0  # share of noised clips trained with a random share of whole frames clean
+    clean_frames_prob: float = 0.0  # share of noised clips trained with whole frames clean (which: clean_frames)
     clean_frames: str = "random"  # which frames: "random" (any subset) or "prefix" (the first k, as frame passes)
     cond_dropout: float = 0.1  # classifier-free guidance: drop the class / condition segments
 

@@ -107,7 +107,7 @@ def test_moving_digits_suite_scores_generated_and_real_clips(video_run, tmp_path
     scores = record["scores"]
     for name in ("frame_accuracy", "consistency", "caption_frame_accuracy", "caption_consistency"):
         assert 0.0 <= scores[name] <= 1.0
-    # The judge on real held-out clips, cropped at the size the data drew the digits at: every clip is consistent
-    # and its digit is read in most frames (a wrong crop size fails both).
+    # A smoke test of the suite on a 3-frame model; the judge on real held-out clips (cropped at the size the data
+    # drew the digits at) finds every clip consistent and reads the digit in most frames.
     assert scores["real_consistency"] == 1.0 and scores["real_frame_accuracy"] >= 0.75
     assert (tmp_path / "moving-digits-dpmsolver++-2-cosine-g1.json").is_file()

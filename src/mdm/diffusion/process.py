@@ -25,7 +25,10 @@ Video (DiM, DESIGN.md §5): with probability ``clean_frames_prob`` a clip leaves
 random share of its *whole frames* clean, so the relation between frames (the same
 digit, moved) is taught directly by frames given as conditions; off by default.
 ``clean_frames = "prefix"`` leaves the first k frames clean instead (k uniform in
-1..T-1): the inputs of the sampler's frame passes, which keep frames 0..j-1.
+1..frames-1): the inputs of the sampler's frame passes, which keep frames 0..j-1.
+Measured on moving digits (benchmarks/results/video-cpu-2core/README.md, fifth
+session): random frames raised consistent clips from 21% to 32%; the prefix gave no
+more consistency and a third of the frames with the requested digit.
 
 Classifier-free guidance: with probability ``cond_dropout`` a sample's class
 becomes the null class and its condition segments are replaced by pure noise at
