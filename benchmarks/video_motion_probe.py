@@ -10,12 +10,13 @@ looser one; a clip whose digit moves wrong fails at every tolerance. Real clips 
 halves of two show what a looser tolerance wrongly accepts. Also reported: the share of
 clips whose digit keeps one class in every frame, and of clips whose centroid repeats with
 period 2 (frame t within 0.5 px of frame t - 2 throughout while frame t - 1 is elsewhere), and
-two pixel comparisons that separate copying from moving: the share of frame pairs (t, t + 4) that
-are the same picture (on a 3-place canvas at one step a frame, every real clip repeats with period
-4), and the share of frames t + 1 that are frame t moved by one motion step along one or both axes
-(the relation of real neighbours, whose digit always moves; both assume speed = one step a frame). Two frames are "the same" when their mean absolute pixel difference
-is below 0.02.
-Used for benchmarks/results/video-cpu-2core/README.md ("Whole-code motion and a grid embedding").
+two pixel comparisons that separate copying from moving: the share of frame pairs (t, t + 4)
+that are the same picture (on a 3-place canvas at one step a frame, every real clip repeats with
+period 4), and the share of frames t + 1 that are frame t moved by one motion step along one or
+both axes (the relation of real neighbours, whose digit always moves). Both assume a speed of one
+step a frame. Two frames are "the same" when their mean absolute pixel difference is below 0.02.
+Used for benchmarks/results/video-cpu-2core/README.md ("Whole-code motion and a grid embedding"
+and "Whole frames as conditions").
 """
 import argparse
 
