@@ -199,6 +199,16 @@ def test_pixel_patches_are_never_trained_with_per_position_times(monkeypatch):
     assert not (tau == tau[:, :1]).all()
 
 
+def test_pixel_patch_clips_are_never_trained_with_clean_frames(monkeypatch):
+    """Clean frames inside a target exist for the frame passes, which need VQ codes (see the sampler)."""
+    net, diffusion = build_pixels()
+    diffusion.config.per_position_t_prob = 0.0
+    diffusion.config.clean_frames_prob = 1.0
+    clip = Segment(SegmentSpec.video(4, 2, 2), torch.rand(16, 16, PIX), target=True)
+    tau = _network_times(net, diffusion, clip, monkeypatch)
+    assert (tau == tau[:, :1]).all() and (tau > 0).all()
+
+
 def test_pixel_sampling_is_deterministic_by_seed_and_returns_patches():
     net, diffusion = build_pixels()
     a, b, c = three_captioned_samples(net, diffusion, torch.randint(0, 30, (3, 6)))

@@ -21,9 +21,11 @@ as the KL shrank and sigma grew); and they always draw one timestep per
 segment: the per-position mixture exists for multi-step selection, which
 commits states and so does not apply to them.
 
-Video (DiM, DESIGN.md §5): with probability ``clean_frames_prob`` a clip leaves a
-random share of its *whole frames* clean, so the relation between frames (the same
-digit, moved) is taught directly by frames given as conditions; off by default.
+Video (DiM, DESIGN.md §5): with probability ``clean_frames_prob`` a VQ-coded clip
+leaves a random share of its *whole frames* clean, so the relation between frames (the same
+digit, moved) is taught directly by frames given as conditions; off by default. Pixel-patch
+clips are left whole, as they are by per-position t: the sampler's frame passes, the one
+user of clean frames inside a target, need VQ codes.
 ``clean_frames = "prefix"`` leaves the first k frames clean instead (k uniform in
 1..frames-1): the inputs of the sampler's frame passes, which keep frames 0..j-1.
 Measured on moving digits (benchmarks/results/video-cpu-2core/README.md, fifth
@@ -163,7 +165,7 @@ class MultimodalDiffusion:
                 per_position = (rnd(b) < cfg.per_position_t_prob)[:, None] & (not seg.continuous)
                 t_free = rng.randint(T, b, n)
                 clean = per_position & (rnd(b, n) < rnd(b, 1))  # a random share of positions left clean
-                if seg.spec.is_video and cfg.clean_frames_prob > 0:  # whole frames as conditions (see above)
+                if seg.spec.is_video and not seg.continuous and cfg.clean_frames_prob > 0:  # whole frames clean
                     frames = seg.spec.frames
                     gate = (rnd(b) < cfg.clean_frames_prob)[:, None]
                     if cfg.clean_frames == "prefix":  # the first k frames, k in 1..frames-1 (frame passes)
