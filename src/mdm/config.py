@@ -75,6 +75,7 @@ class BackboneConfig:
     max_seq_len: int = 4096
     pos_embed: bool = True
     grid_pos_embed: bool = False  # image/video tokens also embed their (frame, row, col); see grid_position_embedding
+    grid_conv: int = 0  # kernel of a depthwise conv over (frame, row, col) before each block; 0 = off; see GridConv
 
     def __post_init__(self) -> None:
         self.kind = _enum(BackboneKind, self.kind, "backbone.kind")
@@ -83,6 +84,8 @@ class BackboneConfig:
                      "chunk_size", "segment_len", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"backbone.{name} must be >= 1, got {getattr(self, name)}")
+        if self.grid_conv < 0 or (self.grid_conv and self.grid_conv % 2 == 0):
+            raise ConfigError(f"backbone.grid_conv must be 0 (off) or an odd kernel size, got {self.grid_conv}")
         if self.row_pad < 0 or self.n_classes < 0:
             raise ConfigError("backbone.row_pad and backbone.n_classes must be >= 0")
         if self.class_modulation and self.n_classes == 0:
@@ -165,7 +168,7 @@ class DiffusionConfig:
     analytic_offset: bool = False  # add the Gaussian log-likelihood to the learned logits (measured: off)
     se_weight: float = 1.0  # lambda of Eq. 18
     per_position_t_prob: float = 0.5  # share of noised segments trained with an independent t per position
-    clean_frames_prob: float = 0.0  # share of noised clips trained with whole frames clean (which: clean_frames)
+    clean_frames_prob: float = 0.0  # share of noised VQ-coded clips trained with whole frames clean (clean_frames)
     clean_frames: str = "random"  # which frames: "random" (any subset) or "prefix" (the first k, as frame passes)
     cond_dropout: float = 0.1  # classifier-free guidance: drop the class / condition segments
 
