@@ -247,11 +247,12 @@ class DataConfig:
     vq_steps: int = 1200
     vq_local: bool = False  # VQ codes see only their own patch (mdm.data.vq.VQVAE says why)
     motion_step: int = 1  # moving-digits: positions and velocities in multiples of this many px (vq_factor: whole codes)
+    digit_size: int = 0  # moving-digits: the digit's side in px; 0 = half the canvas (layout.image_size)
     # tokens per text segment by role, eos included (the longest ShapesWorld texts fit)
     text_lens: dict = field(default_factory=lambda: {"caption": 28, "question": 20, "answer": 4, "scene": 32})
 
     def __post_init__(self) -> None:
-        for name in ("train_size", "seed"):
+        for name in ("train_size", "seed", "digit_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("vocab_size", "codebook_size", "vq_steps", "motion_step"):

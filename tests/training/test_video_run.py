@@ -67,6 +67,18 @@ def test_clip_shape_errors_name_what_was_expected(video_run):
                   video_run.parent / "digits-as-video", **QUIET)
 
 
+def test_digit_size_sets_the_digit_on_a_larger_canvas_and_bad_sizes_name_the_keys():
+    samples = load_samples(load_config("tiny", VIDEO + ["layout.image_size=20", "data.digit_size=8"]))[:8]
+    assert samples[0].video.shape == (3, 1, 20, 20)
+    assert all(s.meta["digit_size"] == 8 for s in samples)
+    places = torch.cat([s.meta["trajectory"] for s in samples])
+    assert set(places.unique().tolist()) <= {0.0, 4.0, 8.0, 12.0} and places.max() == 12  # 4 places per axis
+    assert load_samples(load_config("tiny", VIDEO))[0].meta["digit_size"] == 8  # default: half of 16 px
+    with pytest.raises(ValueError, match=r"layout.image_size = 16, data.digit_size = 6 .* data.motion_step = 4: "
+                                         r".*free span canvas_size - digit_size = 10"):
+        load_samples(load_config("tiny", VIDEO + ["data.digit_size=6"]))
+
+
 def test_mdm_sample_video_writes_an_animation_and_a_frame_strip(video_run, tmp_path, capsys):
     from PIL import Image
 

@@ -23,12 +23,12 @@ BUILTIN = ("shapesworld", "digits", "moving-digits")
 
 
 def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 0, image_size: int | None = None,
-                 channels: int = 1, frames: int = 8, motion_step: int = 1):
+                 channels: int = 1, frames: int = 8, motion_step: int = 1, digit_size: int = 0):
     """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``).
 
     ``channels`` is the digits'; ``frames`` the clip length of moving digits, whose
-    canvas is ``image_size`` (default 32) with digits of half its side, moving by
-    multiples of ``motion_step`` px at up to 3 px (or one step) a frame.
+    canvas is ``image_size`` (default 32) with digits of ``digit_size`` px (0: half the
+    canvas), moving by multiples of ``motion_step`` px at up to 3 px (or one step) a frame.
     """
     if name == "shapesworld":
         from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
@@ -43,9 +43,10 @@ def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 
         from mdm.data.moving_digits import MovingDigitsDataset
 
         canvas = image_size or 32
-        return MovingDigitsDataset(split, length=size, frames=frames, canvas_size=canvas, digit_size=canvas // 2,
+        digit = digit_size or canvas // 2
+        return MovingDigitsDataset(split, length=size, frames=frames, canvas_size=canvas, digit_size=digit,
                                    channels=channels, seed=seed, motion_step=motion_step,
-                                   max_speed=max(motion_step, min(3, canvas - canvas // 2) // motion_step * motion_step))
+                                   max_speed=max(motion_step, min(3, canvas - digit) // motion_step * motion_step))
     raise ValueError(f"unknown dataset {name!r}; built-in datasets: {', '.join(BUILTIN)}")
 
 

@@ -59,9 +59,14 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
             n, split = (data.train_size, "train") if split == "train" else (500, "test")
         else:  # digits: the held-out split is its test split
             n, split = 0, "train" if split == "train" else "test"
-        ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
-                          channels=config.layout.image_channels, frames=config.layout.frames,
-                          motion_step=data.motion_step)
+        try:
+            ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
+                              channels=config.layout.image_channels, frames=config.layout.frames,
+                              motion_step=data.motion_step, digit_size=data.digit_size)
+        except ValueError as e:  # the dataset's own terms, said in the config's keys
+            raise ValueError(f"data.name {data.name} with layout.image_size = {size}, data.digit_size = "
+                             f"{data.digit_size} (0: half the canvas) and data.motion_step = {data.motion_step}: "
+                             f"{e}") from None
         return [ds[i] for i in range(len(ds))]
     if data.name in FILE_DATA:
         from mdm.data import formats
