@@ -90,6 +90,11 @@ def test_override_wrong_type_names_the_key():
         load_config("tiny", ["backbone.n_layers=abc"])
 
 
+def test_clean_frames_on_pixel_patches_is_refused():
+    with pytest.raises(ConfigError, match=r"diffusion.clean_frames_prob needs VQ-coded clips"):
+        load_config("tiny", ["layout.image_tokens=pixels", "diffusion.clean_frames_prob=0.5"])
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("train.distributed", "zero3", r"train.distributed must be ddp or fsdp, got 'zero3'"),
     ("train.mixed_precision", "fp8", r"train.mixed_precision must be auto, bf16 or no, got 'fp8'"),

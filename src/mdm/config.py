@@ -275,6 +275,12 @@ class MDMConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def __post_init__(self) -> None:
+        if self.layout.image_tokens is ImageTokens.PIXELS and self.diffusion.clean_frames_prob > 0:
+            raise ConfigError("diffusion.clean_frames_prob needs VQ-coded clips (layout.image_tokens = vq): "
+                              "pixel-patch clips train with one noise level for the whole clip, and the frame "
+                              "passes that use clean frames need VQ codes")
+
 
 PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "digits", "coco", "imagefolder",
            "moving-digits", "dim-digits", "dim-shapesworld")

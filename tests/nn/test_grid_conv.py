@@ -29,8 +29,8 @@ def randomised(conv: GridConv) -> GridConv:
 
 def test_matches_a_dense_conv3d_on_the_grid_and_leaves_other_positions():
     torch.manual_seed(0)
-    conv = randomised(GridConv(8, 3))
-    x = torch.randn(2, 5 + FRAMES * ROWS * COLS + 4, 8)
+    conv = randomised(GridConv(8, 3)).double()
+    x = torch.randn(2, 5 + FRAMES * ROWS * COLS + 4, 8, dtype=torch.float64)
     positions = torch.arange(5, 5 + FRAMES * ROWS * COLS)
     out = conv(x, [(positions, (FRAMES, ROWS, COLS))])
     cells = F.rms_norm(x[:, positions], (8,), eps=1e-6).transpose(1, 2).reshape(2, 8, FRAMES, ROWS, COLS)
@@ -66,6 +66,51 @@ def test_a_new_backbone_with_grid_convs_computes_what_it_would_without():
         for conv in gridded.grid_convs:
             randomised(conv)
         assert not torch.allclose(gridded(*inputs, layout), plain(*inputs, layout))
+
+
+@pytest.mark.parametrize("kind,long_skips", [("bimamba2", False), ("mamba2", True), ("transformer", False)])
+def test_every_block_finds_each_grid_cell_in_the_order_it_reads(kind, long_skips):
+    backbone = Backbone(tiny(kind=kind, scan_patterns="1234/12", long_skips=long_skips, row_pad=1, grid_conv=3))
+    segments = [SegmentSpec.image(4, 4), SegmentSpec.video(FRAMES, ROWS, COLS), SegmentSpec.text(8)]
+    layout = backbone.make_layout(segments, length=backbone.make_layout(segments).length + 3)
+    switch = backbone.scan_switch(layout, torch.device("cpu"))
+    grids = [seg for seg in layout.segments if seg.padded_grid is not None]
+    assert len(grids) == 2
+    for i in range(backbone.config.n_layers):
+        cells = backbone.grid_cells(layout, i, torch.device("cpu"))
+        assert [shape for _, shape in cells] == [(1, 5, 5), (FRAMES, ROWS + 1, COLS + 1)]
+        for (positions, _), seg in zip(cells, grids):
+            read = positions if switch is None else switch.orders[i][positions]  # canonical position of each
+            assert torch.equal(read, seg.body)
+    if switch is not None:
+        assert any(not torch.equal(o, torch.arange(layout.length)) for o in switch.orders)  # non-vacuous
+
+
+class _PassThrough(torch.nn.Module):
+    """A block that returns its input: what is left of the backbone is its grid convolutions."""
+
+    def forward(self, h, modulation, levels):
+        return h
+
+
+def test_the_grid_convs_compute_the_same_in_every_scan_order():
+    torch.manual_seed(0)
+    one_way = Backbone(tiny(scan_patterns="1/1", grid_conv=3))
+    switching = Backbone(tiny(scan_patterns="1234/12", grid_conv=3))
+    without = Backbone(tiny(scan_patterns="1/1"))
+    for conv in one_way.grid_convs:
+        randomised(conv)
+    switching.load_state_dict(one_way.state_dict())
+    without.load_state_dict(one_way.state_dict(), strict=False)
+    for backbone in (one_way, switching, without):
+        backbone.blocks = torch.nn.ModuleList(_PassThrough() for _ in backbone.blocks)
+    layout = one_way.make_layout(SEGMENTS)
+    n = layout.n_content
+    inputs = (torch.randn(2, n, 32), torch.rand(2, n) * 999, torch.rand(2, layout.n_segments) * 999)
+    with torch.no_grad():
+        out = one_way(*inputs, layout)
+        torch.testing.assert_close(switching(*inputs, layout), out)
+        assert not torch.allclose(without(*inputs, layout), out)  # the convs are what computes it
 
 
 @pytest.mark.parametrize("grid_conv", [0, 3])

@@ -74,8 +74,8 @@ def test_digit_size_sets_the_digit_on_a_larger_canvas_and_bad_sizes_name_the_key
     places = torch.cat([s.meta["trajectory"] for s in samples])
     assert set(places.unique().tolist()) <= {0.0, 4.0, 8.0, 12.0} and places.max() == 12  # 4 places per axis
     assert load_samples(load_config("tiny", VIDEO))[0].meta["digit_size"] == 8  # default: half of 16 px
-    with pytest.raises(ValueError, match=r"layout.image_size = 16, data.digit_size = 6 .* data.motion_step = 4: "
-                                         r".*free span canvas_size - digit_size = 10"):
+    with pytest.raises(ValueError, match=r"layout.image_size = 16, data.digit_size = 6 .* data.motion_step = 4 "
+                                         r"\(it must divide .*free span canvas_size - digit_size = 10"):
         load_samples(load_config("tiny", VIDEO + ["data.digit_size=6"]))
 
 

@@ -24,8 +24,9 @@ commits states and so does not apply to them.
 Video (DiM, DESIGN.md §5): with probability ``clean_frames_prob`` a VQ-coded clip
 leaves a random share of its *whole frames* clean, so the relation between frames (the same
 digit, moved) is taught directly by frames given as conditions; off by default. Pixel-patch
-clips are left whole, as they are by per-position t: the sampler's frame passes, the one
-user of clean frames inside a target, need VQ codes.
+clips never get clean frames: like per-position t, clean positions inside a target serve the
+sampler, whose frame passes need VQ codes, and the MSE path keeps one level per clip
+(the config refuses the combination; the guard here keeps the rule for direct callers).
 ``clean_frames = "prefix"`` leaves the first k frames clean instead (k uniform in
 1..frames-1): the inputs of the sampler's frame passes, which keep frames 0..j-1.
 Measured on moving digits (benchmarks/results/video-cpu-2core/README.md, fifth

@@ -63,10 +63,13 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
             ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
                               channels=config.layout.image_channels, frames=config.layout.frames,
                               motion_step=data.motion_step, digit_size=data.digit_size)
-        except ValueError as e:  # the dataset's own terms, said in the config's keys
-            raise ValueError(f"data.name {data.name} with layout.image_size = {size}, data.digit_size = "
-                             f"{data.digit_size} (0: half the canvas) and data.motion_step = {data.motion_step}: "
-                             f"{e}") from None
+        except ValueError as e:
+            if data.name != "moving-digits":
+                raise
+            # the dataset's own terms, said in the config's keys
+            raise ValueError(f"data.name moving-digits with layout.image_size = {size}, data.digit_size = "
+                             f"{data.digit_size} (0: half the canvas) and data.motion_step = {data.motion_step} "
+                             f"(it must divide layout.image_size - digit size): {e}") from e
         return [ds[i] for i in range(len(ds))]
     if data.name in FILE_DATA:
         from mdm.data import formats
