@@ -15,8 +15,8 @@ that are the same picture (on a 3-place canvas at one step a frame, every real c
 period 4), and the share of frames t + 1 that are frame t moved by one motion step along one or
 both axes (the relation of real neighbours, whose digit always moves). Both assume a speed of one
 step a frame. Two frames are "the same" when their mean absolute pixel difference is below 0.02.
-Used for benchmarks/results/video-cpu-2core/README.md ("Whole-code motion and a grid embedding"
-and "Whole frames as conditions").
+Used for benchmarks/results/video-cpu-2core/README.md ("Whole-code motion and a grid embedding",
+"Whole frames as conditions" and "Taking away the copy").
 """
 import argparse
 

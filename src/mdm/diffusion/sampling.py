@@ -28,8 +28,8 @@ before its neighbours are drawn, and two kept frames fix the motion. The network
 is the same; it needs only to predict frames from clean ones, which
 ``benchmarks/video_context_probe.py`` measures. ``frame_passes`` runs cost that
 many times one. On moving digits it barely raised the share of consistent clips of
-the preset's model (21% in one run, 24% frame by frame), and of a model trained
-with whole frames clean (``diffusion.clean_frames_prob``) from 32% to 38%
+a model trained without clean frames (21% in one run, 24% frame by frame), and of
+one trained with whole frames clean (``diffusion.clean_frames_prob``, the preset) from 32% to 38%
 (benchmarks/results/video-cpu-2core).
 
 A continuous segment (images as raw pixel patches, DESIGN.md §2.3) is stepped
