@@ -173,7 +173,9 @@ def test_state_carries_across_segments(split):
     # float64 everywhere but GatedRMSNorm, which rounds through float32: 1e-6 covers one float32 ulp.
     assert rel_err(torch.cat([first, second], dim=1), full) < 1e-6
     assert rel_err(last_state.ssm, full_state.ssm) < 1e-10
-    assert torch.equal(last_state.conv, full_state.conv)
+    # the last inputs themselves, but in_proj ran on a different length: BLAS may round the same row
+    # differently by shape (1 ulp on an AMD EPYC host), so not bitwise
+    assert rel_err(last_state.conv, full_state.conv) < 1e-14
     assert rel_err(fresh, full[:, split:]) > 1e-3
 
 
