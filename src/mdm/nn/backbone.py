@@ -96,11 +96,11 @@ class Backbone(nn.Module):
         its (frames, rows, cols); cached."""
         key = (layout.key, block, device)
         if key not in self._grid_cells:
-            switch = self.scan_switch(layout, torch.device("cpu"))
+            switch = self.scan_switch(layout, device)  # the forward pass's own (cached) switch
             where = None if switch is None else inverse_permutation(switch.orders[block])  # canonical -> order
-            self._grid_cells[key] = [
-                ((seg.body if where is None else where[seg.body]).to(device), (seg.spec.frames, *seg.padded_grid))
-                for seg in layout.segments if seg.padded_grid is not None]
+            bodies = [(seg.body.to(device), (seg.spec.frames, *seg.padded_grid))
+                      for seg in layout.segments if seg.padded_grid is not None]
+            self._grid_cells[key] = [(body if where is None else where[body], shape) for body, shape in bodies]
         return self._grid_cells[key]
 
     def forward(self, content: Tensor, content_t: Tensor, segment_t: Tensor, layout: SequenceLayout,
