@@ -33,7 +33,7 @@ from typing import Any, Callable
 import torch
 
 from mdm.config import BackboneConfig, BackboneKind
-from mdm.nn.flops import backbone_flops_per_token, count_parameters, ssd_flops_per_token
+from mdm.nn.flops import backbone_flops_per_token, count_parameters, ssd_flops
 
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
@@ -218,7 +218,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
                                  threads, False, isolate=isolate)
         entry = {"chunked": chunked}
         if "seconds" in chunked:
-            flops = length * ssd_flops_per_token(n_heads, mamba.head_dim, 1, mamba.d_state, mamba.chunk_size)
+            flops = ssd_flops(length, n_heads, mamba.head_dim, 1, mamba.d_state, mamba.chunk_size, length)
             chunked["gflops"] = flops / chunked["seconds"] / 1e9
             if peak.get("gflops"):
                 chunked["share_of_matmul_peak"] = chunked["gflops"] / peak["gflops"]

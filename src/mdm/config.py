@@ -60,7 +60,7 @@ class BackboneConfig:
     expand: int = 2
     head_dim: int = 64  # also the attention head width of the Transformer baseline
     n_groups: int = 1
-    chunk_size: int = 64  # best on CPU; the CUDA kernel uses >= 64
+    chunk_size: int = 64  # the longest SSD chunk (best on CPU; shorter tails run as balanced chunks); CUDA uses >= 64
     discretization: Discretization = Discretization.ZOH
     segment_len: int = 2048  # positions a Mamba block processes at a time (exact; bounds temporaries)
     # scan switches (DESIGN.md §1.6)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mdm.nn.ssd import Discretization, input_step, ssd, ssd_chunked, ssd_ref
+from mdm.nn.ssd import Discretization, balanced_chunk, input_step, ssd, ssd_chunked, ssd_ref
 
 F64 = torch.float64
 
@@ -38,8 +38,9 @@ def test_chunked_matches_reference(discretization, length, n_groups, with_D, wit
     y_ref, s_ref = ssd_ref(x, dt, A, B, C, D, s0, discretization)
     assert y_ref.shape == x.shape and s_ref.shape == (2, 4, 3, 5)
 
-    # Every chunk size gives the same answer: 1 (pure recurrence across chunks), 5 (never divides
-    # the lengths above except 1), 16 (divides 64), 64 (a single chunk for all but 100).
+    # Every chunk size gives the same answer: 1 (pure recurrence across chunks), 5 (17 pads to four
+    # chunks of 5), 16 (divides 64; 17 runs as two chunks of 9, 100 as seven of 15, both padded),
+    # 64 (a single chunk for all but 100, which runs as two chunks of 50).
     for chunk_size in (1, 5, 16, 64):
         y, s = ssd_chunked(x, dt, A, B, C, D, s0, discretization, chunk_size=chunk_size)
         assert y.shape == y_ref.shape and s.shape == s_ref.shape
@@ -55,6 +56,17 @@ def test_chunked_matches_reference(discretization, length, n_groups, with_D, wit
         assert y32.dtype == torch.float32 and s32.dtype == torch.float32
         assert rel_err(y32, y_ref) < 1e-5
         assert rel_err(s32, s_ref) < 1e-5
+
+
+def test_balanced_chunk_is_fewest_chunks_with_least_padding():
+    for chunk_size in (1, 5, 16, 64):
+        for length in range(1, 300):
+            chunk = balanced_chunk(length, chunk_size)
+            n_chunks = math.ceil(length / chunk)
+            assert chunk <= chunk_size
+            assert n_chunks == math.ceil(length / chunk_size)  # no more chunks than the longest length needs
+            assert 0 <= n_chunks * chunk - length < n_chunks  # at most one padded position per chunk
+    assert balanced_chunk(100, 64) == 50 and balanced_chunk(36, 64) == 36 and balanced_chunk(128, 64) == 64
 
 
 @pytest.mark.parametrize("segment_len", [8, 12, 14, 40])

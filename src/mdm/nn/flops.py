@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from mdm.config import BackboneConfig, BackboneKind
+from mdm.nn.ssd import balanced_chunk
 
 
 def ssd_flops_per_token(n_heads: int, head_dim: int, n_groups: int, d_state: int, chunk_size: int) -> int:
@@ -23,17 +24,20 @@ def ssd_flops_per_token(n_heads: int, head_dim: int, n_groups: int, d_state: int
     return cb + intra + states + readout
 
 
-def ssd_padded_length(length: int, chunk_size: int, segment_len: int, ssd_segment_len: int = 2048) -> int:
-    """Positions the chunked SSD really computes for ``length`` inputs: a block runs
-    segments of ``segment_len``, the scan splits those into segments of
-    ``ssd_segment_len`` (rounded down to whole chunks), and pads each to whole chunks."""
+def ssd_flops(length: int, n_heads: int, head_dim: int, n_groups: int, d_state: int, chunk_size: int,
+              segment_len: int, ssd_segment_len: int = 2048) -> int:
+    """Matmul FLOPs the chunked SSD really computes for ``length`` inputs: a block runs
+    segments of ``segment_len``, the scan splits those into segments of ``ssd_segment_len``
+    (rounded down to whole chunks) and cuts each into balanced chunks (``ssd.balanced_chunk``),
+    padding included."""
     inner = max(ssd_segment_len - ssd_segment_len % chunk_size, chunk_size)
     total = 0
     for start in range(0, length, segment_len):
         outer = min(segment_len, length - start)
         for s in range(0, outer, inner):
             n = min(inner, outer - s)
-            total += -(-n // chunk_size) * chunk_size
+            chunk = balanced_chunk(n, chunk_size)
+            total += -(-n // chunk) * chunk * ssd_flops_per_token(n_heads, head_dim, n_groups, d_state, chunk)
     return total
 
 
@@ -47,10 +51,10 @@ def block_flops_per_token(config: BackboneConfig, seq_len: int) -> float:
         n_heads = d_inner // config.head_dim
         in_proj = d * (2 * d_inner + 2 * config.n_groups * config.d_state + n_heads)
         conv = (d_inner + 2 * config.n_groups * config.d_state) * config.d_conv
-        ssd = ssd_flops_per_token(n_heads, config.head_dim, config.n_groups, config.d_state, config.chunk_size)
         block_segment = config.segment_len if config.kind is BackboneKind.MAMBA2 else max(seq_len, 1)
-        padded = ssd_padded_length(seq_len, config.chunk_size, block_segment)
-        return 2 * (in_proj + d_inner * d + scans * conv) + scans * ssd * padded / seq_len
+        ssd = ssd_flops(seq_len, n_heads, config.head_dim, config.n_groups, config.d_state, config.chunk_size,
+                        block_segment)
+        return 2 * (in_proj + d_inner * d + scans * conv) + scans * ssd / seq_len
     hidden = int(d * config.mlp_ratio)
     linear = 3 * d * d + d * d + 2 * d * hidden
     attention = 4 * seq_len * d  # Q K^T and A V

@@ -78,7 +78,7 @@ class Mamba2Mixer(nn.Module):
         expand: d_inner = expand * d_model.
         head_dim: P; n_heads = d_inner / head_dim.
         n_groups: groups of heads sharing B and C.
-        chunk_size: SSD chunk length (64 is fastest on CPU, see ``ssd_chunked``).
+        chunk_size: the longest SSD chunk (64 is fastest on CPU; see ``ssd_chunked``).
         discretization: ``zoh`` (Eq. 12-13, the paper) or ``euler`` (public checkpoints).
         dt_min, dt_max, dt_init_floor, A_init_range: the public Mamba-2 initialisation.
     """

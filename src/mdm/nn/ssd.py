@@ -206,6 +206,13 @@ def _ssd_chunks(xs: Tensor, a: Tensor, B: Tensor, C: Tensor, state: Tensor, chun
     return y, state.reshape(b, h, p, n)
 
 
+def balanced_chunk(length: int, chunk_size: int) -> int:
+    """The chunk length that covers ``length`` positions with the fewest chunks of at most
+    ``chunk_size``, padding at most one position per chunk (``ceil(length / ceil(length / chunk_size))``)."""
+    n_chunks = max(1, -(-length // chunk_size))
+    return -(-length // n_chunks) if length else chunk_size
+
+
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                 initial_state: Tensor | None = None,
                 discretization: Discretization | str = Discretization.ZOH,
@@ -213,7 +220,11 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     """Chunked SSD scan, equal to :func:`ssd_ref` up to rounding.
 
     ``chunk_size`` 64 is the CPU default: the GPU kernels' 256 was 1.5-3x slower
-    on this project's CPU (exp / mask / segment-sum dominate, not matmuls).
+    on this project's CPU (exp / mask / segment-sum dominate, not matmuls). It is
+    the longest chunk: a segment is cut into the fewest chunks of at most that
+    length, all of one length (:func:`balanced_chunk`), so a 100-token sequence
+    runs as two chunks of 50, not two of 64 with 28 positions of padding: the
+    quadratic in-chunk work is ``chunks * chunk^2``.
     Sequences longer than ``segment_len`` are processed in segments with the
     state carried, which is exact and keeps every temporary small: temporaries
     above ~32 MB are freshly mmapped by glibc and page-fault on every call (about
@@ -233,13 +244,14 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     for start in range(0, l, segment_len):
         stop = min(start + segment_len, l)
         seg_xs, seg_a, seg_B, seg_C = xs[:, start:stop], a[:, start:stop], B[:, start:stop], C[:, start:stop]
-        pad = (-(stop - start)) % chunk_size
+        chunk = balanced_chunk(stop - start, chunk_size)
+        pad = (-(stop - start)) % chunk
         if pad:
             seg_xs = F.pad(seg_xs, (0, 0, 0, 0, 0, pad))
             seg_a = F.pad(seg_a, (0, 0, 0, pad))
             seg_B = F.pad(seg_B, (0, 0, 0, 0, 0, pad))
             seg_C = F.pad(seg_C, (0, 0, 0, 0, 0, pad))
-        y, state = _ssd_chunks(seg_xs, seg_a, seg_B, seg_C, state, chunk_size)
+        y, state = _ssd_chunks(seg_xs, seg_a, seg_B, seg_C, state, chunk)
         ys.append(y[:, : stop - start])
     y = torch.cat(ys, dim=1) if ys else x.new_zeros(b, 0, h, p)
     if D is not None:
