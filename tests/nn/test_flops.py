@@ -11,7 +11,7 @@ from mdm.nn.flops import backbone_flops_per_token, count_parameters
 from mdm.nn.layout import SegmentSpec
 
 
-@pytest.mark.parametrize("kind", ["mamba2", "transformer"])
+@pytest.mark.parametrize("kind", ["mamba2", "bimamba2", "transformer"])
 @pytest.mark.parametrize("long_skips", [False, True])
 @pytest.mark.parametrize("text_len", [60, 100])  # 100: not a multiple of the chunk size
 def test_flops_formula_matches_counter(kind, long_skips, text_len):

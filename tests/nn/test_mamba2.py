@@ -145,7 +145,7 @@ def test_mixer_is_causal():
     u = torch.randn(2, 40, D_MODEL, dtype=F64)
     with torch.no_grad():
         out = mixer(u)
-        for i in (0, 15, 16, 30):
+        for i in (0, 13, 14, 30):  # length 40, chunk_size 16: three chunks of 14, so 13 | 14 is a boundary
             v = u.clone()
             v[:, i + 1:] = torch.randn_like(v[:, i + 1:])
             w = v.clone()

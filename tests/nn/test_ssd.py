@@ -69,15 +69,17 @@ def test_balanced_chunk_is_fewest_chunks_with_least_padding():
     assert balanced_chunk(100, 64) == 50 and balanced_chunk(36, 64) == 36 and balanced_chunk(128, 64) == 64
 
 
-@pytest.mark.parametrize("segment_len", [8, 12, 14, 40])
+@pytest.mark.parametrize("chunk_size, segment_len", [(4, 8), (4, 12), (4, 14), (4, 40), (16, 32)])
 @pytest.mark.parametrize("discretization", ["zoh", "euler"])
-def test_segmented_equals_one_segment(discretization, segment_len):
-    """Processing in segments (state carried across) equals a single segment; 14 rounds down to 12."""
+def test_segmented_equals_one_segment(discretization, chunk_size, segment_len):
+    """Processing in segments (state carried across) equals a single segment; 14 rounds down to 12.
+    (16, 32): segments of 32, 32, 32 and a 4-position tail, against one pass of seven chunks of 15."""
     x, dt, A, B, C, D, s0 = make_inputs(l=100, g=2)
-    y_one, s_one = ssd_chunked(x, dt, A, B, C, D, s0, discretization, chunk_size=4, segment_len=4096)
-    y_seg, s_seg = ssd_chunked(x, dt, A, B, C, D, s0, discretization, chunk_size=4, segment_len=segment_len)
-    # Documented as exact (same per-chunk arithmetic); 1e-12 rather than bitwise so a
-    # different BLAS batching cannot make the test flaky.
+    y_one, s_one = ssd_chunked(x, dt, A, B, C, D, s0, discretization, chunk_size=chunk_size, segment_len=4096)
+    y_seg, s_seg = ssd_chunked(x, dt, A, B, C, D, s0, discretization, chunk_size=chunk_size,
+                               segment_len=segment_len)
+    # Exact where both cut the same chunks (chunk_size 4); 1e-12 rather than bitwise so a different
+    # BLAS batching cannot make the test flaky, and so that (16, 32)'s other chunks fit in float64.
     assert rel_err(y_seg, y_one) < 1e-12
     assert rel_err(s_seg, s_one) < 1e-12
     y_ref, s_ref = ssd_ref(x, dt, A, B, C, D, s0, discretization)

@@ -83,7 +83,10 @@ class BidirectionalMamba2Mixer(nn.Module):
         """One causal pass over (b, l, conv_dim) inputs -> (b, l, d_inner)."""
         b, l, _ = xBC.shape
         g, n = self.n_groups, self.d_state
-        xBC = F.silu(direction.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2))
+        # Left padding only: the causal outputs, without the d_conv - 1 the layer's symmetric padding adds at the end.
+        conv = direction.conv1d
+        xBC = F.pad(xBC.transpose(1, 2), (self.d_conv - 1, 0))
+        xBC = F.silu(F.conv1d(xBC, conv.weight, conv.bias, groups=conv.groups).transpose(1, 2))
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         A = -torch.exp(direction.A_log.to(f32))
         dt = F.softplus(dt.to(f32) + direction.dt_bias.to(f32))

@@ -43,7 +43,7 @@ def ssd_flops(length: int, n_heads: int, head_dim: int, n_groups: int, d_state: 
 
 def block_flops_per_token(config: BackboneConfig, seq_len: int) -> float:
     """Matmul (and convolution) FLOPs of one block per position, at sequence length ``seq_len``
-    (padding of the last SSD chunk included, so it may be fractional)."""
+    (the SSD's chunk padding included, so it may be fractional)."""
     d = config.d_model
     if config.kind.scans:  # a bidirectional block has one in/out projection and two convs and scans
         scans = 2 if config.kind is BackboneKind.BIMAMBA2 else 1

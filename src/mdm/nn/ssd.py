@@ -209,8 +209,10 @@ def _ssd_chunks(xs: Tensor, a: Tensor, B: Tensor, C: Tensor, state: Tensor, chun
 def balanced_chunk(length: int, chunk_size: int) -> int:
     """The chunk length that covers ``length`` positions with the fewest chunks of at most
     ``chunk_size``, padding at most one position per chunk (``ceil(length / ceil(length / chunk_size))``)."""
-    n_chunks = max(1, -(-length // chunk_size))
-    return -(-length // n_chunks) if length else chunk_size
+    if length == 0:
+        return chunk_size
+    n_chunks = -(-length // chunk_size)
+    return -(-length // n_chunks)
 
 
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
