@@ -1,6 +1,7 @@
 """Probe: can a backbone learn to copy, with no diffusion in the way? (associative recall)
 
-    python benchmarks/recall_probe.py [--steps 600] [--pairs 4] [--latent 16] [--readout] [--threads 1] [section.key=value ...]
+    python benchmarks/recall_probe.py [--steps 600] [--pairs 4] [--latent 16] [--readout] [--threads 1] \
+        [section.key=value ...]
 
 Each sequence is two text segments: ``pairs`` key-value pairs ``k1 v1 k2 v2 ...`` (keys distinct,
 drawn from 32 ids, values from 32 others), then one query key. A linear head reads the query's
@@ -85,8 +86,8 @@ def main(steps: int, every: int, pairs: int, batch: int, lr: float, latent: int,
     data, held_out = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     test = recall_batch(1024, pairs, held_out)
     start = time.time()
-    print(f"{model.backbone.config.kind.value} {overrides} pairs={pairs} latent={latent or 'learned'} readout={readout} "
-          f"parameters={sum(p.numel() for p in model.backbone.parameters())}", flush=True)
+    print(f"{model.backbone.config.kind.value} {overrides} pairs={pairs} latent={latent or 'learned'} "
+          f"readout={readout} parameters={sum(p.numel() for p in model.backbone.parameters())}", flush=True)
     for step in range(1, steps + 1):
         context, query, answer = recall_batch(batch, pairs, data)
         loss = nn.functional.cross_entropy(model(context, query), answer)
