@@ -12,10 +12,11 @@ has them. Every ``--every`` steps it samples the answer of 256 held-out sequence
 20 steps, EMA and raw weights) and prints the share whose first answer id is the queried value
 (chance 1 / 32), then the EMA model's cross-entropy for that id with the answer noised to a
 quarter, half, ... of T: how far into the schedule the answer is still read from its own latent
-rather than copied from the scene.
+rather than copied from the scene; and ``readable``, the share of training levels at which a
+token's own noised latent already names it (no copy needed), from the VAE's candidates.
 
 It separates what diffusion does to the copy from everything else ShapesWorld adds (a scene in
-words, a tokenizer, four question kinds): recall_probe.py shows the Mamba stack learns this copy
+words, a tokenizer, five question kinds): recall_probe.py shows the Mamba stack learns this copy
 with cross-entropy in 600-1000 steps; if it does here too, the ShapesWorld gap lies in the data,
 and if it does not, in how the answer is noised and scored.
 """
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from mdm.config import load_config
 from mdm.data.text_tokenizer import EOS_ID, PAD_ID
+from mdm.diffusion.objective import gaussian_offset
 from mdm.diffusion.process import Segment
 from mdm.diffusion.sampling import SamplerConfig, sample
 from mdm.nn.layout import Modality, SegmentSpec
@@ -54,13 +56,14 @@ def recall_texts(n: int, pairs: int, scene_len: int, generator: torch.Generator)
 @torch.no_grad()
 def recall_accuracy(network, diffusion, texts: dict[str, Tensor], seed: int = 0) -> float:
     """Share of sequences whose sampled first answer id is the queried value."""
+    was_training = network.training
     network.eval()
     segments = [Segment(SegmentSpec.text(texts["scene"].shape[1]), texts["scene"], False),
                 Segment(SegmentSpec.text(texts["question"].shape[1]), texts["question"], False),
                 Segment(SegmentSpec.text(texts["answer"].shape[1]), None, True)]
     out = sample(network, diffusion, segments, None, SamplerConfig(steps=20), None,
                  torch.Generator().manual_seed(seed))
-    network.train()
+    network.train(was_training)
     return (out[2][:, 0] == texts["answer"][:, 0]).float().mean().item()
 
 
@@ -69,6 +72,7 @@ def answer_loss_by_level(network, diffusion, texts: dict[str, Tensor], fractions
     """Cross-entropy of the queried value at the answer's first position, with the answer noised to each
     level ``fraction * T`` (scene and question clean): near 0 the answer's own latent gives it away; near
     T it must be copied from the scene (log 32 = 3.47 knows nothing, log 4 = 1.39 one of the scene's values)."""
+    was_training = network.training
     network.eval()
     generator = torch.Generator().manual_seed(seed)
     specs = [SegmentSpec.text(texts[k].shape[1]) for k in ("scene", "question", "answer")]
@@ -87,8 +91,30 @@ def answer_loss_by_level(network, diffusion, texts: dict[str, Tensor], fractions
         segment_tau = torch.stack([torch.zeros(b), torch.zeros(b), (t[:, 0] + 1).float()], dim=1)
         logits = diffusion.logits(network, z.float(), tau, segment_tau, layout)[2]
         losses.append(torch.nn.functional.cross_entropy(logits[:, 0], texts["answer"][:, 0]).item())
-    network.train()
+    network.train(was_training)
     return losses
+
+
+@torch.no_grad()
+def readable_share(network, diffusion, samples: int = 1000, seed: int = 0) -> float:
+    """Share of training levels at which a token needs no copy: the analytic Gaussian posterior (DESIGN.md
+    §2.1) of its noised latent over the VAE's candidates names it, averaged over every tenth level and
+    over all the vocabulary's ids. Nothing about the scene enters.
+
+    It noises the candidate ``mu`` itself; training noises ``z0 = mu + sigma xi``, whose encoder noise
+    this leaves out, so at low levels the share is an upper bound."""
+    generator = torch.Generator().manual_seed(seed)
+    candidates = network.vae.candidates(Modality.TEXT).float()
+    schedule = diffusion.schedules[Modality.TEXT]
+    right = []
+    for t in range(0, diffusion.T, 10):
+        y = torch.randint(candidates.shape[0], (samples,), generator=generator)
+        level = torch.full((samples,), t)
+        noise = torch.randn(samples, candidates.shape[1], generator=generator)
+        z = schedule.add_noise(candidates[y], noise, level).float()
+        right.append((gaussian_offset(z, candidates, schedule.alpha_bar(level).float()).argmax(-1) == y)
+                     .float().mean())
+    return torch.stack(right).mean().item()
 
 
 def main(args: argparse.Namespace) -> None:
@@ -113,7 +139,8 @@ def main(args: argparse.Namespace) -> None:
         by_level = " ".join(f"{f:g}T:{loss:.2f}" for f, loss in
                             zip(LEVELS, answer_loss_by_level(trainer.ema.model, diffusion, held_out)))
         print(f"step {trainer.step} t={time.time() - start:.0f}s se={trainer.history[-1]['se']:.3f} "
-              f"ema={ema:.3f} raw={raw:.3f} answer CE by level (ema) {by_level}", flush=True)
+              f"ema={ema:.3f} raw={raw:.3f} answer CE by level (ema) {by_level} "
+              f"readable={readable_share(trainer.ema.model, diffusion):.3f}", flush=True)
 
 
 if __name__ == "__main__":
