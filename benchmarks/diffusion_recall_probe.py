@@ -6,10 +6,11 @@
 The scene segment is ``k1 v1 k2 v2 ... eos`` (right-padded with pad to ``--scene-len`` when that is
 longer), the question ``k eos``, the answer ``v eos``: the ids of recall_probe.py (keys 32, values
 32) shifted past the tokenizer's four special ids. Training is the project's own: the shapesworld
-preset plus the overrides, ``train.task_weights = {text_to_text: 1}``, :class:`Trainer` on
-``--train-size`` fixed sequences, the VAE, score entropy and per-segment noise levels as a run
-has them. Every ``--every`` steps it samples the answer of 256 held-out sequences (DPM-Solver++,
-20 steps, EMA and raw weights) and prints the share whose first answer id is the queried value
+preset (whose text SNR is divided by 64; ``diffusion.text_snr_shift=1`` undoes it) plus the
+overrides, ``train.task_weights = {text_to_text: 1}``, :class:`Trainer` on ``--train-size`` fixed
+sequences, the VAE, score entropy and per-segment noise levels as a run has them. Every
+``--every`` steps it samples the answer of 256 held-out sequences (DPM-Solver++, 20 steps, EMA
+and raw weights) and prints the share whose first answer id is the queried value
 (chance 1 / 32), then the EMA model's cross-entropy for that id with the answer noised to a
 quarter, half, ... of T: how far into the schedule the answer is still read from its own latent
 rather than copied from the scene; and ``readable``, the share of training levels at which a
@@ -68,7 +69,8 @@ def recall_accuracy(network, diffusion, texts: dict[str, Tensor], seed: int = 0)
 
 
 @torch.no_grad()
-def answer_loss_by_level(network, diffusion, texts: dict[str, Tensor], fractions=LEVELS, seed: int = 0) -> list[float]:
+def answer_loss_by_level(network, diffusion, texts: dict[str, Tensor], fractions=LEVELS,
+                         seed: int = 0) -> list[float]:
     """Cross-entropy of the queried value at the answer's first position, with the answer noised to each
     level ``fraction * T`` (scene and question clean): near 0 the answer's own latent gives it away; near
     T it must be copied from the scene (log 32 = 3.47 knows nothing, log 4 = 1.39 one of the scene's values)."""
