@@ -189,6 +189,9 @@ class DiffusionConfig:
                 raise ConfigError(f"diffusion.{name} must be > 0, got {getattr(self, name)}")
 
 
+LR_DECAYS = ("constant", "linear", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """The training loop (Sec 5.1: AdamW lr 1e-4 without weight decay, EMA 0.9999)."""
@@ -198,6 +201,10 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    # after warm-up: "constant" (the paper gives no decay), or "linear" / "cosine" down to lr * lr_final over the
+    # run, the run being train.steps or, with a time budget (--minutes), that budget if it ends first
+    lr_decay: str = "constant"
+    lr_final: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     mixed_precision: str = "auto"  # auto = bf16 autocast on a CUDA device that supports it; "bf16"; "no"
@@ -216,6 +223,10 @@ class TrainConfig:
             raise ConfigError("train: steps, batch_size and log_every must be >= 1 and lr > 0")
         if self.checkpoint_every < 0 or self.sample_every < 0:
             raise ConfigError("train: checkpoint_every and sample_every must be >= 0")
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError(f"train.lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        if not 0.0 <= self.lr_final <= 1.0:
+            raise ConfigError(f"train.lr_final is a fraction of train.lr in [0, 1], got {self.lr_final}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
         from mdm.training.distributed import STRATEGIES

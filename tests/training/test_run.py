@@ -1,6 +1,7 @@
 """A run in a folder: exact resumption, Ctrl-C, non-finite losses, bad output folders."""
 
 import json
+import math
 import os
 import signal
 
@@ -10,7 +11,7 @@ from safetensors.torch import load_file
 
 from mdm.config import load_config
 from mdm.tasks import MDMPipeline
-from mdm.training.loop import NonFiniteLossError
+from mdm.training.loop import NonFiniteLossError, lr_at
 from mdm.training.run import train_run
 
 TINY = ["train.log_every=1", "train.batch_size=4", "data.train_size=48", "data.vq_steps=3",
@@ -34,9 +35,11 @@ class Crash(Exception):
     pass
 
 
-def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path):
+@pytest.mark.parametrize("decay", ["constant", "linear"])
+def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path, decay):
     # log_every=2 with a checkpoint at the odd step 3: the half-filled log window is saved and restored too.
-    extra = ("train.checkpoint_every=3", "train.log_every=2")
+    # A decay over train.steps depends on the step only, so it resumes exactly as well.
+    extra = ("train.checkpoint_every=3", "train.log_every=2", f"train.lr_decay={decay}")
     full = train_run(tiny(6, *extra), tmp_path / "full", progress=False, log=lambda _: None)
 
     def crash_at_4(trainer, entry):
@@ -56,6 +59,30 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path):
         a = load_file(tmp_path / "full" / "checkpoint" / name)
         b = load_file(tmp_path / "cut" / "checkpoint" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.parametrize("decay,final,shape", [
+    ("linear", 0.0, lambda p: 1 - p),
+    ("cosine", 0.2, lambda p: 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * p))),
+])
+def test_the_learning_rate_decays_over_the_steps_after_warm_up(tmp_path, decay, final, shape):
+    config = tiny(6, "train.lr=1e-3", "train.warmup_steps=2", f"train.lr_decay={decay}", f"train.lr_final={final}")
+    history = train_run(config, tmp_path / "run", progress=False, log=lambda _: None).trainer.history
+    # step k (1-based) trains with the rate of progress (k - 1) / 6, times the warm-up ramp min(1, k / 2)
+    expected = [1e-3 * min(1.0, k / 2) * shape((k - 1) / 6) for k in range(1, 7)]
+    assert [h["lr"] for h in history] == pytest.approx(expected)
+    assert lr_at(3, config.train) == pytest.approx(expected[3])  # the default progress is step / train.steps
+    constant = tiny(6, "train.warmup_steps=1").train
+    assert lr_at(3, constant, progress=0.9) == pytest.approx(constant.lr)  # a constant rate ignores progress
+
+
+def test_a_time_budget_ends_the_decay_when_it_ends_before_the_steps(tmp_path):
+    trainer = train_run(tiny(4, "train.lr_decay=linear"), tmp_path / "run", progress=False,
+                        log=lambda _: None).trainer
+    assert trainer.step == 4
+    assert trainer._run_progress(100, session_s=30.0, time_budget_s=60.0) == pytest.approx(0.5)  # time leads
+    assert trainer._run_progress(5, session_s=30.0, time_budget_s=600.0) == pytest.approx(0.8)  # steps lead
+    assert trainer._run_progress(5, session_s=30.0, time_budget_s=None) == pytest.approx(0.8)
 
 
 def test_resume_refuses_a_config_that_would_change_the_run(tmp_path):

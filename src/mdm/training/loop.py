@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -76,9 +77,21 @@ def task_sampler(data: TokenizedData, weights: dict[str, float], generator: torc
     return draw
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to ``lr`` then constant (the paper gives no decay)."""
-    return config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:
+    """Linear warm-up to ``lr``, then constant (the paper gives no decay) or decayed (``train.lr_decay``).
+
+    ``progress`` in [0, 1] is how much of the run is done (default ``step / config.steps``);
+    a linear or cosine decay takes the rate from ``lr`` at 0 to ``lr * lr_final`` at 1.
+    Why offer it: the runs here are cut by a time budget long before any plateau, and
+    decaying to zero by the end of a budget does better than a constant rate for the same
+    compute (Li et al., "Budgeted Training", ICLR 2020).
+    """
+    rate = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+    if config.lr_decay == "constant":
+        return rate
+    p = min(max(step / config.steps if progress is None else progress, 0.0), 1.0)
+    shape = 1.0 - p if config.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
+    return rate * (config.lr_final + (1.0 - config.lr_final) * shape)
 
 
 class TrainingObjective(nn.Module):
@@ -124,6 +137,8 @@ class Trainer:
         self.tensorboard_dir = tensorboard_dir if self.dist.is_main else None
         self._stop_requested = False
         self.autocast = _autocast_for(self.device, config.mixed_precision)
+        self.progress: float | None = None  # share of the run done, set by run() for a decaying lr
+        self.lr = lr_at(0, config, 0.0)  # the rate of the last step, for the log
 
     # ------------------------------------------------------------------ state
     def state(self) -> tuple[dict[str, Tensor], dict]:
@@ -172,8 +187,9 @@ class Trainer:
                 f"non-finite loss at step {self.step + 1} (task {task.value}): "
                 f"{ {k: float(v.detach()) for k, v in losses.items()} }; the run stops here and the last checkpoint "
                 f"is kept. Try a lower train.lr or train.grad_clip.")
+        self.lr = lr_at(self.step, config, self.progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, config)
+            group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         grad_norm = dist.local_value(torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip))
@@ -211,6 +227,7 @@ class Trainer:
         previous = signal.signal(signal.SIGINT, self._on_interrupt) if catch_interrupt else None
         try:
             while self.step < steps:
+                self.progress = self._run_progress(steps, time.perf_counter() - start, time_budget_s)
                 out = self.train_step()
                 self.elapsed = elapsed0 + time.perf_counter() - start
                 bar.update(1)
@@ -251,6 +268,23 @@ class Trainer:
         self.network.eval()
         return self.history
 
+    def _run_progress(self, steps: int, session_s: float, time_budget_s: float | None) -> float | None:
+        """The share of the run done, for ``train.lr_decay``: steps done of ``steps``, or of the time budget.
+
+        With a time budget the decay follows whichever ends first, so a run cut at 27 minutes
+        still ends at ``lr * lr_final``. Time makes such a run's rates depend on the machine's
+        speed (not reproducible step for step), and a resumed session with a budget decays
+        again over its own budget, a warm restart. Under data parallelism the processes
+        average their clocks, so every process sets the same rate.
+        """
+        if self.config.lr_decay == "constant":
+            return None
+        done = self.step / steps
+        if time_budget_s:
+            shared = float(self.dist.mean(torch.tensor(session_s / time_budget_s, device=self.device)))
+            done = max(done, shared)
+        return done
+
     def _on_interrupt(self, signum, frame) -> None:
         if self._stop_requested:
             raise KeyboardInterrupt
@@ -269,7 +303,7 @@ class Trainer:
 
     def _flush_log(self) -> dict:
         r, n = self.running, max(self.running.get("n", 1), 1)
-        entry = {"step": self.step, "time_s": round(self.elapsed, 1), "lr": lr_at(self.step - 1, self.config)}
+        entry = {"step": self.step, "time_s": round(self.elapsed, 1), "lr": self.lr}
         entry.update({k: round(v / n, 4) for k, v in r.items() if not k.startswith(("se_", "n_")) and k != "n"})
         for t in Task:
             if r.get(f"n_{t.value}"):
