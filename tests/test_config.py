@@ -99,6 +99,10 @@ def test_clean_frames_on_pixel_patches_is_refused():
     ("train.distributed", "zero3", r"train.distributed must be ddp or fsdp, got 'zero3'"),
     ("train.mixed_precision", "fp8", r"train.mixed_precision must be auto, bf16 or no, got 'fp8'"),
     ("diffusion.clean_frames", "suffix", r"diffusion.clean_frames must be random or prefix, got 'suffix'"),
+    ("train.lr_decay", "step", r"train.lr_decay must be one of constant, linear, cosine, got 'step'"),
+    ("data.question_kinds", "[colour]", r"data.question_kinds must be distinct kinds of color, shape, size, "
+                                        r"count, position, got \['colour'\]"),
+    ("train.lr_final", "1.5", r"train.lr_final is a fraction of train.lr in \[0, 1\], got 1.5"),
 ])
 def test_choice_fields_name_the_valid_values(key, value, message):
     with pytest.raises(ConfigError, match=message):

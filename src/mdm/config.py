@@ -259,6 +259,7 @@ class DataConfig:
     vq_local: bool = False  # VQ codes see only their own patch (mdm.data.vq.VQVAE says why)
     motion_step: int = 1  # moving-digits: positions and velocities in multiples of this many px (vq_factor: whole codes)
     digit_size: int = 0  # moving-digits: the digit's side in px; 0 = half the canvas (layout.image_size)
+    question_kinds: list = field(default_factory=list)  # shapesworld: the question kinds drawn; [] = all
     # tokens per text segment by role, eos included (the longest ShapesWorld texts fit)
     text_lens: dict = field(default_factory=lambda: {"caption": 28, "question": 20, "answer": 4, "scene": 32})
 
@@ -269,6 +270,13 @@ class DataConfig:
         for name in ("vocab_size", "codebook_size", "vq_steps", "motion_step"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.question_kinds:
+            from mdm.data.shapesworld import QUESTION_KINDS
+
+            bad = [k for k in self.question_kinds if k not in QUESTION_KINDS]
+            if bad or len(set(self.question_kinds)) != len(self.question_kinds):
+                raise ConfigError(f"data.question_kinds must be distinct kinds of {', '.join(QUESTION_KINDS)}, "
+                                  f"got {self.question_kinds}")
         for role, n in self.text_lens.items():
             if not isinstance(n, int) or n < 1:
                 raise ConfigError(f"data.text_lens.{role} must be an int >= 1, got {n!r}")

@@ -152,10 +152,27 @@ def test_render_requested_objects_without_center():
     ({"min_objects": 3, "max_objects": 2}, "min_objects"),
     ({"max_objects": 5}, "max_objects <= 4"),
     ({"colors": ("red",), "max_objects": 2}, "needs that many colours"),
+    ({"question_kinds": ("colour",)}, "unknown question kind in config.question_kinds 'colour'; valid: color"),
+    ({"question_kinds": ()}, "question_kinds must be non-empty"),
 ])
 def test_config_errors(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         ShapesWorldConfig(**kwargs)
+
+
+def test_question_kinds_restrict_the_questions_and_keep_the_scenes():
+    every = ShapesWorld("train", 200)
+    some = ShapesWorld("train", 200, ShapesWorldConfig(question_kinds=["color", "count"]))  # a YAML list
+    assert {every[i].meta["question_kind"] for i in range(200)} == set(QUESTION_KINDS)
+    assert {some[i].meta["question_kind"] for i in range(200)} == {"color", "count"}
+    for i in range(200):  # the same scenes; the question is drawn from fewer kinds (and the caption's order after it)
+        assert torch.equal(every[i].image, some[i].image) and every[i].meta["objects"] == some[i].meta["objects"]
+        assert every[i].text(Role.SCENE) == some[i].text(Role.SCENE)
+        assert every[i].meta["caption_template"] == some[i].meta["caption_template"]
+        question, answer = some[i].text(Role.QUESTION), some[i].text(Role.ANSWER)
+        assert answer_from_objects(some[i].meta["objects"], question) == answer
+    default = ShapesWorld("train", 50, ShapesWorldConfig(question_kinds=QUESTION_KINDS))
+    assert all(default[i].texts == every[i].texts for i in range(50))  # the default draw is the one of old
 
 
 def test_dataset_errors():

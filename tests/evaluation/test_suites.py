@@ -111,3 +111,34 @@ def test_a_missing_feature_network_is_named_before_sampling(shapes_run, tmp_path
     assert main(["eval", "--checkpoint", str(shapes_run), "--suite", "shapesworld", "--inception",
                  str(tmp_path / "nope.pth")]) == 2
     assert "do not exist" in capsys.readouterr().err
+
+
+class _ColourOnly:
+    """A stand-in pipeline that answers colour questions right and every other question "zero"."""
+
+    def __init__(self, samples):
+        self.answers = [s.text("answer") for s in samples]
+
+    def _answer(self, questions):  # asked about the samples in their order
+        return [a if q.startswith("what color") else "zero" for q, a in zip(questions, self.answers, strict=True)]
+
+    def vqa(self, images, questions, sampler, seed=0):
+        return self._answer(questions)
+
+    def text_to_text(self, scenes, questions, sampler, seed=0):
+        return self._answer(questions)
+
+
+def test_answers_are_scored_per_question_kind():
+    from mdm.data.shapesworld import ShapesWorld
+    from mdm.evaluation.shapesworld import score_tasks
+
+    samples = [ShapesWorld("val", 60)[i] for i in range(60)]
+    kinds = [s.meta["question_kind"] for s in samples]
+    scores = score_tasks(_ColourOnly(samples), samples, tasks=("vqa", "text_to_text")).scores
+    zero_right = sum(s.text("answer") == "zero" for s in samples if s.meta["question_kind"] == "count")
+    for task in ("vqa", "text_to_text"):
+        assert scores[f"{task}_color"] == 1.0
+        assert scores[f"{task}_shape"] == scores[f"{task}_size"] == scores[f"{task}_position"] == 0.0
+        assert scores[f"{task}_count"] == pytest.approx(zero_right / kinds.count("count"))
+        assert scores[task] == pytest.approx((kinds.count("color") + zero_right) / len(samples))

@@ -23,17 +23,21 @@ BUILTIN = ("shapesworld", "digits", "moving-digits")
 
 
 def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 0, image_size: int | None = None,
-                 channels: int = 1, frames: int = 8, motion_step: int = 1, digit_size: int = 0):
+                 channels: int = 1, frames: int = 8, motion_step: int = 1, digit_size: int = 0,
+                 question_kinds: tuple[str, ...] = ()):
     """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``).
 
     ``channels`` is the digits'; ``frames`` the clip length of moving digits, whose
     canvas is ``image_size`` (default 32) with digits of ``digit_size`` px (0: half the
     canvas), moving by multiples of ``motion_step`` px at up to 3 px (or one step) a frame.
+    ``question_kinds`` are the ShapesWorld question kinds to draw from (empty: all).
     """
     if name == "shapesworld":
         from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
 
-        config = ShapesWorldConfig(image_size=image_size) if image_size else None
+        options = {"image_size": image_size} if image_size else {}
+        options.update({"question_kinds": tuple(question_kinds)} if question_kinds else {})
+        config = ShapesWorldConfig(**options) if options else None
         return ShapesWorld(split, size=size, config=config, seed=seed)
     if name == "digits":
         from mdm.data.digits import DigitsDataset

@@ -131,7 +131,11 @@ def cell_center(position: str, size: str, image_size: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ShapesWorldConfig:
-    """What scenes look like. ``hold_out`` (colour, shape) pairs appear only in the "compositional" split."""
+    """What scenes look like. ``hold_out`` (colour, shape) pairs appear only in the "compositional" split.
+
+    ``question_kinds`` are the kinds a scene's question is drawn from (all of them by default;
+    a subset trains and tests VQA and text->text on those kinds alone).
+    """
 
     image_size: int = 32
     min_objects: int = 1
@@ -139,6 +143,7 @@ class ShapesWorldConfig:
     shapes: tuple[str, ...] = DEFAULT_SHAPES
     colors: tuple[str, ...] = COLORS
     hold_out: tuple[tuple[str, str], ...] = ()
+    question_kinds: tuple[str, ...] = QUESTION_KINDS
 
     def __post_init__(self) -> None:
         for name in ("image_size", "min_objects", "max_objects"):
@@ -146,6 +151,11 @@ class ShapesWorldConfig:
                 raise ValueError(f"config.{name} must be an int, got {getattr(self, name)!r}")
         object.__setattr__(self, "shapes", tuple(self.shapes))
         object.__setattr__(self, "colors", tuple(self.colors))
+        object.__setattr__(self, "question_kinds", tuple(self.question_kinds))
+        for kind in self.question_kinds:
+            check_choice(kind, QUESTION_KINDS, "question kind in config.question_kinds")
+        if not self.question_kinds or len(set(self.question_kinds)) != len(self.question_kinds):
+            raise ValueError(f"config.question_kinds must be non-empty and without repeats, got {self.question_kinds}")
         for s in self.shapes:
             check_choice(s, SHAPES, "shape in config.shapes")
         for c in self.colors:
@@ -362,7 +372,7 @@ class ShapesWorld(Dataset):
         cfg = self.config
         objects = sample_objects(rng, cfg, compositional=self.split == "compositional")
         template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]
-        kind = QUESTION_KINDS[int(rng.integers(len(QUESTION_KINDS)))]
+        kind = cfg.question_kinds[int(rng.integers(len(cfg.question_kinds)))]  # all kinds: the draw of old
         question, answer = question_answer(objects, rng, kind, colors=cfg.colors, shapes=cfg.shapes)
         texts = [TextSegment(Role.CAPTION, caption(objects, rng, template)), TextSegment(Role.QUESTION, question),
                  TextSegment(Role.ANSWER, answer), TextSegment(Role.SCENE, describe_scene(objects))]

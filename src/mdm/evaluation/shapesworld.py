@@ -100,12 +100,13 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
         out.examples["image_to_text"] = [(images[i], caps[i]) for i in range(min(n_examples, len(samples)))]
     if "vqa" in tasks:
         got = timed("vqa", lambda: pipe.vqa(images, questions, sampler, seed=seed))
-        out.scores["vqa"] = sum(exact_match(g, a) for g, a in zip(got, answers)) / len(samples)
+        out.scores.update(_accuracy_by_kind("vqa", samples, [exact_match(g, a) for g, a in zip(got, answers)]))
         out.examples["vqa"] = [(questions[i], got[i], answers[i]) for i in range(min(n_examples, len(samples)))]
     if "text_to_text" in tasks:
         scenes = [s.text("scene") for s in samples]
         got = timed("text_to_text", lambda: pipe.text_to_text(scenes, questions, sampler, seed=seed))
-        out.scores["text_to_text"] = sum(exact_match(g, a) for g, a in zip(got, answers)) / len(samples)
+        out.scores.update(_accuracy_by_kind("text_to_text", samples,
+                                            [exact_match(g, a) for g, a in zip(got, answers)]))
         out.examples["text_to_text"] = [(scenes[i], questions[i], got[i], answers[i])
                                         for i in range(min(n_examples, len(samples)))]
     if "joint" in tasks:
@@ -114,6 +115,17 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
         out.scores["joint_agreement"] = _mean(rows, "all_true")
         out.examples["joint"] = [(imgs[i], caps[i]) for i in range(min(n_examples, len(samples)))]
     return out
+
+
+def _accuracy_by_kind(name: str, samples: list[Sample], correct: list[bool]) -> dict[str, float]:
+    """``name``: the share of answers right; ``name_KIND``: the share within each question kind (colour,
+    shape, size, count, position), which tells a model that fails one kind from one that fails all."""
+    scores = {name: sum(correct) / len(correct)}
+    kinds = [s.meta.get("question_kind") for s in samples]
+    for kind in sorted({k for k in kinds if k}):
+        hits = [c for c, k in zip(correct, kinds) if k == kind]
+        scores[f"{name}_{kind}"] = sum(hits) / len(hits)
+    return scores
 
 
 def format_score(name: str, value: float) -> str:

@@ -62,7 +62,8 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
         try:
             ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
                               channels=config.layout.image_channels, frames=config.layout.frames,
-                              motion_step=data.motion_step, digit_size=data.digit_size)
+                              motion_step=data.motion_step, digit_size=data.digit_size,
+                              question_kinds=tuple(data.question_kinds))
         except ValueError as e:
             if data.name != "moving-digits":
                 raise
