@@ -5,20 +5,34 @@
         backbone.n_layers=4 diffusion.text_snr_shift=64
 
 Prints, every EVERY steps, the task's referee score on 64 held-out scenes with the EMA and the
-raw weights (DPM-Solver++ 20 steps), one thread. Used to separate "the backbone is slow" from
+raw weights (DPM-Solver++ 20 steps), one thread; for VQA and text->text also per question kind.
+At the end, RUN_FOLDER/wrong-answers.txt lists the EMA model's wrong answers (VQA, text->text). Used to separate "the backbone is slow" from
 "the objective teaches this task slowly" (benchmarks/results/tasks-cpu-2core/text-snr-shift/).
 """
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from mdm.config import load_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.shapesworld import TASKS, score_tasks
+from mdm.evaluation.vqa_accuracy import exact_match
 from mdm.tasks import MDMPipeline
 from mdm.training.loop import Trainer, build_model
 from mdm.training.prepare import load_samples, prepare_data
+
+
+def write_wrong_answers(examples: list[tuple], samples: list, path: Path, step: int) -> None:
+    """The wrong answers of one evaluation: kind, (scene,) question, the model's answer and the right one."""
+    lines = [f"step {step}: wrong answers (question kind | scene | question | answer given | right answer)"]
+    for sample, example in zip(samples, examples):
+        given, right = example[-2], example[-1]
+        if not exact_match(given, right):
+            context = example[0] if len(example) == 4 else "(image)"
+            lines.append(f"{sample.meta['question_kind']} | {context} | {example[-3]} | {given!r} | {right}")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> None:
@@ -37,8 +51,10 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
         scores = {}
         for weights, model in (("ema", trainer.ema.model), ("raw", network)):
             pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens)
-            result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,))
+            result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,), n_examples=len(held_out))
             scores[weights] = {k: round(v, 3) for k, v in result.scores.items()}
+            if weights == "ema" and task in ("vqa", "text_to_text"):
+                write_wrong_answers(result.examples[task], held_out, Path(out) / "wrong-answers.txt", trainer.step)
         print(f"step {trainer.step} t={time.time() - start:.0f}s se={trainer.history[-1]['se']} {scores}", flush=True)
 
 
