@@ -6,7 +6,8 @@
 
 Prints, every EVERY steps, the task's referee score on 64 held-out scenes with the EMA and the
 raw weights (DPM-Solver++ 20 steps), one thread; for VQA and text->text also per question kind.
-At the end, RUN_FOLDER/wrong-answers.txt lists the EMA model's wrong answers (VQA, text->text). Used to separate "the backbone is slow" from
+After every evaluation, RUN_FOLDER/wrong-answers.txt lists the EMA model's wrong answers then
+(VQA, text->text). Used to separate "the backbone is slow" from
 "the objective teaches this task slowly" (benchmarks/results/tasks-cpu-2core/text-snr-shift/).
 """
 import sys
@@ -27,7 +28,7 @@ from mdm.training.prepare import load_samples, prepare_data
 def write_wrong_answers(examples: list[tuple], samples: list, path: Path, step: int) -> None:
     """The wrong answers of one evaluation: kind, (scene,) question, the model's answer and the right one."""
     lines = [f"step {step}: wrong answers (question kind | scene | question | answer given | right answer)"]
-    for sample, example in zip(samples, examples):
+    for sample, example in zip(samples, examples, strict=True):
         given, right = example[-2], example[-1]
         if not exact_match(given, right):
             context = example[0] if len(example) == 4 else "(image)"
@@ -51,7 +52,8 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
         scores = {}
         for weights, model in (("ema", trainer.ema.model), ("raw", network)):
             pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens)
-            result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,), n_examples=len(held_out))
+            result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,),
+                                 n_examples=len(held_out))
             scores[weights] = {k: round(v, 3) for k, v in result.scores.items()}
             if weights == "ema" and task in ("vqa", "text_to_text"):
                 write_wrong_answers(result.examples[task], held_out, Path(out) / "wrong-answers.txt", trainer.step)

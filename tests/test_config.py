@@ -90,6 +90,17 @@ def test_override_wrong_type_names_the_key():
         load_config("tiny", ["backbone.n_layers=abc"])
 
 
+@pytest.mark.parametrize("overrides,message", [
+    (["train.lr_final_fraction=1.5"], r"train.lr_final_fraction is a fraction of train.lr in \[0, 1\], got 1.5"),
+    (["data.question_kinds=color"], r"data.question_kinds must be a list such as \[color, count\], got 'color'"),
+    (["data.name=digits", "data.question_kinds=[color]"], r"data.question_kinds applies to data.name shapesworld, "
+                                                          r"not 'digits'"),
+])
+def test_range_and_list_fields_name_what_is_expected(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", overrides)
+
+
 def test_clean_frames_on_pixel_patches_is_refused():
     with pytest.raises(ConfigError, match=r"diffusion.clean_frames_prob needs VQ-coded clips"):
         load_config("tiny", ["layout.image_tokens=pixels", "diffusion.clean_frames_prob=0.5"])
@@ -102,7 +113,6 @@ def test_clean_frames_on_pixel_patches_is_refused():
     ("train.lr_decay", "step", r"train.lr_decay must be one of constant, linear, cosine, got 'step'"),
     ("data.question_kinds", "[colour]", r"data.question_kinds must be distinct kinds of color, shape, size, "
                                         r"count, position, got \['colour'\]"),
-    ("train.lr_final", "1.5", r"train.lr_final is a fraction of train.lr in \[0, 1\], got 1.5"),
 ])
 def test_choice_fields_name_the_valid_values(key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -201,10 +201,10 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    # after warm-up: "constant" (the paper gives no decay), or "linear" / "cosine" down to lr * lr_final over the
-    # run, the run being train.steps or, with a time budget (--minutes), that budget if it ends first
+    # "constant" (the paper gives no decay), or "linear" / "cosine" from lr down to lr * lr_final_fraction over the run
+    # (train.steps, or the --minutes budget when it ends first), times the warm-up ramp
     lr_decay: str = "constant"
-    lr_final: float = 0.0
+    lr_final_fraction: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     mixed_precision: str = "auto"  # auto = bf16 autocast on a CUDA device that supports it; "bf16"; "no"
@@ -225,8 +225,9 @@ class TrainConfig:
             raise ConfigError("train: checkpoint_every and sample_every must be >= 0")
         if self.lr_decay not in LR_DECAYS:
             raise ConfigError(f"train.lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
-        if not 0.0 <= self.lr_final <= 1.0:
-            raise ConfigError(f"train.lr_final is a fraction of train.lr in [0, 1], got {self.lr_final}")
+        if not 0.0 <= self.lr_final_fraction <= 1.0:
+            raise ConfigError(f"train.lr_final_fraction is a fraction of train.lr in [0, 1], "
+                              f"got {self.lr_final_fraction}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
         from mdm.training.distributed import STRATEGIES
@@ -273,6 +274,11 @@ class DataConfig:
         if self.question_kinds:
             from mdm.data.shapesworld import QUESTION_KINDS
 
+            if not isinstance(self.question_kinds, list):
+                raise ConfigError(f"data.question_kinds must be a list such as [color, count], "
+                                  f"got {self.question_kinds!r}")
+            if self.name != "shapesworld":
+                raise ConfigError(f"data.question_kinds applies to data.name shapesworld, not {self.name!r}")
             bad = [k for k in self.question_kinds if k not in QUESTION_KINDS]
             if bad or len(set(self.question_kinds)) != len(self.question_kinds):
                 raise ConfigError(f"data.question_kinds must be distinct kinds of {', '.join(QUESTION_KINDS)}, "

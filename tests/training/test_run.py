@@ -1,5 +1,6 @@
 """A run in a folder: exact resumption, Ctrl-C, non-finite losses, bad output folders."""
 
+import itertools
 import json
 import math
 import os
@@ -65,8 +66,9 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path, de
     ("linear", 0.0, lambda p: 1 - p),
     ("cosine", 0.2, lambda p: 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * p))),
 ])
-def test_the_learning_rate_decays_over_the_steps_after_warm_up(tmp_path, decay, final, shape):
-    config = tiny(6, "train.lr=1e-3", "train.warmup_steps=2", f"train.lr_decay={decay}", f"train.lr_final={final}")
+def test_the_learning_rate_decays_over_the_steps_times_the_warm_up(tmp_path, decay, final, shape):
+    config = tiny(6, "train.lr=1e-3", "train.warmup_steps=2", f"train.lr_decay={decay}",
+                  f"train.lr_final_fraction={final}")
     history = train_run(config, tmp_path / "run", progress=False, log=lambda _: None).trainer.history
     # step k (1-based) trains with the rate of progress (k - 1) / 6, times the warm-up ramp min(1, k / 2)
     expected = [1e-3 * min(1.0, k / 2) * shape((k - 1) / 6) for k in range(1, 7)]
@@ -76,13 +78,17 @@ def test_the_learning_rate_decays_over_the_steps_after_warm_up(tmp_path, decay, 
     assert lr_at(3, constant, progress=0.9) == pytest.approx(constant.lr)  # a constant rate ignores progress
 
 
-def test_a_time_budget_ends_the_decay_when_it_ends_before_the_steps(tmp_path):
-    trainer = train_run(tiny(4, "train.lr_decay=linear"), tmp_path / "run", progress=False,
-                        log=lambda _: None).trainer
-    assert trainer.step == 4
-    assert trainer._run_progress(100, session_s=30.0, time_budget_s=60.0) == pytest.approx(0.5)  # time leads
-    assert trainer._run_progress(5, session_s=30.0, time_budget_s=600.0) == pytest.approx(0.8)  # steps lead
-    assert trainer._run_progress(5, session_s=30.0, time_budget_s=None) == pytest.approx(0.8)
+def test_a_time_budget_ends_the_decay_when_it_ends_before_the_steps(tmp_path, monkeypatch):
+    ticks = itertools.count()
+    monkeypatch.setattr("mdm.training.loop.time.perf_counter", lambda: float(next(ticks)))  # a clock of 1 s a call
+    config = tiny(100, "train.lr=1e-3", "train.warmup_steps=1", "train.lr_decay=linear")
+    trainer = train_run(config, tmp_path / "run", progress=False, log=lambda _: None, time_budget_s=30.0).trainer
+    rates = [h["lr"] for h in trainer.history]
+    assert 3 <= trainer.step < 100  # the budget stopped the run
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    # the budget leads: every step's rate is below what its step alone gives, and the last is near the end
+    assert all(rate < 1e-3 * (1 - k / 100) for k, rate in enumerate(rates))
+    assert rates[-1] < 0.25e-3
 
 
 def test_resume_refuses_a_config_that_would_change_the_run(tmp_path):
@@ -93,6 +99,12 @@ def test_resume_refuses_a_config_that_would_change_the_run(tmp_path):
     result = train_run(tiny(2, "train.checkpoint_every=7"), tmp_path / "run", resume=True, progress=False,
                        log=lambda _: None)
     assert result.resumed_from == 1 and result.trainer.step == 2
+    # but not when train.steps is the length of a decaying rate
+    train_run(tiny(1, "train.lr_decay=linear"), tmp_path / "decay", progress=False, log=lambda _: None)
+    with pytest.raises(ValueError, match=r"train.steps: 2 != 1 \(train.steps is the length of the run's "
+                                         r"train.lr_decay linear\)"):
+        train_run(tiny(2, "train.lr_decay=linear"), tmp_path / "decay", resume=True, progress=False,
+                  log=lambda _: None)
 
 
 def test_a_run_folder_loads_as_a_pipeline(tmp_path):

@@ -35,8 +35,11 @@ def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 
     if name == "shapesworld":
         from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
 
-        options = {"image_size": image_size} if image_size else {}
-        options.update({"question_kinds": tuple(question_kinds)} if question_kinds else {})
+        options = {}
+        if image_size:
+            options["image_size"] = image_size
+        if question_kinds:
+            options["question_kinds"] = tuple(question_kinds)
         config = ShapesWorldConfig(**options) if options else None
         return ShapesWorld(split, size=size, config=config, seed=seed)
     if name == "digits":

@@ -14,7 +14,8 @@ image_to_text  ``caption_all_true``: captions whose every stated attribute is
                ``caption_cider``: CIDEr-D against every template's caption of the
                scene (:mod:`mdm.evaluation.captioning`)
 vqa            VQA accuracy: with one reference answer, exact match after the
-               official answer normalisation (:mod:`mdm.evaluation.vqa_accuracy`)
+               official answer normalisation (:mod:`mdm.evaluation.vqa_accuracy`);
+               ``vqa_KIND`` the same within one question kind (colour, ...)
 text_to_text   the same, for a question about a scene described in words
 joint          ``joint_agreement``: generated image and generated caption agree
                (every claim of the caption true of the image)

@@ -78,10 +78,11 @@ def task_sampler(data: TokenizedData, weights: dict[str, float], generator: torc
 
 
 def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:
-    """Linear warm-up to ``lr``, then constant (the paper gives no decay) or decayed (``train.lr_decay``).
+    """Linear warm-up to ``lr``, constant after it (the paper gives no decay) or decayed (``train.lr_decay``).
 
     ``progress`` in [0, 1] is how much of the run is done (default ``step / config.steps``);
-    a linear or cosine decay takes the rate from ``lr`` at 0 to ``lr * lr_final`` at 1.
+    a linear or cosine decay takes the rate from ``lr`` at 0 to ``lr * lr_final_fraction`` at 1,
+    multiplied by the warm-up ramp (so the decay's clock starts at step 0, not after warm-up).
     Why offer it: the runs here are cut by a time budget long before any plateau, and
     decaying to zero by the end of a budget does better than a constant rate for the same
     compute (Li et al., "Budgeted Training", ICLR 2020).
@@ -91,7 +92,7 @@ def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> floa
         return rate
     p = min(max(step / config.steps if progress is None else progress, 0.0), 1.0)
     shape = 1.0 - p if config.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
-    return rate * (config.lr_final + (1.0 - config.lr_final) * shape)
+    return rate * (config.lr_final_fraction + (1.0 - config.lr_final_fraction) * shape)
 
 
 class TrainingObjective(nn.Module):
@@ -227,7 +228,7 @@ class Trainer:
         previous = signal.signal(signal.SIGINT, self._on_interrupt) if catch_interrupt else None
         try:
             while self.step < steps:
-                self.progress = self._run_progress(steps, time.perf_counter() - start, time_budget_s)
+                self.progress = self._run_progress(time.perf_counter() - start, time_budget_s)
                 out = self.train_step()
                 self.elapsed = elapsed0 + time.perf_counter() - start
                 bar.update(1)
@@ -268,21 +269,24 @@ class Trainer:
         self.network.eval()
         return self.history
 
-    def _run_progress(self, steps: int, session_s: float, time_budget_s: float | None) -> float | None:
-        """The share of the run done, for ``train.lr_decay``: steps done of ``steps``, or of the time budget.
+    def _run_progress(self, session_s: float, time_budget_s: float | None) -> float | None:
+        """The share of the run done, for ``train.lr_decay``: steps done of ``train.steps``, or of the time budget.
 
-        With a time budget the decay follows whichever ends first, so a run cut at 27 minutes
-        still ends at ``lr * lr_final``. Time makes such a run's rates depend on the machine's
-        speed (not reproducible step for step), and a resumed session with a budget decays
-        again over its own budget, a warm restart. Under data parallelism the processes
-        average their clocks, so every process sets the same rate.
+        ``train.steps`` rather than the ``steps`` a caller passes to :meth:`run`, which only
+        says where this call stops: scripts that train in chunks keep one decay. With a time
+        budget the decay follows whichever ends first, so a run cut at 27 minutes ends near
+        ``lr * lr_final_fraction``; its rates then depend on the machine's speed (not
+        reproducible step for step). Each session measures its own time: resuming such a run
+        restarts the decay (a warm restart), over the new session's budget or, without one,
+        from ``step / train.steps``. Under data parallelism the processes average their
+        clocks, so every process sets the same rate.
         """
         if self.config.lr_decay == "constant":
             return None
-        done = self.step / steps
-        if time_budget_s:
-            shared = float(self.dist.mean(torch.tensor(session_s / time_budget_s, device=self.device)))
-            done = max(done, shared)
+        done = self.step / self.config.steps
+        if time_budget_s is not None:
+            clock = torch.tensor(session_s / time_budget_s, dtype=torch.float64, device=self.device)
+            done = max(done, float(self.dist.mean(clock)))
         return done
 
     def _on_interrupt(self, signum, frame) -> None:

@@ -97,16 +97,21 @@ def resume_config(folder: str | Path, overrides: list[str] | None = None) -> MDM
 
 # Train keys a resumed run may change without changing the computation of the steps it repeats.
 # A checkpoint holds whole tensors whichever strategy wrote it, so a run may resume under another.
+# With a decaying learning rate, train.steps is the decay's length, so it is not among them.
 RESUMABLE_TRAIN_KEYS = ("steps", "log_every", "checkpoint_every", "sample_every", "distributed")
 
 
 def check_resume_config(requested: MDMConfig, saved: MDMConfig) -> None:
     """Refuse a resumed run whose config would not continue the saved run exactly (names every key)."""
+    resumable = [k for k in RESUMABLE_TRAIN_KEYS if k != "steps" or saved.train.lr_decay == "constant"]
     diff = [d for d in config_differences(requested, saved, ("train", "data"))
-            if d.split(":")[0].split(".", 1)[1] not in RESUMABLE_TRAIN_KEYS or not d.startswith("train.")]
+            if d.split(":")[0].split(".", 1)[1] not in resumable or not d.startswith("train.")]
     if diff:
+        why = (f" (train.steps is the length of the run's train.lr_decay {saved.train.lr_decay})"
+               if any(d.startswith("train.steps") for d in diff) else "")
         raise ValueError("--resume: these keys differ from the run's own config (requested != saved), so the "
-                         "resumed run would not continue it exactly; start a new --out instead: " + "; ".join(diff))
+                         "resumed run would not continue it exactly; start a new --out instead: " + "; ".join(diff)
+                         + why)
 
 
 def _check_out(folder: Path, resume: bool, create: bool = True) -> None:
