@@ -84,8 +84,10 @@ def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> floa
     a linear or cosine decay takes the rate from ``lr`` at 0 to ``lr * lr_final_fraction`` at 1,
     multiplied by the warm-up ramp (so the decay's clock starts at step 0, not after warm-up).
     Why offer it: the runs here are cut by a time budget long before any plateau, and
-    decaying to zero by the end of a budget does better than a constant rate for the same
-    compute (Li et al., "Budgeted Training", ICLR 2020).
+    decaying to zero by the end of a budget has done better than a constant rate for the
+    same compute (Li et al., "Budgeted Training", ICLR 2020). Not measured to help here: on
+    ``moving-digits`` one decayed run sampled worse than the constant rate
+    (``benchmarks/results/video-cpu-2core/``, ninth session), so the presets keep it constant.
     """
     rate = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
     if config.lr_decay == "constant":
