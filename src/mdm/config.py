@@ -272,17 +272,18 @@ class DataConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.question_kinds:
-            from mdm.data.shapesworld import QUESTION_KINDS
+            from mdm.data.shapesworld import QUESTION_KINDS, ShapesWorldConfig
 
             if not isinstance(self.question_kinds, list):
                 raise ConfigError(f"data.question_kinds must be a list such as [color, count], "
                                   f"got {self.question_kinds!r}")
             if self.name != "shapesworld":
                 raise ConfigError(f"data.question_kinds applies to data.name shapesworld, not {self.name!r}")
-            bad = [k for k in self.question_kinds if k not in QUESTION_KINDS]
-            if bad or len(set(self.question_kinds)) != len(self.question_kinds):
+            try:  # the dataset's own rule, said in the config's key
+                ShapesWorldConfig(question_kinds=self.question_kinds)
+            except ValueError:
                 raise ConfigError(f"data.question_kinds must be distinct kinds of {', '.join(QUESTION_KINDS)}, "
-                                  f"got {self.question_kinds}")
+                                  f"got {self.question_kinds}") from None
         for role, n in self.text_lens.items():
             if not isinstance(n, int) or n < 1:
                 raise ConfigError(f"data.text_lens.{role} must be an int >= 1, got {n!r}")

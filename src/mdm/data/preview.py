@@ -39,7 +39,7 @@ def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 
         if image_size:
             options["image_size"] = image_size
         if question_kinds:
-            options["question_kinds"] = tuple(question_kinds)
+            options["question_kinds"] = question_kinds
         config = ShapesWorldConfig(**options) if options else None
         return ShapesWorld(split, size=size, config=config, seed=seed)
     if name == "digits":

@@ -140,7 +140,6 @@ class Trainer:
         self.tensorboard_dir = tensorboard_dir if self.dist.is_main else None
         self._stop_requested = False
         self.autocast = _autocast_for(self.device, config.mixed_precision)
-        self.progress: float | None = None  # share of the run done, set by run() for a decaying lr
         self.lr = lr_at(0, config, 0.0)  # the rate of the last step, for the log
 
     # ------------------------------------------------------------------ state
@@ -173,7 +172,8 @@ class Trainer:
         self.dist.load_full_state(self.ema.model, ema_state)
 
     # ------------------------------------------------------------------ one step
-    def train_step(self) -> dict[str, float]:
+    def train_step(self, progress: float | None = None) -> dict[str, float]:
+        """One optimizer step; ``progress`` is the share of the run done, for a decaying rate (:func:`lr_at`)."""
         config, dist = self.config, self.dist
         task = self.draw_task()
         index = torch.randint(len(self.data), (config.batch_size,), generator=self.generator)
@@ -190,7 +190,7 @@ class Trainer:
                 f"non-finite loss at step {self.step + 1} (task {task.value}): "
                 f"{ {k: float(v.detach()) for k, v in losses.items()} }; the run stops here and the last checkpoint "
                 f"is kept. Try a lower train.lr or train.grad_clip.")
-        self.lr = lr_at(self.step, config, self.progress)
+        self.lr = lr_at(self.step, config, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -230,8 +230,7 @@ class Trainer:
         previous = signal.signal(signal.SIGINT, self._on_interrupt) if catch_interrupt else None
         try:
             while self.step < steps:
-                self.progress = self._run_progress(time.perf_counter() - start, time_budget_s)
-                out = self.train_step()
+                out = self.train_step(self._run_progress(time.perf_counter() - start, time_budget_s))
                 self.elapsed = elapsed0 + time.perf_counter() - start
                 bar.update(1)
                 self._accumulate(out)
