@@ -174,10 +174,33 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
         log(f"image tokenizer: training a VQ-VAE ({config.data.codebook_size} codes, {config.data.vq_steps} steps)")
         vq = _train_vq(samples, config, vq_dir, progress)
     lens = text_lengths(samples, tokenizer, config)
-    with warnings.catch_warnings(record=True) as caught:  # over-long texts are truncated; say how many
-        warnings.simplefilter("always")
+    if tokenizer is not None:
+        check_text_lengths(samples, tokenizer, lens, log)
+    with warnings.catch_warnings():  # check_text_lengths has said, per role, what is truncated
+        warnings.simplefilter("ignore")
         train = tokenize_samples(samples, tokenizer, vq, lens, pixel_patch=pixel_patch)
-    truncated = sum("truncated" in str(w.message) for w in caught)
-    if truncated:
-        log(f"warning: {truncated} training texts were longer than data.text_lens {lens} and were truncated")
     return PreparedData(tokenizer, vq, train, lens, samples)
+
+
+def check_text_lengths(samples: list[Sample], tokenizer: TextTokenizer, lens: dict[str, int], log=print) -> None:
+    """Say, per role, how many training texts ``data.text_lens`` truncates; refuse truncated answers.
+
+    An answer is scored by exact match, so a truncated one trains a wrong target
+    (a small tokenizer once split "zero" into 4 pieces, and with eos every "zero"
+    trained as "zer" under ``text_lens.answer = 4``): that is a ``ValueError`` naming
+    ``data.text_lens.answer`` and the length that fits. A caption, question or scene
+    cut short still says most of itself, so those are truncated with one warning
+    per role naming the longest text.
+    """
+    for role, length in sorted(lens.items()):
+        sizes = [(1 + len(tokenizer.encode(t.text)), t.text) for s in samples for t in s.texts
+                 if t.role.value == role]  # eos included, as encode_fixed counts
+        over = [(n, text) for n, text in sizes if n > length]
+        if not over:
+            continue
+        n, text = max(over)
+        what = (f"{len(over)} of {len(sizes)} training {role} texts are longer than data.text_lens.{role} = {length} "
+                f"tokens (the longest, {text[:40]!r}, is {n} with eos)")
+        if role == "answer":
+            raise ValueError(f"{what}; a truncated answer trains a wrong target: set data.text_lens.answer >= {n}")
+        log(f"warning: {what}; they are truncated")

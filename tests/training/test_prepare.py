@@ -1,0 +1,50 @@
+"""prepare_data's text-length check: truncated answers are refused, other roles warned about per role."""
+import pytest
+
+from mdm.data.sample import Role, Sample, TextSegment
+from mdm.data.text_tokenizer import TextTokenizer
+from mdm.training.prepare import check_text_lengths
+
+WORDS = ["red", "blue", "green", "zero", "one", "two", "circle", "square", "star", "left", "right"]
+
+
+@pytest.fixture(scope="module")
+def samples_and_tokenizer():
+    samples = [Sample(texts=[TextSegment(Role.CAPTION, f"a {a} {b} on the {c} of a {d} {e}"),
+                             TextSegment(Role.ANSWER, f"{a} {e}")])
+               for a, b, c, d, e in zip(WORDS, WORDS[3:] + WORDS[:3], WORDS[5:] + WORDS[:5],
+                                        WORDS[7:] + WORDS[:7], WORDS[1:] + WORDS[:1])]
+    tokenizer = TextTokenizer.train([t.text for s in samples for t in s.texts], 40, None, character_coverage=1.0)
+    return samples, tokenizer
+
+
+def _longest(samples, tokenizer, role):
+    return max(1 + len(tokenizer.encode(t.text)) for s in samples for t in s.texts if t.role.value == role)
+
+
+def test_lengths_that_fit_say_nothing(samples_and_tokenizer):
+    samples, tok = samples_and_tokenizer
+    lens = {role: _longest(samples, tok, role) for role in ("answer", "caption")}
+    said = []
+    check_text_lengths(samples, tok, lens, log=said.append)
+    assert said == []
+
+
+def test_truncated_answer_is_an_error_naming_the_field_and_the_length_needed(samples_and_tokenizer):
+    samples, tok = samples_and_tokenizer
+    need = _longest(samples, tok, "answer")
+    assert need >= 3  # two words are two pieces at least, so a length of need - 1 truncates some answer
+    with pytest.raises(ValueError, match=rf"data\.text_lens\.answer = {need - 1} .* set data\.text_lens\.answer >= "
+                                         rf"{need}"):
+        check_text_lengths(samples, tok, {"answer": need - 1, "caption": 64}, log=lambda _: None)
+
+
+def test_truncated_captions_are_counted_in_one_warning(samples_and_tokenizer):
+    samples, tok = samples_and_tokenizer
+    need = _longest(samples, tok, "caption")
+    short = [1 + len(tok.encode(t.text)) for s in samples for t in s.texts if t.role is Role.CAPTION]
+    said = []
+    check_text_lengths(samples, tok, {"answer": 8, "caption": need - 1}, log=said.append)
+    n_over = sum(n > need - 1 for n in short)
+    assert len(said) == 1 and said[0].startswith(f"warning: {n_over} of {len(samples)} training caption texts")
+    assert f"is {need} with eos" in said[0]
