@@ -261,8 +261,10 @@ class DataConfig:
     motion_step: int = 1  # moving-digits: positions and velocities in multiples of this many px (vq_factor: whole codes)
     digit_size: int = 0  # moving-digits: the digit's side in px; 0 = half the canvas (layout.image_size)
     question_kinds: list = field(default_factory=list)  # shapesworld: the question kinds drawn; [] = all
-    # tokens per text segment by role, eos included (the longest ShapesWorld texts fit)
-    text_lens: dict = field(default_factory=lambda: {"caption": 28, "question": 20, "answer": 4, "scene": 32})
+    # tokens per text segment by role, eos included (the longest ShapesWorld texts fit); a role left out takes
+    # its longest training text. Answers are left out: how many pieces "zero" takes depends on the tokenizer,
+    # and a cut answer trains a wrong target (training.prepare.check_text_lengths refuses one)
+    text_lens: dict = field(default_factory=lambda: {"caption": 28, "question": 20, "scene": 32})
 
     def __post_init__(self) -> None:
         for name in ("train_size", "seed", "digit_size"):

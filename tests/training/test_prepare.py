@@ -3,7 +3,8 @@ import pytest
 
 from mdm.data.sample import Role, Sample, TextSegment
 from mdm.data.text_tokenizer import TextTokenizer
-from mdm.training.prepare import check_text_lengths
+from mdm.config import load_config
+from mdm.training.prepare import check_text_lengths, prepare_data, text_sizes
 
 WORDS = ["red", "blue", "green", "zero", "one", "two", "circle", "square", "star", "left", "right"]
 
@@ -14,19 +15,28 @@ def samples_and_tokenizer():
                              TextSegment(Role.ANSWER, f"{a} {e}")])
                for a, b, c, d, e in zip(WORDS, WORDS[3:] + WORDS[:3], WORDS[5:] + WORDS[:5],
                                         WORDS[7:] + WORDS[:7], WORDS[1:] + WORDS[:1])]
-    tokenizer = TextTokenizer.train([t.text for s in samples for t in s.texts], 40, None, character_coverage=1.0)
+    tokenizer = TextTokenizer.train([t.text for s in samples for t in s.texts], 38, None, character_coverage=1.0)
     return samples, tokenizer
 
 
 def _longest(samples, tokenizer, role):
-    return max(1 + len(tokenizer.encode(t.text)) for s in samples for t in s.texts if t.role.value == role)
+    return max(n for n, _ in text_sizes(samples, tokenizer)[role])
+
+
+def test_text_sizes_count_as_encode_fixed_truncates(samples_and_tokenizer):
+    samples, tok = samples_and_tokenizer
+    for role in ("answer", "caption"):
+        n, text = max(text_sizes(samples, tok)[role])
+        assert tok.encode_fixed(text, n)[1] == n  # fits: no truncation at its own size
+        with pytest.warns(UserWarning, match="truncated"):
+            tok.encode_fixed(text, n - 1)
 
 
 def test_lengths_that_fit_say_nothing(samples_and_tokenizer):
     samples, tok = samples_and_tokenizer
     lens = {role: _longest(samples, tok, role) for role in ("answer", "caption")}
     said = []
-    check_text_lengths(samples, tok, lens, log=said.append)
+    check_text_lengths(text_sizes(samples, tok), lens, log=said.append)
     assert said == []
 
 
@@ -36,7 +46,7 @@ def test_truncated_answer_is_an_error_naming_the_field_and_the_length_needed(sam
     assert need >= 3  # two words are two pieces at least, so a length of need - 1 truncates some answer
     with pytest.raises(ValueError, match=rf"data\.text_lens\.answer = {need - 1} .* set data\.text_lens\.answer >= "
                                          rf"{need}"):
-        check_text_lengths(samples, tok, {"answer": need - 1, "caption": 64}, log=lambda _: None)
+        check_text_lengths(text_sizes(samples, tok), {"answer": need - 1, "caption": 64}, log=lambda _: None)
 
 
 def test_truncated_captions_are_counted_in_one_warning(samples_and_tokenizer):
@@ -44,7 +54,15 @@ def test_truncated_captions_are_counted_in_one_warning(samples_and_tokenizer):
     need = _longest(samples, tok, "caption")
     short = [1 + len(tok.encode(t.text)) for s in samples for t in s.texts if t.role is Role.CAPTION]
     said = []
-    check_text_lengths(samples, tok, {"answer": 8, "caption": need - 1}, log=said.append)
+    lens = {"answer": _longest(samples, tok, "answer"), "caption": need - 1}
+    check_text_lengths(text_sizes(samples, tok), lens, log=said.append)
     n_over = sum(n > need - 1 for n in short)
     assert len(said) == 1 and said[0].startswith(f"warning: {n_over} of {len(samples)} training caption texts")
     assert f"is {need} with eos" in said[0]
+
+
+def test_prepare_data_refuses_a_short_answer_length_before_training_the_vq():
+    config = load_config("tiny", ["data.train_size=48", "data.vocab_size=64", "data.vq_steps=100000",
+                                  "data.text_lens={answer: 1}"])
+    with pytest.raises(ValueError, match=r"training answer texts are longer than data\.text_lens\.answer = 1"):
+        prepare_data(config, None, progress=False, log=lambda _: None)  # 100000 VQ steps would take minutes

@@ -135,16 +135,18 @@ def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, pro
     return vq
 
 
-def text_lengths(samples: list[Sample], tokenizer: TextTokenizer | None, config: MDMConfig) -> dict[str, int]:
-    """``data.text_lens`` for the roles the data has; a role it omits gets its longest text (eos included)."""
+def text_sizes(samples: list[Sample], tokenizer: TextTokenizer) -> dict[str, list[tuple[int, str]]]:
+    """Per role, ``(tokens with eos, text)`` of every text the run trains on: a sample's first text of
+    that role, as :func:`mdm.tasks.tokenize_samples` encodes it."""
     roles = sorted({t.role.value for s in samples for t in s.texts})
-    lens = {}
-    for role in roles:
-        if role in config.data.text_lens:
-            lens[role] = int(config.data.text_lens[role])
-        elif tokenizer is not None:
-            lens[role] = 1 + max(len(tokenizer.encode(s.text(role))) for s in samples if s.text(role) is not None)
-    return lens
+    texts = {role: [s.text(role) for s in samples if s.text(role) is not None] for role in roles}
+    return {role: [(1 + len(tokenizer.encode(t)), t) for t in ts] for role, ts in texts.items()}
+
+
+def text_lengths(sizes: dict[str, list[tuple[int, str]]], config: MDMConfig) -> dict[str, int]:
+    """``data.text_lens`` for the roles the data has; a role it omits gets its longest text (eos included)."""
+    return {role: int(config.data.text_lens[role]) if role in config.data.text_lens else max(sizes[role])[0]
+            for role in sizes}
 
 
 def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: bool = True,
@@ -163,6 +165,11 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
         tokenizer = _train_tokenizer(samples, config, tok_dir)
         if tokenizer is not None:
             log(f"text tokenizer: trained SentencePiece unigram, {tokenizer.vocab_size} pieces")
+    lens = {}
+    if tokenizer is not None:  # before the VQ-VAE's training, so a bad length fails in seconds
+        sizes = text_sizes(samples, tokenizer)
+        lens = text_lengths(sizes, config)
+        check_text_lengths(sizes, lens, log)
     pixel_patch = config.layout.vq_factor if config.layout.continuous_images else None
     if pixel_patch is not None:
         vq = None
@@ -173,34 +180,31 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     else:
         log(f"image tokenizer: training a VQ-VAE ({config.data.codebook_size} codes, {config.data.vq_steps} steps)")
         vq = _train_vq(samples, config, vq_dir, progress)
-    lens = text_lengths(samples, tokenizer, config)
-    if tokenizer is not None:
-        check_text_lengths(samples, tokenizer, lens, log)
     with warnings.catch_warnings():  # check_text_lengths has said, per role, what is truncated
         warnings.simplefilter("ignore")
         train = tokenize_samples(samples, tokenizer, vq, lens, pixel_patch=pixel_patch)
     return PreparedData(tokenizer, vq, train, lens, samples)
 
 
-def check_text_lengths(samples: list[Sample], tokenizer: TextTokenizer, lens: dict[str, int], log=print) -> None:
+def check_text_lengths(sizes: dict[str, list[tuple[int, str]]], lens: dict[str, int], log=print) -> None:
     """Say, per role, how many training texts ``data.text_lens`` truncates; refuse truncated answers.
 
     An answer is scored by exact match, so a truncated one trains a wrong target
     (a small tokenizer once split "zero" into 4 pieces, and with eos every "zero"
     trained as "zer" under ``text_lens.answer = 4``): that is a ``ValueError`` naming
     ``data.text_lens.answer`` and the length that fits. A caption, question or scene
-    cut short still says most of itself, so those are truncated with one warning
-    per role naming the longest text.
+    cut short still says most of itself, so those (and chat turns) are truncated with
+    one warning per role naming the longest text. ``sizes`` is :func:`text_sizes`.
     """
     for role, length in sorted(lens.items()):
-        sizes = [(1 + len(tokenizer.encode(t.text)), t.text) for s in samples for t in s.texts
-                 if t.role.value == role]  # eos included, as encode_fixed counts
-        over = [(n, text) for n, text in sizes if n > length]
+        over = [(n, text) for n, text in sizes[role] if n > length]
         if not over:
             continue
         n, text = max(over)
-        what = (f"{len(over)} of {len(sizes)} training {role} texts are longer than data.text_lens.{role} = {length} "
-                f"tokens (the longest, {text[:40]!r}, is {n} with eos)")
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        what = (f"{len(over)} of {len(sizes[role])} training {role} texts are longer than data.text_lens.{role} = "
+                f"{length} tokens (the longest, {shown!r}, is {n} with eos)")
         if role == "answer":
-            raise ValueError(f"{what}; a truncated answer trains a wrong target: set data.text_lens.answer >= {n}")
+            raise ValueError(f"{what}; a truncated answer trains a wrong target: set data.text_lens.answer >= {n} "
+                             f"(in a new --out folder: a resumed run keeps its data settings)")
         log(f"warning: {what}; they are truncated")
