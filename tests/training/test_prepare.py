@@ -4,7 +4,7 @@ import pytest
 from mdm.data.sample import Role, Sample, TextSegment
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.config import load_config
-from mdm.training.prepare import check_text_lengths, prepare_data, text_sizes
+from mdm.training.prepare import check_text_lengths, prepare_data, text_lengths, text_sizes
 
 WORDS = ["red", "blue", "green", "zero", "one", "two", "circle", "square", "star", "left", "right"]
 
@@ -66,3 +66,14 @@ def test_prepare_data_refuses_a_short_answer_length_before_training_the_vq():
                                   "data.text_lens={answer: 1}"])
     with pytest.raises(ValueError, match=r"training answer texts are longer than data\.text_lens\.answer = 1"):
         prepare_data(config, None, progress=False, log=lambda _: None)  # 100000 VQ steps would take minutes
+
+
+def test_text_lengths_take_the_longest_answer_by_default_and_the_config_elsewhere(samples_and_tokenizer):
+    samples, tok = samples_and_tokenizer
+    sizes = text_sizes(samples, tok)
+    default = load_config("tiny").data.text_lens
+    assert "answer" not in default
+    assert text_lengths(sizes, load_config("tiny")) == {"answer": _longest(samples, tok, "answer"),
+                                                        "caption": default["caption"]}
+    assert text_lengths(sizes, load_config("tiny", ["data.text_lens={answer: 9}"])) == {
+        "answer": 9, "caption": _longest(samples, tok, "caption")}
