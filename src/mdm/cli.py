@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from mdm.config import PRESETS, ConfigError, apply_overrides, load_config
+from mdm.config import PRESETS, ConfigError, MDMConfig, apply_overrides, load_config
 
 
 def _add_config_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -214,24 +214,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         if is_main:
             print(f"mdm: training stopped: {e}", file=sys.stderr)
-        return 1
-    step, interrupted, history = result.trainer.step, result.trainer.interrupted, result.trainer.history
-    del result  # the DDP wrapper must go before its process group does
+        code = 1
+    else:
+        step, interrupted, history = result.trainer.step, result.trainer.interrupted, result.trainer.history
+        del result  # the DDP wrapper must go before its process group does
+        code = (_report_train_end(config, args.out, step, interrupted, history) if is_main
+                else 130 if interrupted else 0)
     from mdm.training.distributed import DistributedContext
 
     DistributedContext.close_env()
-    if not is_main:
-        return 130 if interrupted else 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        DistributedContext.exit_worker(code)  # does not return
+    return code
+
+
+def _report_train_end(config: MDMConfig, out: str, step: int, interrupted: bool, history: list[dict]) -> int:
     if interrupted:
-        print(f"interrupted at step {step}; checkpoint saved in {args.out}/checkpoint "
-              f"(continue with: mdm train --out {args.out} --resume)")
+        print(f"interrupted at step {step}; checkpoint saved in {out}/checkpoint "
+              f"(continue with: mdm train --out {out} --resume)")
         return 130
     if not history:
-        print(f"{args.out} is already at step {step} of train.steps={config.train.steps}; raise train.steps "
+        print(f"{out} is already at step {step} of train.steps={config.train.steps}; raise train.steps "
               f"to train more")
         return 0
-    print(f"step {step}: loss {history[-1]['loss']:.4f}; checkpoint in {args.out}/checkpoint, "
-          f"log in {args.out}/log.jsonl")
+    print(f"step {step}: loss {history[-1]['loss']:.4f}; checkpoint in {out}/checkpoint, "
+          f"log in {out}/log.jsonl")
     return 0
 
 
@@ -239,7 +246,8 @@ def _sampler(args: argparse.Namespace):
     from mdm.diffusion.sampling import SamplerConfig
 
     return SamplerConfig(solver=args.solver, steps=args.steps, selection=args.selection,
-                         guidance_scale=args.guidance, frame_passes=args.frame_passes)
+                         guidance_scale=args.guidance, frame_passes=args.frame_passes,
+                         later_guidance_scale=args.later_guidance)
 
 
 def _pipeline(args: argparse.Namespace):
@@ -368,6 +376,10 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-passes", type=int, default=1,
                    help="video: solver runs, run j keeping frame j for the later ones (default 1: the whole clip "
                         "at once; each run costs one sampling)")
+    p.add_argument("--later-guidance", type=float, default=None,
+                   help="video with --frame-passes: the guidance scale of the runs after the first (default: "
+                        "--guidance). The first run settles the digit; the later ones draw the motion from kept "
+                        "frames")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampling noise (same seed, same samples)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--raw-weights", action="store_true", help="use the trained weights instead of the EMA")
