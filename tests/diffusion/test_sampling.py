@@ -276,6 +276,40 @@ def test_frame_passes_keep_each_frame_of_the_earlier_runs():
     assert torch.equal(draw(9), draw(4))  # at most one run per frame
 
 
+def test_later_guidance_applies_to_the_frame_passes_after_the_first(monkeypatch):
+    """Run 0 (which settles frame 0) at ``guidance_scale``, the later runs at ``later_guidance_scale``."""
+    from mdm.diffusion.sampling import _solve
+
+    net, diffusion = build()
+    scales, logits = [], diffusion.logits
+
+    def spy(*args):
+        scales.append(args[6])  # (network, z, tau, seg_tau, layout, class_labels, guidance_scale, uncond)
+        return logits(*args)
+
+    monkeypatch.setattr(diffusion, "logits", spy)
+    net.eval()
+    clip, labels = [Segment(SegmentSpec.video(4, 2, 2), None, target=True)], torch.tensor([1, 2, 3])
+
+    def draw(**kw):
+        return sample(net, diffusion, clip, labels, SamplerConfig(steps=4, frame_passes=2, **kw), batch_size=3,
+                      generator=torch.Generator().manual_seed(5))[0]
+
+    mixed = draw(guidance_scale=4.0, later_guidance_scale=1.0)
+    assert scales == [4.0] * 4 + [1.0] * 4  # 4 solver steps a run, 2 runs
+    g = torch.Generator().manual_seed(5)  # the same two runs by hand
+    first = _solve(net, diffusion, clip, labels, SamplerConfig(steps=4, guidance_scale=4.0), 3, g, False, {})[0]
+    frame0 = torch.zeros(3, 16, dtype=torch.bool)
+    frame0[:, :4] = True
+    second = _solve(net, diffusion, clip, labels, SamplerConfig(steps=4), 3, g, False, {0: (first, frame0)})[0]
+    assert torch.equal(mixed, second) and torch.equal(mixed[:, :4], first[:, :4])
+    guided = draw(guidance_scale=4.0)
+    assert torch.equal(draw(guidance_scale=4.0, later_guidance_scale=4.0), guided)  # None means the same scale
+    assert torch.equal(guided[:, :4], mixed[:, :4]) and scales[-8:] == [4.0] * 8
+    with pytest.raises(ValueError, match="later_guidance_scale must be in"):
+        SamplerConfig(later_guidance_scale=-0.5)
+
+
 def test_frame_passes_leave_images_alone_and_reject_bad_values():
     net, diffusion = build()
     image = [Segment(IMG, None, target=True)]

@@ -32,6 +32,11 @@ a model trained without clean frames (21% in one run, 24% frame by frame), and o
 one trained with whole frames clean (``diffusion.clean_frames_prob``, the preset) from 32% to 38%
 (benchmarks/results/video-cpu-2core).
 
+``later_guidance_scale`` sets the guidance of the runs after the first. Run 0
+settles frame 0, and with it the digit; the later runs draw the motion from the
+kept frames. Guidance sharpens the condition but costs motion (measured in the
+same results), so it can be spent in run 0 only.
+
 A continuous segment (images as raw pixel patches, DESIGN.md §2.3) is stepped
 with ``x0_hat`` from its predicted noise and never committed; at the end its
 last ``x0_hat`` goes through the VAE decoder, and the sampler returns those
@@ -41,7 +46,7 @@ last ``x0_hat`` goes through the VAE decoder, and the sampler returns those
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
@@ -74,6 +79,7 @@ class SamplerConfig:
     guidance_scale: float = 1.0  # 1 = conditional model, 0 = unconditional
     temperature: float = 1.0  # for commit_sample
     frame_passes: int = 1  # video: solver runs, run j keeping frame j (1 = the whole clip at once)
+    later_guidance_scale: float | None = None  # video: guidance of frame passes after the first (None: same)
 
     def __post_init__(self) -> None:
         self.solver, self.selection = Solver(self.solver), CommitSchedule(self.selection)
@@ -81,8 +87,10 @@ class SamplerConfig:
             raise ValueError(f"steps must be in [1, 1000], got {self.steps}")
         if not isinstance(self.frame_passes, int) or self.frame_passes < 1:
             raise ValueError(f"frame_passes must be an int >= 1, got {self.frame_passes!r}")
-        if not (math.isfinite(self.guidance_scale) and 0.0 <= self.guidance_scale <= 50.0):
-            raise ValueError(f"guidance_scale must be in [0, 50], got {self.guidance_scale}")
+        for name in ("guidance_scale", "later_guidance_scale"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 50.0):
+                raise ValueError(f"{name} must be in [0, 50], got {value}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -131,14 +139,17 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
     passes = min(config.frame_passes, min(segments[k].spec.frames for k in videos))
     device = next(network.parameters()).device
     kept: dict[int, tuple[Tensor, Tensor]] = {}
+    later = config if config.later_guidance_scale is None else replace(config,
+                                                                        guidance_scale=config.later_guidance_scale)
     for j in range(passes - 1):
-        out = _solve(network, diffusion, segments, class_labels, config, b, generator, progress, kept)
+        out = _solve(network, diffusion, segments, class_labels, config if j == 0 else later, b, generator,
+                     progress, kept)
         for k in videos:  # keep frame j of this run
             frame = segments[k].spec.grid[0] * segments[k].spec.grid[1]
             mask = torch.zeros(b, segments[k].spec.n_content, dtype=torch.bool, device=device)
             mask[:, :(j + 1) * frame] = True
             kept[k] = (out[k], mask)
-    return _solve(network, diffusion, segments, class_labels, config, b, generator, progress, kept)
+    return _solve(network, diffusion, segments, class_labels, later, b, generator, progress, kept)
 
 
 def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[Segment], class_labels: Tensor | None,

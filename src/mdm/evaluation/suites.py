@@ -50,7 +50,10 @@ REFERENCE_SCENES = 500  # real training scenes: the reference distribution of Sh
 
 def sampler_tag(sampler: SamplerConfig) -> str:
     name = f"{sampler.solver.value}-{sampler.steps}-{sampler.selection.value}-g{sampler.guidance_scale:g}"
-    return name if sampler.frame_passes == 1 else f"{name}-frames{sampler.frame_passes}"
+    if sampler.frame_passes == 1:
+        return name
+    later = "" if sampler.later_guidance_scale is None else f"-later-g{sampler.later_guidance_scale:g}"
+    return f"{name}-frames{sampler.frame_passes}{later}"
 
 
 def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int,
