@@ -105,10 +105,13 @@ class MultimodalDiffusion:
         The analytic Gaussian offset is added after guidance (it is the same for both).
         A continuous segment's output is its predicted noise, guided the same way.
         """
-        out = network(z, tau, segment_tau, layout, class_labels)
-        if guidance_scale != 1.0:
-            if uncond is None:
-                raise ValueError("guidance_scale != 1 needs the unconditional input")
+        if guidance_scale != 1.0 and uncond is None:
+            raise ValueError("guidance_scale != 1 needs the unconditional input")
+        if guidance_scale == 0.0:  # the unconditional model alone: one network call, not two
+            out = network(*uncond[:3], layout, uncond[3])
+        else:
+            out = network(z, tau, segment_tau, layout, class_labels)
+        if guidance_scale not in (0.0, 1.0):
             out_u = network(*uncond[:3], layout, uncond[3])
             out = [lu + guidance_scale * (lc - lu) for lc, lu in zip(out, out_u)]
         if self.config.analytic_offset:
