@@ -214,18 +214,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         if is_main:
             print(f"mdm: training stopped: {e}", file=sys.stderr)
-        code = 1
-    else:
-        step, interrupted, history = result.trainer.step, result.trainer.interrupted, result.trainer.history
-        del result  # the DDP wrapper must go before its process group does
-        code = (_report_train_end(config, args.out, step, interrupted, history) if is_main
-                else 130 if interrupted else 0)
-    from mdm.training.distributed import DistributedContext
-
-    DistributedContext.close_env()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        DistributedContext.exit_worker(code)  # does not return
-    return code
+        return 1
+    trainer = result.trainer
+    if not is_main:
+        return 130 if trainer.interrupted else 0
+    return _report_train_end(config, args.out, trainer.step, trainer.interrupted, trainer.history)
 
 
 def _report_train_end(config: MDMConfig, out: str, step: int, interrupted: bool, history: list[dict]) -> int:
@@ -378,8 +371,8 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
                         "at once; each run costs one sampling)")
     p.add_argument("--later-guidance", type=float, default=None,
                    help="video with --frame-passes: the guidance scale of the runs after the first (default: "
-                        "--guidance). The first run settles the digit; the later ones draw the motion from kept "
-                        "frames")
+                        "--guidance). The first run settles the first frame; the later ones draw the rest from "
+                        "the kept frames")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampling noise (same seed, same samples)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--raw-weights", action="store_true", help="use the trained weights instead of the EMA")
@@ -560,6 +553,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    code = _run(args)
+    from mdm.training.distributed import DistributedContext
+
+    if DistributedContext.launched():  # a torchrun worker, whatever its outcome
+        DistributedContext.close_env()
+        DistributedContext.exit_worker(code)  # does not return
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit code; the errors a user can cause become a message and code 2."""
     try:
         return args.func(args)
     except ConfigError as e:

@@ -306,8 +306,16 @@ def test_later_guidance_applies_to_the_frame_passes_after_the_first(monkeypatch)
     guided = draw(guidance_scale=4.0)
     assert torch.equal(draw(guidance_scale=4.0, later_guidance_scale=4.0), guided)  # None means the same scale
     assert torch.equal(guided[:, :4], mixed[:, :4]) and scales[-8:] == [4.0] * 8
+    scales.clear()  # a one-frame clip has only run 0, at guidance_scale
+    sample(net, diffusion, [Segment(SegmentSpec.video(1, 2, 2), None, target=True)], labels,
+           SamplerConfig(steps=4, frame_passes=2, guidance_scale=4.0, later_guidance_scale=1.0), batch_size=3)
+    assert scales == [4.0] * 4
     with pytest.raises(ValueError, match="later_guidance_scale must be in"):
-        SamplerConfig(later_guidance_scale=-0.5)
+        SamplerConfig(frame_passes=2, later_guidance_scale=-0.5)
+    with pytest.raises(ValueError, match="needs frame_passes > 1"):
+        SamplerConfig(later_guidance_scale=1.0)
+    with pytest.raises(ValueError, match="guidance_scale must be in"):
+        SamplerConfig(guidance_scale=None)
 
 
 def test_frame_passes_leave_images_alone_and_reject_bad_values():

@@ -101,7 +101,8 @@ class MultimodalDiffusion:
         """The network's logits per segment, guided and offset as configured.
 
         Guidance (DESIGN.md §3) mixes the learned logits ``l_u + w (l_c - l_u)``;
-        ``uncond`` = (z, tau, segment_tau, class_labels) of the unconditional input.
+        ``uncond`` = (z, tau, segment_tau, class_labels) of the unconditional input;
+        at ``w = 0`` only that input goes through the network.
         The analytic Gaussian offset is added after guidance (it is the same for both).
         A continuous segment's output is its predicted noise, guided the same way.
         """

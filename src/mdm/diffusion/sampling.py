@@ -89,8 +89,13 @@ class SamplerConfig:
             raise ValueError(f"frame_passes must be an int >= 1, got {self.frame_passes!r}")
         for name in ("guidance_scale", "later_guidance_scale"):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 50.0):
-                raise ValueError(f"{name} must be in [0, 50], got {value}")
+            if value is None and name == "later_guidance_scale":
+                continue
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 50.0):
+                raise ValueError(f"{name} must be in [0, 50], got {value!r}")
+        if self.later_guidance_scale is not None and self.frame_passes == 1:
+            raise ValueError("later_guidance_scale is the guidance of the frame passes after the first: it needs "
+                             "frame_passes > 1")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -139,8 +144,9 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
     passes = min(config.frame_passes, min(segments[k].spec.frames for k in videos))
     device = next(network.parameters()).device
     kept: dict[int, tuple[Tensor, Tensor]] = {}
-    later = config if config.later_guidance_scale is None else replace(config,
-                                                                        guidance_scale=config.later_guidance_scale)
+    later = config
+    if config.later_guidance_scale is not None and passes > 1:  # a one-frame clip has only run 0
+        later = replace(config, guidance_scale=config.later_guidance_scale)
     for j in range(passes - 1):
         out = _solve(network, diffusion, segments, class_labels, config if j == 0 else later, b, generator,
                      progress, kept)

@@ -72,9 +72,9 @@ class DistributedContext:
         gloo; ``"cuda"`` means this process's GPU, ``cuda:LOCAL_RANK``.
         """
         use_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
+        if not cls.launched():
             return cls(use_cuda=use_cuda, strategy=strategy)
+        world = int(os.environ["WORLD_SIZE"])
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if not torch_dist.is_initialized():
             if use_cuda:
@@ -215,6 +215,11 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.world_size > 1:
             torch_dist.barrier()
+
+    @staticmethod
+    def launched() -> bool:
+        """Whether this process is one of several that ``torchrun`` started (``WORLD_SIZE`` > 1)."""
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     @staticmethod
     def close_env() -> None:
