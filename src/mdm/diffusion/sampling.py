@@ -87,17 +87,19 @@ class SamplerConfig:
             raise ValueError(f"steps must be in [1, 1000], got {self.steps}")
         if not isinstance(self.frame_passes, int) or self.frame_passes < 1:
             raise ValueError(f"frame_passes must be an int >= 1, got {self.frame_passes!r}")
-        for name in ("guidance_scale", "later_guidance_scale"):
-            value = getattr(self, name)
-            if value is None and name == "later_guidance_scale":
-                continue
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 50.0):
-                raise ValueError(f"{name} must be in [0, 50], got {value!r}")
-        if self.later_guidance_scale is not None and self.frame_passes == 1:
-            raise ValueError("later_guidance_scale is the guidance of the frame passes after the first: it needs "
-                             "frame_passes > 1")
+        _check_guidance("guidance_scale", self.guidance_scale)
+        if self.later_guidance_scale is not None:
+            _check_guidance("later_guidance_scale", self.later_guidance_scale)
+            if self.frame_passes == 1:
+                raise ValueError("later_guidance_scale is the guidance of the frame passes after the first: it "
+                                 "needs frame_passes > 1")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def _check_guidance(name: str, value) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 50.0):
+        raise ValueError(f"{name} must be in [0, 50], got {value!r}")
 
 
 def committed_count(step: int, steps: int, n: int, schedule: CommitSchedule) -> int:
