@@ -119,6 +119,11 @@ def test_choice_fields_name_the_valid_values(key, value, message):
         load_config("tiny", [f"{key}={value}"])
 
 
+def test_compiled_blocks_under_fsdp_are_refused():
+    with pytest.raises(ConfigError, match=r"train.compile is not supported with train.distributed=fsdp"):
+        load_config("tiny", ["train.compile=true", "train.distributed=fsdp"])
+
+
 # --------------------------------------------------------------------------- YAML files and their errors
 
 def test_user_file_loads(tmp_path):

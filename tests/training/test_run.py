@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 
 import pytest
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from mdm.config import load_config
 from mdm.tasks import MDMPipeline
-from mdm.training.loop import NonFiniteLossError, lr_at
+from mdm.training.loop import NonFiniteLossError, cpu_compiler, lr_at
 from mdm.training.run import train_run
 
 TINY = ["train.log_every=1", "train.batch_size=4", "data.train_size=48", "data.vq_steps=3",
@@ -105,6 +106,35 @@ def test_resume_refuses_a_config_that_would_change_the_run(tmp_path):
                                          r"train.lr_decay linear\)"):
         train_run(tiny(2, "train.lr_decay=linear"), tmp_path / "decay", resume=True, progress=False,
                   log=lambda _: None)
+
+
+@pytest.mark.skipif(shutil.which(cpu_compiler()) is None, reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_blocks_train_as_the_eager_ones_and_save_the_same_checkpoint(tmp_path):
+    eager = train_run(tiny(3), tmp_path / "eager", progress=False, log=lambda _: None)
+    compiled = train_run(tiny(3, "train.compile=true"), tmp_path / "compiled", progress=False, log=lambda _: None)
+    assert all(hasattr(b, "_compiled_call_impl") and b._compiled_call_impl is not None
+               for b in compiled.trainer.network.backbone.blocks)
+    assert all(getattr(b, "_compiled_call_impl", None) is None for b in compiled.trainer.ema.model.backbone.blocks)
+    # the same computation up to the order of float sums: the fused kernels round differently
+    a, b = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert a.keys() == b.keys() == {1, 2, 3}
+    assert all(math.isclose(a[k], b[k], rel_tol=1e-4) for k in a), (a, b)
+    for name in ("model.safetensors", "ema.safetensors"):
+        x = load_file(tmp_path / "eager" / "checkpoint" / name)
+        y = load_file(tmp_path / "compiled" / "checkpoint" / name)
+        assert x.keys() == y.keys(), name
+        assert all(torch.allclose(x[k], y[k], atol=1e-4) for k in x), name
+    # compiling is not part of the run's definition: a compiled run resumes eagerly, and back
+    resumed = train_run(tiny(4), tmp_path / "compiled", resume=True, progress=False, log=lambda _: None)
+    assert resumed.resumed_from == 3 and resumed.trainer.step == 4
+
+
+def test_compiling_without_a_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler++")
+    with pytest.raises(ValueError, match=r"train.compile=true: torch.compile on a CPU builds C\+\+ kernels, and "
+                                         r"the compiler 'no-such-compiler\+\+'"):
+        train_run(tiny(1, "train.compile=true"), tmp_path / "run", progress=False, log=lambda _: None)
+    assert not (tmp_path / "run" / "tokenizer").exists()  # refused before stage 0
 
 
 def test_a_run_folder_loads_as_a_pipeline(tmp_path):
