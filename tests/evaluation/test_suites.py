@@ -48,6 +48,19 @@ def test_digit_classifier_learns_the_real_digits():
     assert model.predict(torch.zeros(3, 3, 8, 8)).shape == (3,)  # colour is averaged to grey
 
 
+def test_the_judge_is_the_same_at_every_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = train_digit_classifier(8, steps=60)[0].state_dict()
+        assert torch.get_num_threads() == 2  # the caller's setting comes back
+        torch.set_num_threads(1)
+        one = train_digit_classifier(8, steps=60)[0].state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(two[k], one[k]) for k in one)
+
+
 def test_digits_suite_scores_class_to_image(tmp_path):
     digits = ["data.name=digits", "layout.image_size=8", "layout.image_channels=1", "layout.vq_factor=2",
               "train.task_weights={class_to_image: 1.0}"]

@@ -3,7 +3,8 @@
 Table 1's class->image row needs a recogniser of the generated images, and no
 hub network is available offline, so the project trains its own: a small CNN
 on scikit-learn's bundled digits (train split), reported on the held-out test
-split. Training is seeded and takes seconds on a CPU. Light augmentation
+split. Training is seeded, runs on one thread (``judge_training_threads``: the
+same judge at every ``--threads``) and takes seconds on a CPU. Light augmentation
 (one-pixel shifts, pixel noise) makes it judge shapes, not the exact pixel
 statistics of the real scans.
 """
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdm.data.digits import DigitsDataset
-from mdm.evaluation.image_quality import FeatureNetwork
+from mdm.evaluation.image_quality import FeatureNetwork, judge_training_threads
 
 
 class DigitClassifier(FeatureNetwork):
@@ -69,11 +70,12 @@ def train_digit_classifier(image_size: int = 8, steps: int = 1500, seed: int = 0
     model = DigitClassifier(image_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(train), (64,), generator=generator)
-        loss = F.cross_entropy(model(_augment(train.images[idx], generator)), train.labels[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with judge_training_threads():
+        for _ in range(steps):
+            idx = torch.randint(len(train), (64,), generator=generator)
+            loss = F.cross_entropy(model(_augment(train.images[idx], generator)), train.labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     accuracy = float((model.predict(test.images) == test.labels).float().mean())
     return model.eval(), accuracy

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdm.data.shapesworld import COLORS, POSITIONS, SIZES, ShapesWorld, ShapesWorldConfig
-from mdm.evaluation.image_quality import FeatureNetwork
+from mdm.evaluation.image_quality import FeatureNetwork, judge_training_threads
 
 
 def cell_classes(config: ShapesWorldConfig) -> list[tuple[str, str, str] | None]:
@@ -75,13 +75,14 @@ def train_shapes_classifier(image_size: int = 16, n_train: int = 4000, steps: in
     model = ShapesClassifier(image_size, len(classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
-    for _ in range(steps):
-        idx = torch.randint(n_train, (64,), generator=generator)
-        noisy = (images[idx] + 0.05 * torch.randn(images[idx].shape, generator=generator)).clamp(0, 1)
-        loss = F.cross_entropy(model(noisy).flatten(0, 1), targets[idx].flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with judge_training_threads():
+        for _ in range(steps):
+            idx = torch.randint(n_train, (64,), generator=generator)
+            noisy = (images[idx] + 0.05 * torch.randn(images[idx].shape, generator=generator)).clamp(0, 1)
+            loss = F.cross_entropy(model(noisy).flatten(0, 1), targets[idx].flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     model.eval()
     test_images, test_targets = _render_split("test", 500, config, classes, seed)
     with torch.no_grad():
