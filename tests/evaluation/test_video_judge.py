@@ -8,7 +8,7 @@ import torch
 from mdm.data.moving_digits import MovingDigitsDataset, bounce_trajectory, trajectory_is_consistent
 from mdm.evaluation.digit_classifier import train_digit_classifier
 from mdm.evaluation.figures import video_strip, write_animation
-from mdm.evaluation.video import ink_centroids, score_clips, start_directions
+from mdm.evaluation.video import ClipScores, ink_centroids, score_clips, start_directions
 from mdm.evaluation.video_scaling import format_video, parse_shapes, summarize_video
 
 
@@ -24,10 +24,19 @@ def classifier():
     return train_digit_classifier(8, seed=0)[0]
 
 
+def test_first_frame_and_whole_clip_shares_read_the_right_frames():
+    correct = torch.tensor([[True, False, True], [False, True, True], [True, True, True], [True, True, False]])
+    scores = ClipScores(correct, torch.zeros(4, dtype=torch.bool), torch.zeros(4, 3, 2), torch.zeros(12, 1))
+    assert scores.frame_accuracy == 9 / 12
+    assert scores.first_frame_accuracy == 3 / 4
+    assert scores.whole_clip_accuracy == 1 / 4
+
+
 def test_real_clips_keep_their_digit_and_move_consistently(real, classifier):
     clips, labels, _ = real
     scores = score_clips(clips, labels, classifier, digit_size=12)
     assert scores.frame_accuracy >= 0.95 and scores.consistency == 1.0
+    assert scores.first_frame_accuracy >= 0.95 and scores.whole_clip_accuracy >= 0.9
     wrong = score_clips(clips, [(l + 1) % 10 for l in labels], classifier, digit_size=12)
     assert wrong.frame_accuracy <= 0.1
 

@@ -119,6 +119,9 @@ def test_moving_digits_suite_scores_generated_and_real_clips(video_run, tmp_path
     scores = record["scores"]
     for name in ("frame_accuracy", "consistency", "caption_frame_accuracy", "caption_consistency"):
         assert 0.0 <= scores[name] <= 1.0
+    for task in ("", "caption_"):  # every frame right implies frame 0 right
+        assert scores[f"{task}whole_clip_accuracy"] <= scores[f"{task}first_frame_accuracy"]
+        assert scores[f"{task}whole_clip_accuracy"] <= scores[f"{task}frame_accuracy"]
     # A smoke test of the suite on a 3-frame model; the judge on real held-out clips (cropped at the size the data
     # drew the digits at) finds every clip consistent and reads the digit in most frames.
     assert scores["real_consistency"] == 1.0 and scores["real_frame_accuracy"] >= 0.75

@@ -178,8 +178,12 @@ def _moving_digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int
                             digit_size).features
     scores = {"frame_accuracy": judged["class"].frame_accuracy, "consistency": judged["class"].consistency,
               "frame_fid": _fid_of_features(reference, judged["class"].features),
+              "first_frame_accuracy": judged["class"].first_frame_accuracy,
+              "whole_clip_accuracy": judged["class"].whole_clip_accuracy,
               "caption_frame_accuracy": judged["caption"].frame_accuracy,
               "caption_consistency": judged["caption"].consistency,
+              "caption_first_frame_accuracy": judged["caption"].first_frame_accuracy,
+              "caption_whole_clip_accuracy": judged["caption"].whole_clip_accuracy,
               "caption_direction": float(start_directions(judged["caption"].centroids, velocities).float().mean()),
               "real_frame_accuracy": judged["real"].frame_accuracy, "real_consistency": judged["real"].consistency,
               "real_direction": float(start_directions(judged["real"].centroids, velocities).float().mean()),

@@ -87,6 +87,16 @@ class ClipScores:
         return float(self.frame_correct.float().mean())
 
     @property
+    def first_frame_accuracy(self) -> float:
+        """Frame 0 only: the condition's share, before any copying from frame to frame."""
+        return float(self.frame_correct[:, 0].float().mean())
+
+    @property
+    def whole_clip_accuracy(self) -> float:
+        """The share of clips with the requested digit in every frame."""
+        return float(self.frame_correct.all(1).float().mean())
+
+    @property
     def consistency(self) -> float:
         return float(self.consistent.float().mean())
 
