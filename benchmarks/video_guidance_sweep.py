@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.frame_passes < 2:
+        parser.error("--frame-passes must be >= 2: the sweep sets the guidance of the first pass apart from the rest")
     torch.set_num_threads(args.threads)
     pipe = MDMPipeline.from_pretrained(args.run)
     if not pipe.is_video:

@@ -88,7 +88,8 @@ class ClipScores:
 
     @property
     def first_frame_accuracy(self) -> float:
-        """Frame 0 only: the condition's share, before any copying from frame to frame."""
+        """Frame 0 only. Drawn with frame passes, frame 0 comes from the condition alone, before any
+        copying from frame to frame; in one solver run all frames are drawn together."""
         return float(self.frame_correct[:, 0].float().mean())
 
     @property

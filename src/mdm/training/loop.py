@@ -74,8 +74,9 @@ def cpu_compiler() -> str:
 
 
 def require_compiler(device: torch.device) -> None:
-    """Fail before any work when ``train.compile`` cannot build its kernels on ``device``
-    (otherwise inductor fails inside the first step, deep in a backtrace)."""
+    """On a CPU, fail before any work when ``train.compile`` has no C++ compiler to build its kernels
+    with (otherwise inductor fails inside the first step, deep in a backtrace). A GPU's Triton is not
+    checked here."""
     compiler = cpu_compiler()
     if device.type == "cpu" and shutil.which(compiler) is None:
         raise ValueError(f"train.compile=true: torch.compile on a CPU builds C++ kernels, and the compiler "
