@@ -318,11 +318,13 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from mdm.evaluation.figures import image_caption_grid
+    from mdm.evaluation.figures import REFEREE_LEGEND, image_caption_grid, referee_reads
 
     pipe = _pipeline(args)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
-    path = image_caption_grid(images, captions, args.out, title="image and caption generated together")
+    referee = referee_reads(pipe.network.config.data.name)
+    title = "image and caption generated together" + (f"\n({REFEREE_LEGEND})" if referee else "")
+    path = image_caption_grid(images, captions, args.out, title=title, referee=referee)
     for caption in captions:
         print(caption)
     print(f"wrote {path}")

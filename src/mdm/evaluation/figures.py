@@ -33,9 +33,23 @@ def _save(fig, path: str | Path, title: str) -> Path:
     return path
 
 
+REFEREE_LEGEND = "green: the ShapesWorld referee finds every claim true, red: not"
+
+
+def referee_reads(data_name: str) -> bool:
+    """Whether the ShapesWorld referee can judge a model's captions: only for a model trained on ShapesWorld.
+
+    On any other data its colour masks and shape rules would still return a verdict, a meaningless one.
+    """
+    return data_name == "shapesworld"
+
+
 def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, title: str = "",
                        columns: int = 4, referee: bool = True) -> Path:
-    """A grid of images titled by their captions; with ``referee`` a title is green when every claim is true."""
+    """A grid of images titled by their captions; with ``referee`` a title is green when every claim is true.
+
+    Pass ``referee=referee_reads(config.data.name)``, and say so in ``title`` (:data:`REFEREE_LEGEND`).
+    """
     n = len(captions)
     if n == 0:
         raise ValueError("image_caption_grid: no images to draw")
