@@ -41,6 +41,9 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
         raise SystemExit(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     torch.set_num_threads(1)
     config = load_config("shapesworld", [f"train.task_weights={{{task}: 1.0}}", *overrides])
+    print(f"probe: {task}, {steps} steps, every {every}, overrides {overrides or 'none'}; "
+          f"batch {config.train.batch_size}, lr {config.train.lr} ({config.train.lr_decay}), "
+          f"backbone {config.backbone.kind.value} x {config.backbone.n_layers}", flush=True)
     data = prepare_data(config, out, progress=False, log=print)
     network, diffusion = build_model(config, {"text": data.tokenizer.vocab_size,
                                               "image": data.vq.config.codebook_size})
