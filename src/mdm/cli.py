@@ -318,12 +318,11 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from mdm.evaluation.figures import REFEREE_LEGEND, image_caption_grid, referee_reads
+    from mdm.evaluation.figures import image_caption_grid, judged_grid_title
 
     pipe = _pipeline(args)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
-    referee = referee_reads(pipe.network.config.data.name)
-    title = "image and caption generated together" + (f"\n({REFEREE_LEGEND})" if referee else "")
+    title, referee = judged_grid_title("image and caption generated together", pipe.network.config.data.name)
     path = image_caption_grid(images, captions, args.out, title=title, referee=referee)
     for caption in captions:
         print(caption)

@@ -11,11 +11,12 @@ def test_caption_grid_asks_the_referee_only_when_told(tmp_path, monkeypatch):
     figures.image_caption_grid(images, captions, tmp_path / "judged.png", referee=True)
     assert asked == captions
     asked.clear()
-    path = figures.image_caption_grid(images, captions, tmp_path / "plain.png", referee=False)
+    path = figures.image_caption_grid(images, captions, tmp_path / "plain.png")
     assert asked == [] and path.stat().st_size > 1000
 
 
-def test_only_a_shapesworld_model_is_judged_by_the_referee():
-    assert figures.referee_reads("shapesworld")
+def test_only_a_shapesworld_model_is_judged_and_its_title_says_how():
+    title, referee = figures.judged_grid_title("joint", "shapesworld")
+    assert referee and title == f"joint\n({figures.REFEREE_LEGEND})"
     for name in ("digits", "moving-digits", "imagefolder", "coco", "vqav2"):
-        assert not figures.referee_reads(name), name
+        assert figures.judged_grid_title("joint", name) == ("joint", False), name

@@ -212,13 +212,18 @@ def test_resume_with_a_different_model_config_is_refused(tmp_path):
                   log=lambda _: None)
 
 
-def test_sample_grids_are_written_every_sample_every_steps(tmp_path):
+def test_sample_grids_are_written_every_sample_every_steps(tmp_path, monkeypatch):
+    from mdm.evaluation import figures
+
+    judged = []  # the tiny preset is ShapesWorld: the referee judges each grid's 8 captions
+    monkeypatch.setattr(figures, "score_caption", lambda image, caption: judged.append(caption) or {"all_true": False})
     # independent of log_every: grids at steps 2 and 4 although the log is written at 3
     train_run(tiny(4, "train.sample_every=2", "train.log_every=3"), tmp_path / "run", progress=False,
               log=lambda _: None)
     grids = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.png"))
     assert grids == ["step-0000002.png", "step-0000004.png"]
     assert (tmp_path / "run" / "samples" / grids[0]).stat().st_size > 2000
+    assert len(judged) == 16
 
 
 def test_a_class_folder_on_disk_trains_class_to_image(tmp_path):

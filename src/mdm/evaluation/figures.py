@@ -13,6 +13,8 @@ from torch import Tensor  # noqa: E402
 
 from mdm.data.referee import score_caption  # noqa: E402
 
+REFEREE_LEGEND = "green: the ShapesWorld referee finds every claim true, red: not"
+
 
 def _show_image(ax, image: Tensor, **kwargs) -> None:
     """One (c, h, w) image in [0, 1] on ``ax``: RGB as is, one channel in grey."""
@@ -33,10 +35,7 @@ def _save(fig, path: str | Path, title: str) -> Path:
     return path
 
 
-REFEREE_LEGEND = "green: the ShapesWorld referee finds every claim true, red: not"
-
-
-def referee_reads(data_name: str) -> bool:
+def referee_applies(data_name: str) -> bool:
     """Whether the ShapesWorld referee can judge a model's captions: only for a model trained on ShapesWorld.
 
     On any other data its colour masks and shape rules would still return a verdict, a meaningless one.
@@ -44,11 +43,20 @@ def referee_reads(data_name: str) -> bool:
     return data_name == "shapesworld"
 
 
+def judged_grid_title(title: str, data_name: str) -> tuple[str, bool]:
+    """A caption grid's title and its ``referee`` flag for a model trained on ``data_name``.
+
+    Where the referee judges the captions, the title gains the colour legend (:data:`REFEREE_LEGEND`).
+    """
+    referee = referee_applies(data_name)
+    return (f"{title}\n({REFEREE_LEGEND})" if referee else title), referee
+
+
 def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, title: str = "",
-                       columns: int = 4, referee: bool = True) -> Path:
+                       columns: int = 4, *, referee: bool = False) -> Path:
     """A grid of images titled by their captions; with ``referee`` a title is green when every claim is true.
 
-    Pass ``referee=referee_reads(config.data.name)``, and say so in ``title`` (:data:`REFEREE_LEGEND`).
+    ``referee`` is for ShapesWorld models only (:func:`judged_grid_title` gives it with a fitting title).
     """
     n = len(captions)
     if n == 0:

@@ -48,7 +48,7 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Pat
     ``network``: the weights to sample from when not ``trainer.ema.model`` (a whole copy of a sharded EMA).
     """
     from mdm.diffusion.sampling import SamplerConfig
-    from mdm.evaluation.figures import REFEREE_LEGEND, image_caption_grid, referee_reads, video_strip
+    from mdm.evaluation.figures import image_caption_grid, judged_grid_title, video_strip
     from mdm.tasks import MDMPipeline, Task
 
     pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens)
@@ -56,8 +56,8 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Pat
     trained = {Task(t) for t, w in trainer.config.task_weights.items() if w > 0 and data.train.supports(Task(t))}
     if Task.JOINT in trained:
         images, titles = pipe.joint(n, sampler, seed=0)
-        referee = referee_reads(trainer.network.config.data.name)
-        title = f"step {trainer.step}: image + caption together" + (f"\n({REFEREE_LEGEND})" if referee else "")
+        title, referee = judged_grid_title(f"step {trainer.step}: image + caption together",
+                                           trainer.network.config.data.name)
     elif Task.CLASS_TO_IMAGE in trained:
         labels = [i % trainer.network.config.backbone.n_classes for i in range(n)]
         images, titles = pipe.class_to_image(labels, sampler, seed=0), [f"class {c}" for c in labels]
