@@ -4,8 +4,9 @@
     python benchmarks/one_task_probe.py text_to_text 1500 300 runs/probe backbone.kind=transformer \
         backbone.n_layers=4 diffusion.text_snr_shift=64
 
-Prints, every EVERY steps, the task's referee score on 64 held-out scenes with the EMA and the
-raw weights (DPM-Solver++ 20 steps), one thread; for VQA and text->text also per question kind.
+Prints its settings first (task, overrides, batch, rate, backbone, text SNR shift), then, every
+EVERY steps, the task's referee score on 64 held-out scenes with the EMA and the raw weights
+(DPM-Solver++ 20 steps), one thread; for VQA and text->text also per question kind.
 After every evaluation, RUN_FOLDER/wrong-answers.txt lists the EMA model's wrong answers then
 (VQA, text->text). Used to separate "the backbone is slow" from
 "the objective teaches this task slowly" (benchmarks/results/tasks-cpu-2core/text-snr-shift/).
@@ -43,7 +44,8 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
     config = load_config("shapesworld", [f"train.task_weights={{{task}: 1.0}}", *overrides])
     print(f"probe: {task}, {steps} steps, every {every}, overrides {overrides or 'none'}; "
           f"batch {config.train.batch_size}, lr {config.train.lr} ({config.train.lr_decay}), "
-          f"backbone {config.backbone.kind.value} x {config.backbone.n_layers}", flush=True)
+          f"backbone {config.backbone.kind.value} x {config.backbone.n_layers} ({config.backbone.scan_patterns}), "
+          f"text SNR / {config.diffusion.text_snr_shift}", flush=True)
     data = prepare_data(config, out, progress=False, log=print)
     network, diffusion = build_model(config, {"text": data.tokenizer.vocab_size,
                                               "image": data.vq.config.codebook_size})
