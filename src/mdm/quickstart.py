@@ -16,7 +16,7 @@ from typing import Callable
 
 from mdm.config import MDMConfig, load_config
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.evaluation.figures import image_caption_grid, referee_applies
+from mdm.evaluation.figures import image_caption_grid, judged_grid_title
 from mdm.evaluation.shapesworld import format_scores, score_tasks
 from mdm.tasks import MDMPipeline
 from mdm.training.checkpoint import read_config
@@ -54,10 +54,9 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
     sampler = SamplerConfig(steps=20)
     log("[2/3] sampling images together with their captions")
     images, captions = pipe.joint(12, sampler, seed=1)
-    figure = image_caption_grid(images, captions, out / "quickstart.png",
-                                title="MDM on ShapesWorld: image and caption generated together "
-                                      "(green: the referee finds every claim true)",
-                                referee=referee_applies(pipe.network.config.data.name))
+    title, referee = judged_grid_title("MDM on ShapesWorld: image and caption generated together",
+                                       pipe.network.config.data.name)
+    figure = image_caption_grid(images, captions, out / "quickstart.png", title=title, referee=referee)
     log(f"      wrote {figure}")
 
     log(f"[3/3] every task on {n_eval} held-out scenes, scored by the referee")
