@@ -32,7 +32,7 @@ from torch import Tensor
 from mdm.config import load_config
 from mdm.data.text_tokenizer import EOS_ID, PAD_ID
 from mdm.diffusion.objective import gaussian_offset
-from mdm.diffusion.process import Segment
+from mdm.diffusion.multimodal import Segment
 from mdm.diffusion.sampling import SamplerConfig, sample
 from mdm.nn.layout import Modality, SegmentSpec
 from mdm.tasks import TokenizedData
@@ -88,7 +88,7 @@ def answer_loss_by_level(network, diffusion, texts: dict[str, Tensor], fractions
         t = torch.full((b, n), min(diffusion.T - 1, int(fraction * diffusion.T)))
         noise = torch.randn(latents[2].z0.shape, generator=generator)
         z = torch.cat([latents[0].mu, latents[1].mu,
-                       diffusion.schedules[Modality.TEXT].add_noise(latents[2].z0, noise, t)], dim=1)
+                       diffusion.process(network, Modality.TEXT).schedule.add_noise(latents[2].z0, noise, t)], dim=1)
         tau = torch.cat([torch.zeros(b, texts["scene"].shape[1] + texts["question"].shape[1]), (t + 1).float()], 1)
         segment_tau = torch.stack([torch.zeros(b), torch.zeros(b), (t[:, 0] + 1).float()], dim=1)
         logits = diffusion.logits(network, z.float(), tau, segment_tau, layout)[2]
@@ -107,7 +107,7 @@ def readable_share(network, diffusion, samples: int = 1000, seed: int = 0) -> fl
     this leaves out, so at low levels the share is an upper bound."""
     generator = torch.Generator().manual_seed(seed)
     candidates = network.vae.candidates(Modality.TEXT).float()
-    schedule = diffusion.schedules[Modality.TEXT]
+    schedule = diffusion.process(network, Modality.TEXT).schedule
     right = []
     for t in range(0, diffusion.T, 10):
         y = torch.randint(candidates.shape[0], (samples,), generator=generator)

@@ -23,7 +23,7 @@ from mdm.evaluation.shapesworld import TASKS, score_tasks
 from mdm.evaluation.vqa_accuracy import exact_match
 from mdm.tasks import MDMPipeline
 from mdm.training.loop import Trainer, build_model
-from mdm.training.prepare import load_samples, prepare_data
+from mdm.training.prepare import load_samples, prepare_data, referee_kwargs
 
 
 def write_wrong_answers(examples: list[tuple], samples: list, path: Path, step: int) -> None:
@@ -58,7 +58,7 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
         for weights, model in (("ema", trainer.ema.model), ("raw", network)):
             pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens)
             result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,),
-                                 n_examples=len(held_out))
+                                 n_examples=len(held_out), referee_options=referee_kwargs(config))
             scores[weights] = {k: round(v, 3) for k, v in result.scores.items()}
             if weights == "ema" and task in ("vqa", "text_to_text"):
                 write_wrong_answers(result.examples[task], held_out, Path(out) / "wrong-answers.txt", trainer.step)

@@ -41,7 +41,7 @@ def probe(run: str, clips: int, frame: int, levels: list[int], seed: int = 0) ->
     noised = torch.zeros(states.shape[:2], dtype=torch.bool)
     noised[:, frame * per_frame:(frame + 1) * per_frame] = True
     mu = network.vae.encode(states, segment.spec.modality)[0]
-    schedule = diffusion.schedules[segment.spec.modality]
+    schedule = diffusion.process(network, segment.spec.modality).schedule
     rows = []
     for t in levels:
         noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed))

@@ -50,6 +50,15 @@ def test_data_preview_writes_png(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_data_preview_of_a_level(tmp_path, capsys):
+    out = tmp_path / "easy.png"  # the overrides may follow the options
+    assert main(["data", "preview", "shapesworld", "-n", "2", "--out", str(out), "data.level=easy"]) == 0
+    assert out.stat().st_size > 3000 and "wrote" in capsys.readouterr().out
+    assert main(["data", "preview", "shapesworld", "--out", str(out), "data.level=expert"]) == 2
+    assert main(["data", "preview", "shapesworld", "--out", str(out), "train.steps=3"]) == 2
+    assert "data.level must be one of easy, medium, hard" in capsys.readouterr().err
+
+
 def test_tokenizer_train_cli(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     words = ["red", "green", "blue", "circle", "square", "triangle", "left", "right", "small", "large"]

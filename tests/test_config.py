@@ -119,6 +119,53 @@ def test_choice_fields_name_the_valid_values(key, value, message):
         load_config("tiny", [f"{key}={value}"])
 
 
+# --------------------------------------------------------------------------- ShapesWorld levels (DESIGN.md §6)
+
+@pytest.mark.parametrize("level", ["easy", "medium", "hard"])
+def test_data_level_round_trips_through_a_saved_config_and_a_checkpoint(tmp_path, level):
+    import json
+
+    from mdm.training.checkpoint import FORMAT, read_config
+
+    config = load_config("shapesworld", [f"data.level={level}"])
+    assert config.data.level == level
+    save_config(config, tmp_path / "run.yaml")
+    assert "level: " + level in (tmp_path / "run.yaml").read_text()
+    assert load_config(tmp_path / "run.yaml") == config
+    (tmp_path / "checkpoint").mkdir()  # the config.json a checkpoint writes (training.checkpoint)
+    meta = {"format": FORMAT, "step": 0, "config": to_dict(config), "vocab_sizes": {}, "text_lens": {}}
+    (tmp_path / "checkpoint" / "config.json").write_text(json.dumps(meta, indent=2))
+    assert read_config(tmp_path / "checkpoint")[0].data.level == level
+
+
+def test_data_level_defaults_to_hard_also_for_a_config_saved_before_levels():
+    assert MDMConfig().data.level == "hard" and load_config("shapesworld").data.level == "hard"
+    data = to_dict(load_config("shapesworld"))
+    del data["data"]["level"]
+    assert from_dict(MDMConfig, data).data.level == "hard"
+    with pytest.raises(ConfigError, match=r"data.level must be one of easy, medium, hard"):
+        from_dict(MDMConfig, {"data": {"level": "impossible"}})
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.level=expert"], r"data.level must be one of easy, medium, hard, got 'expert'"),
+    (["data.level=Easy"], r"data.level must be one of easy, medium, hard, got 'Easy'"),
+    (["data.level=easy", "data.question_kinds=[color, size]"],
+     r"data.question_kinds \['color', 'size'\] asks for kinds that data.level easy does not have; "
+     r"its kinds: color, shape, count, position"),
+    (["data.name=digits", "data.level=medium"], r"data.level medium applies to data.name shapesworld, not 'digits'"),
+])
+def test_data_level_errors_name_the_valid_levels_and_the_contradicting_keys(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("shapesworld", overrides)
+
+
+def test_data_level_accepts_the_question_kinds_it_has():
+    config = load_config("shapesworld", ["data.level=easy", "data.question_kinds=[count, position]"])
+    assert (config.data.level, config.data.question_kinds) == ("easy", ["count", "position"])
+    assert load_config("shapesworld", ["data.level=medium", "data.question_kinds=[size]"]).data.level == "medium"
+
+
 def test_compiled_blocks_under_fsdp_are_refused():
     with pytest.raises(ConfigError, match=r"train.compile is not supported with train.distributed=fsdp \(sharded"):
         load_config("tiny", ["train.compile=true", "train.distributed=fsdp"])

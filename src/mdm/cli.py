@@ -140,10 +140,20 @@ def cmd_bench_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+PREVIEW_KEYS = ("data.level", "data.question_kinds")
+
+
 def cmd_data_preview(args: argparse.Namespace) -> int:
+    from mdm.config import DataConfig
     from mdm.data.preview import preview
 
-    path = preview(args.name, args.out or f"preview-{args.name}.png", n=args.n, split=args.split, seed=args.seed)
+    other = [o for o in args.overrides if o.split("=", 1)[0].strip() not in PREVIEW_KEYS]
+    if other:
+        raise ConfigError(f"mdm data preview takes the overrides {', '.join(PREVIEW_KEYS)} "
+                          f"(e.g. data.level=easy), got {', '.join(other)}")
+    data = apply_overrides(MDMConfig(data=DataConfig(name=args.name)), args.overrides).data
+    path = preview(args.name, args.out or f"preview-{args.name}.png", n=args.n, split=args.split, seed=args.seed,
+                   level=data.level, question_kinds=tuple(data.question_kinds))
     print(f"wrote {path}")
     return 0
 
@@ -239,6 +249,7 @@ def _sampler(args: argparse.Namespace):
     from mdm.diffusion.sampling import SamplerConfig
 
     return SamplerConfig(solver=args.solver, steps=args.steps, selection=args.selection,
+                         image_selection=args.image_selection, commit_sample=args.commit_sample, temperature=args.temperature,
                          guidance_scale=args.guidance, frame_passes=args.frame_passes,
                          later_guidance_scale=args.later_guidance)
 
@@ -319,11 +330,13 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from mdm.evaluation.figures import image_caption_grid, judged_grid_title
+    from mdm.training.prepare import referee_kwargs
 
     pipe = _pipeline(args)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
     title, referee = judged_grid_title("image and caption generated together", pipe.network.config.data.name)
-    path = image_caption_grid(images, captions, args.out, title=title, referee=referee)
+    path = image_caption_grid(images, captions, args.out, title=title, referee=referee,
+                              referee_options=referee_kwargs(pipe.network.config))
     for caption in captions:
         print(caption)
     print(f"wrote {path}")
@@ -360,11 +373,21 @@ def _threads(args: argparse.Namespace) -> None:
 
 def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a run folder (its checkpoint/) or a checkpoint folder")
-    p.add_argument("--steps", type=int, default=20, help="solver steps (1-1000; default 20)")
+    p.add_argument("--steps", type=int, default=20, help="sampler steps (1-1000; default 20)")
     p.add_argument("--solver", default="dpmsolver++", choices=["dpmsolver++", "ddpm"],
-                   help="DPM-Solver++ order 2 (default) or DDPM ancestral")
+                   help="Gaussian processes: DPM-Solver++ order 2 (default) or DDPM ancestral")
     p.add_argument("--selection", default="cosine", choices=["cosine", "linear", "off"],
-                   help="multi-step selection commit schedule (Thm 3); off = plain solver")
+                   help="multi-step selection commit schedule (Thm 3): the most confident positions first; off = "
+                        "the plain solver (absorbing process: random unmasking, SEDD's tau-leaping)")
+    p.add_argument("--image-selection", default=None, choices=["cosine", "linear", "off"],
+                   help="image segments' schedule (default: --selection, but off for the absorbing process, "
+                        "whose argmax commits collapse the images' diversity)")
+    p.add_argument("--commit-sample", action="store_true",
+                   help="with --selection cosine/linear: commit a state drawn from the model (MaskGIT's order: the "
+                        "most confident draws first) instead of the most likely state; more diverse samples")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="softmax temperature of drawn states (--commit-sample; --selection off on the absorbing "
+                        "process)")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale (0 = unconditional, 1 = conditional, >1 = guided)")
     p.add_argument("--frame-passes", type=int, default=1,
@@ -441,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=12, help="number of samples")
     p.add_argument("--split", default="train", help="train, val or test")
     p.add_argument("--seed", type=int, default=0, help="random seed of the generated scenes")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="shapesworld: data.level=easy|medium|hard (default hard) and data.question_kinds=[...]")
     p.set_defaults(func=cmd_data_preview)
 
     tok = sub.add_parser("tokenizer", help="text tokenizer").add_subparsers(dest="what", required=True)
@@ -553,7 +578,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a trailing KEY=VALUE list only when it comes right after the other positionals;
+    # KEY=VALUE words after an option (``preview shapesworld --out x.png data.level=easy``) join it here
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     code = _run(args)
     from mdm.training.distributed import DistributedContext
 

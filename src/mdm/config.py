@@ -156,6 +156,9 @@ class VAEConfig:
             raise ConfigError("vae: d_latent and d_hidden must be >= 1 and beta >= 0")
 
 
+PROCESS_NAMES = ("gaussian", "absorbing")  # the keys of mdm.diffusion.registry.PROCESSES (a test ties them)
+
+
 @dataclass
 class DiffusionConfig:
     """Noise schedules, objective and training mixture of noise levels (DESIGN.md §1.4, §2, §3)."""
@@ -171,10 +174,24 @@ class DiffusionConfig:
     clean_frames_prob: float = 0.0  # share of noised VQ-coded clips trained with whole frames clean (clean_frames)
     clean_frames: str = "random"  # which frames: "random" (any subset) or "prefix" (the first k, as frame passes)
     cond_dropout: float = 0.1  # classifier-free guidance: drop the class / condition segments
+    # the process of each modality's states (mdm.diffusion.registry): "gaussian" (Gaussian latents with score
+    # entropy over clean candidates, the paper's literal reading) or "absorbing" (SEDD's absorbing graph)
+    text_process: str = "gaussian"
+    image_process: str = "gaussian"
+    # how the absorbing process averages its loss: "elbo" (the weighted CE over all positions, SEDD's / MDLM's
+    # bound per position) or "masked_mean" (the plain CE averaged over the masked positions)
+    absorbing_loss: str = "elbo"
 
     def __post_init__(self) -> None:
         from mdm.diffusion.schedule import BetaSchedule
 
+        for name in ("text_process", "image_process"):
+            if getattr(self, name) not in PROCESS_NAMES:
+                raise ConfigError(f"diffusion.{name} must be one of {', '.join(PROCESS_NAMES)}, "
+                                  f"got {getattr(self, name)!r}")
+
+        if self.absorbing_loss not in ("elbo", "masked_mean"):
+            raise ConfigError(f"diffusion.absorbing_loss must be elbo or masked_mean, got {self.absorbing_loss!r}")
         for name in ("text_schedule", "image_schedule"):
             _enum(BetaSchedule, getattr(self, name), f"diffusion.{name}")
         if self.clean_frames not in ("random", "prefix"):
@@ -252,7 +269,11 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Which data: a built-in dataset and the text length of each role."""
+    """Which data: a built-in dataset and the text length of each role.
+
+    ``level``: a ShapesWorld difficulty level, a preset of the generator that also fixes the image size
+    (DESIGN.md §6, :mod:`mdm.data.shapesworld_levels`); ``hard`` is the generator as it was before levels.
+    """
 
     name: str = "shapesworld"  # shapesworld | digits | moving-digits (built in) | imagefolder | coco | vqav2 (files)
     path: str = ""  # imagefolder: the class folder; coco: captions JSON; vqav2: questions JSON
@@ -266,7 +287,8 @@ class DataConfig:
     vq_local: bool = False  # VQ codes see only their own patch (mdm.data.vq.VQVAE says why)
     motion_step: int = 1  # moving-digits: positions and velocities in multiples of this many px (vq_factor: whole codes)
     digit_size: int = 0  # moving-digits: the digit's side in px; 0 = half the canvas (layout.image_size)
-    question_kinds: list = field(default_factory=list)  # shapesworld: the question kinds drawn; [] = all
+    question_kinds: list = field(default_factory=list)  # shapesworld: the question kinds drawn; [] = the level's
+    level: str = "hard"  # shapesworld: easy | medium | hard, a preset of the generator (the docstring says more)
     # tokens per text segment by role, eos included (the longest ShapesWorld texts fit); a role left out takes
     # its longest training text. Answers are left out: how many pieces "zero" takes depends on the tokenizer,
     # and a cut answer trains a wrong target (training.prepare.check_text_lengths refuses one)
@@ -279,9 +301,14 @@ class DataConfig:
         for name in ("vocab_size", "codebook_size", "vq_steps", "motion_step"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.question_kinds:
-            from mdm.data.shapesworld import QUESTION_KINDS, ShapesWorldConfig
+        if self.question_kinds or self.level != "hard":
+            from mdm.data.shapesworld import LEVELS, QUESTION_KINDS, ShapesWorldConfig
 
+            if self.level not in LEVELS:
+                raise ConfigError(f"data.level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+            if self.level != "hard" and self.name != "shapesworld":
+                raise ConfigError(f"data.level {self.level} applies to data.name shapesworld, not {self.name!r}")
+        if self.question_kinds:
             if not isinstance(self.question_kinds, list):
                 raise ConfigError(f"data.question_kinds must be a list such as [color, count], "
                                   f"got {self.question_kinds!r}")
@@ -292,6 +319,10 @@ class DataConfig:
             except ValueError:
                 raise ConfigError(f"data.question_kinds must be distinct kinds of {', '.join(QUESTION_KINDS)}, "
                                   f"got {self.question_kinds}") from None
+            own = LEVELS[self.level].get("question_kinds", QUESTION_KINDS)
+            if [k for k in self.question_kinds if k not in own]:
+                raise ConfigError(f"data.question_kinds {self.question_kinds} asks for kinds that data.level "
+                                  f"{self.level} does not have; its kinds: {', '.join(own)}")
         for role, n in self.text_lens.items():
             if not isinstance(n, int) or n < 1:
                 raise ConfigError(f"data.text_lens.{role} must be an int >= 1, got {n!r}")
@@ -310,6 +341,10 @@ class MDMConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
+        if self.layout.image_tokens is ImageTokens.PIXELS and self.diffusion.image_process != "gaussian":
+            raise ConfigError(f"diffusion.image_process = {self.diffusion.image_process} needs image states: "
+                              f"layout.image_tokens = pixels feeds raw patches, which only the Gaussian noise MSE "
+                              f"diffuses (set layout.image_tokens=vq or diffusion.image_process=gaussian)")
         if self.layout.image_tokens is ImageTokens.PIXELS and self.diffusion.clean_frames_prob > 0:
             raise ConfigError("diffusion.clean_frames_prob needs VQ-coded clips (layout.image_tokens = vq): "
                               "pixel-patch clips train with one noise level for the whole clip, and the frame "

@@ -21,7 +21,7 @@ from mdm.evaluation.shapesworld import format_scores, score_tasks
 from mdm.tasks import MDMPipeline
 from mdm.training.checkpoint import read_config
 from mdm.training.run import checkpoint_folder, has_checkpoint, resume_config, train_run
-from mdm.training.prepare import load_samples
+from mdm.training.prepare import load_samples, referee_kwargs
 
 
 @dataclass
@@ -56,12 +56,13 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
     images, captions = pipe.joint(12, sampler, seed=1)
     title, referee = judged_grid_title("MDM on ShapesWorld: image and caption generated together",
                                        pipe.network.config.data.name)
-    figure = image_caption_grid(images, captions, out / "quickstart.png", title=title, referee=referee)
+    figure = image_caption_grid(images, captions, out / "quickstart.png", title=title, referee=referee,
+                                referee_options=referee_kwargs(config))
     log(f"      wrote {figure}")
 
     log(f"[3/3] every task on {n_eval} held-out scenes, scored by the referee")
     samples = load_samples(config, "val")[:n_eval]
-    result = score_tasks(pipe, samples, sampler)
+    result = score_tasks(pipe, samples, sampler, referee_options=referee_kwargs(config))
     for question, got, truth in result.examples["vqa"][:3]:
         log(f"      Q: {question}  A: {got!r}  (true: {truth!r})")
     log(format_scores(result.scores))

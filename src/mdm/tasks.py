@@ -30,7 +30,7 @@ from mdm.data.sample import Role
 from mdm.data.patches import patch_grid, patchify, unpatchify
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.data.vq import VQVAE
-from mdm.diffusion.process import MultimodalDiffusion, Segment
+from mdm.diffusion.multimodal import MultimodalDiffusion, Segment
 from mdm.diffusion.sampling import SamplerConfig, sample
 from mdm.nn.layout import SegmentSpec
 from mdm.nn.network import MDMNetwork

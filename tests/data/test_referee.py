@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mdm.data.referee import (answer_question, parse_caption, parse_image, score_caption, score_generation)
+from mdm.data.referee import (answer_question, parse_caption, parse_image, referee_options, score_caption,
+                              score_generation)
 from mdm.data.sample import Role
-from mdm.data.shapesworld import COLORS, SHAPES, ShapesWorld, ShapesWorldConfig, render
+from mdm.data.shapesworld import COLORS, SHAPES, ShapesWorld, ShapesWorldConfig, level_config, render
+from mdm.data.shapesworld_levels import LEVELS
 
 ATTRIBUTES = ("color", "shape", "size", "position")
 
@@ -126,3 +128,39 @@ def test_bad_arguments():
         parse_image(torch.zeros(3, 32, 32), shapes=("blob",))
     with pytest.raises(ValueError, match="not a ShapesWorld question"):
         answer_question(torch.zeros(3, 32, 32), "why is the sky blue?")
+
+
+def _scene(objects) -> list[tuple]:
+    return sorted((o["color"], o["shape"], o["size"], o["position"]) for o in objects)
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_referee_reads_500_clean_renders_of_every_level(level):
+    """Every attribute of every object and the count, per scene, with only the level's grid given; the
+    level's questions, captions and scene texts are judged right too (DESIGN.md §6)."""
+    config = level_config(level)
+    options = referee_options(config)
+    ds = ShapesWorld("test", 500, config)
+    scenes = answers = texts = generations = 0
+    for i in range(len(ds)):
+        s = ds[i]
+        scenes += _scene(parse_image(s.image, **options)) == _scene(s.meta["objects"])
+        answers += answer_question(s.image, s.text(Role.QUESTION), **options) == s.text(Role.ANSWER)
+        texts += all(score_caption(s.image, s.text(role), **options)["all_true"] == 1.0
+                     for role in (Role.CAPTION, Role.SCENE))
+        generations += score_generation(s.image, s.meta["objects"], **options)["all"] == 1.0
+    assert min(scenes, answers, texts, generations) / len(ds) >= 0.99, (scenes, answers, texts, generations)
+
+
+def test_the_referee_reads_positions_on_the_levels_grid():
+    assert referee_options(level_config("hard")) == {}  # the referee's default: hard's calls are unchanged
+    assert referee_options(level_config("easy")) == {"grid": (2, 1)}
+    assert referee_options(level_config("medium")) == {"grid": (2, 2)}
+    # a red circle a little off its quadrant's middle: in the 3x3 grid it is the center
+    image = render([{"shape": "circle", "color": "red", "size": "large", "center": (12, 12)}], 32)
+    assert [o["position"] for o in parse_image(image)] == ["center"]
+    assert [o["position"] for o in parse_image(image, grid=(2, 2))] == ["top-left"]
+    assert answer_question(image, "where is the circle?", grid=(2, 1)) == "left"
+    assert score_caption(image, "a red circle at the top-left", grid=(2, 2))["all_true"] == 1.0
+    with pytest.raises(ValueError, match="grid must be"):
+        parse_image(image, grid=(4, 4))

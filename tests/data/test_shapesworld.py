@@ -1,5 +1,7 @@
 """ShapesWorld (mdm.data.shapesworld): determinism, splits, hold-outs, scene validity, text/scene consistency."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,9 @@ import torch
 from mdm.data.referee import answer_from_objects
 from mdm.data.sample import Role, Sample
 from mdm.data.shapesworld import (CAPTION_TEMPLATES, COLORS, NUMBER_WORDS, POSITIONS, QUESTION_KINDS, RGB, SHAPES,
-                                  SIZES, ShapesWorld, ShapesWorldConfig, caption, describe_scene, place_phrase,
-                                  position_of, question_answer, radius, render, shape_mask)
+                                  SIZES, ShapesWorld, ShapesWorldConfig, caption, describe_scene, level_config,
+                                  place_phrase, position_of, question_answer, radius, render, shape_mask)
+from mdm.data.shapesworld_levels import LEVELS, grid_positions, level_image_size
 
 HOLD_OUT = (("red", "circle"), ("blue", "triangle"))
 
@@ -154,6 +157,11 @@ def test_render_requested_objects_without_center():
     ({"colors": ("red",), "max_objects": 2}, "needs that many colours"),
     ({"question_kinds": ("colour",)}, "unknown question kind in config.question_kinds 'colour'; valid: color"),
     ({"question_kinds": ()}, "question_kinds must be non-empty"),
+    ({"sizes": ("huge",)}, "unknown size in config.sizes 'huge'; valid: small, large"),
+    ({"sizes": ()}, "config.sizes must be non-empty"),
+    ({"sizes": ("large",)}, "a size question needs two sizes"),
+    ({"grid": (4, 1)}, r"grid must be \(columns, rows\) of 1 to 3 each"),
+    ({"grid": (2, 1), "max_objects": 3}, r"max_objects <= 2 \(one object a cell of grid \(2, 1\)\)"),
 ])
 def test_config_errors(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -196,3 +204,96 @@ def test_dataset_errors():
     with pytest.raises(ValueError, match="valid: color"):
         question_answer([{"shape": "circle", "color": "red", "size": "small", "position": "left"}],
                         np.random.default_rng(0), "texture")
+
+
+# The difficulty levels (data.level, DESIGN.md §6): presets of the one generator, each checked against its own
+# constraints; hard is the generator of before the levels.
+LEVEL_RULES = {  # image size, object counts, colours, shapes, sizes, positions, centres (None: jittered)
+    "easy": (32, {1, 2}, {"red", "green", "blue", "yellow"}, {"square", "circle", "triangle"}, {"large"},
+             {"left", "right"}, {"left": (8, 16), "right": (24, 16)}),
+    "medium": (32, {1, 2, 3}, {"red", "green", "blue", "yellow", "white"}, {"square", "circle", "triangle", "cross"},
+               {"small", "large"}, {"top-left", "top-right", "bottom-left", "bottom-right"},
+               {"top-left": (8, 8), "top-right": (24, 8), "bottom-left": (8, 24), "bottom-right": (24, 24)}),
+    "hard": (16, {1, 2}, set(COLORS), {"square", "circle", "triangle", "cross"}, set(SIZES), set(POSITIONS), None),
+}
+LEVEL_KINDS = {"easy": {"color", "shape", "count", "position"}, "medium": set(QUESTION_KINDS),
+               "hard": set(QUESTION_KINDS)}
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_each_level_keeps_its_own_constraints_over_500_scenes(level):
+    size, counts, colors, shapes, sizes, positions, centers = LEVEL_RULES[level]
+    config = level_config(level)
+    assert level_image_size(level) == config.image_size == size and set(config.positions) == positions
+    ds = ShapesWorld("train", 500, config, seed=2)
+    seen = {"count": set(), "color": set(), "shape": set(), "size": set(), "position": set(), "kind": set()}
+    words = {w for c in COLORS + SHAPES + SIZES + POSITIONS for w in c.split("-")}
+    allowed = {w for c in colors | shapes | sizes | positions for w in c.split("-")}
+    for i in range(len(ds)):
+        s = ds[i]
+        objects = s.meta["objects"]
+        assert s.image.shape == (3, size, size)
+        seen["count"].add(len(objects))
+        seen["kind"].add(s.meta["question_kind"])
+        for o in objects:
+            for key in ("color", "shape", "size", "position"):
+                seen[key].add(o[key])
+            assert position_of(*o["center"], size, config.grid) == o["position"]
+            if centers is not None:
+                assert o["center"] == centers[o["position"]], o
+            (x, y), r = o["center"], radius(o["size"], size)
+            colour_mask = (s.image == torch.tensor(RGB[o["color"]]).view(3, 1, 1)).all(0)
+            assert colour_mask.sum().item() == shape_mask(o["shape"], 2 * r + 1, 2 * r + 1).sum()
+            assert torch.equal(s.image[:, y, x], torch.tensor(RGB[o["color"]], dtype=torch.float32))
+        # every text speaks the level's vocabulary only, and the answer is right for the scene
+        for text in (s.text(Role.CAPTION), s.text(Role.QUESTION), s.text(Role.SCENE)):
+            used = set(re.findall(r"[a-z]+", text)) & words  # "top-left" counts as "top" and "left"
+            assert used <= allowed, (text, used - allowed)
+        assert answer_from_objects(objects, s.text(Role.QUESTION)) == s.text(Role.ANSWER)
+    assert seen["count"] == counts and seen["color"] == colors and seen["shape"] == shapes
+    assert seen["size"] == sizes and seen["position"] == positions
+    assert seen["kind"] == LEVEL_KINDS[level] == set(config.question_kinds)
+
+
+def test_hard_is_the_default_generator_at_16_px():
+    hard, default = level_config("hard"), ShapesWorldConfig(image_size=16)
+    assert hard == default and ShapesWorldConfig() == ShapesWorldConfig(image_size=32)
+    for split in ("train", "test"):
+        a, b = ShapesWorld(split, 200, hard, seed=5), ShapesWorld(split, 200, default, seed=5)
+        for i in range(200):
+            assert torch.equal(a[i].image, b[i].image) and a[i].texts == b[i].texts and a[i].meta == b[i].meta
+    # and the scenes of before the levels existed (recorded from that code)
+    ds = ShapesWorld("train", 3, hard)
+    assert [ds[i].text(Role.CAPTION) for i in range(3)] == [
+        "a large cyan cross at the bottom-right and a small blue triangle on the left",
+        "a small green circle at the top and a small blue triangle on the left", "a green circle"]
+    assert ds[1].meta["objects"] == [
+        {"shape": "circle", "color": "green", "size": "small", "position": "top", "center": (8, 3)},
+        {"shape": "triangle", "color": "blue", "size": "small", "position": "left", "center": (2, 6)}]
+
+
+def test_grids_name_their_cells_with_the_nine_position_words():
+    assert grid_positions((3, 3)) == POSITIONS
+    assert grid_positions((2, 1)) == ("left", "right")
+    assert grid_positions((2, 2)) == ("top-left", "top-right", "bottom-left", "bottom-right")
+    assert grid_positions((1, 3)) == ("top", "center", "bottom")
+    assert [position_of(x, 5, 32, (2, 1)) for x in (0, 15, 16, 31)] == ["left", "left", "right", "right"]
+    with pytest.raises(ValueError, match="unknown ShapesWorld level 'extreme'; valid: easy, medium, hard"):
+        level_config("extreme")
+
+
+def test_the_level_reaches_the_training_samples_and_fixes_the_image_size():
+    from mdm.config import ConfigError, load_config
+    from mdm.training.prepare import load_samples, prepare_data
+
+    config = load_config("shapesworld", ["data.level=easy", "layout.image_size=32", "data.train_size=40"])
+    for split in ("train", "val"):
+        samples = load_samples(config, split)
+        assert {o["position"] for s in samples for o in s.meta["objects"]} == {"left", "right"}
+        assert {s.image.shape[-1] for s in samples} == {32}
+        assert "size" not in {s.meta["question_kind"] for s in samples}
+    for level, size in (("easy", 16), ("medium", 16)):  # hard draws at any size, as before levels
+        wrong = load_config("shapesworld", [f"data.level={level}", f"layout.image_size={size}"])
+        with pytest.raises(ConfigError, match=rf"layout.image_size = {size}, but data.level {level} draws "
+                                              rf"ShapesWorld at {level_image_size(level)} px"):
+            prepare_data(wrong, progress=False, log=lambda _: None)

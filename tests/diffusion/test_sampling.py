@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mdm.config import load_config
-from mdm.diffusion.process import MultimodalDiffusion, Segment
+from mdm.diffusion.multimodal import MultimodalDiffusion, Segment
 from mdm.diffusion.sampling import CommitSchedule, SamplerConfig, committed_count, sample
 from mdm.nn.layout import Modality, SegmentSpec
 from mdm.nn.network import MDMNetwork
@@ -40,7 +40,7 @@ def test_loss_decreases_on_a_batch_it_overfits(kind):
 
 def test_training_losses_use_the_onehot_score_entropy(monkeypatch):
     """Eq. 4 with the data's one-hot target, nothing else, is what training minimises (DESIGN §2.1)."""
-    import mdm.diffusion.process as process
+    import mdm.diffusion.gaussian_latent as process
 
     calls = []
     original = process.score_entropy_onehot

@@ -8,7 +8,7 @@ import torch
 from mdm.config import load_config
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.diffusion.likelihood import target_loss
-from mdm.diffusion.process import Segment
+from mdm.diffusion.multimodal import Segment
 from mdm.evaluation.multiple_choice import (MultipleChoiceFormatError, choice_losses, load_multiple_choice,
                                             multiple_choice_accuracy)
 from mdm.nn.layout import Modality, SegmentSpec

@@ -165,7 +165,7 @@ def test_ctrl_c_finishes_the_step_saves_and_stops(tmp_path):
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    from mdm.diffusion.process import MultimodalDiffusion
+    from mdm.diffusion.multimodal import MultimodalDiffusion
 
     real = MultimodalDiffusion.training_losses
     calls = {"n": 0}

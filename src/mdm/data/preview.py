@@ -1,6 +1,7 @@
 """``mdm data preview NAME``: a PNG grid of a built-in dataset, with its texts, to look at before training.
 
-ShapesWorld shows each image with its caption and its question/answer; Digits
+ShapesWorld shows each image with its caption and its question/answer, at a
+difficulty level (``data.level=easy`` on the command line; DESIGN.md §6); Digits
 each image with its label; moving digits one frame strip per clip with its
 caption. Built-in datasets only: a user's own data is previewed through the
 same functions once loaded into :class:`mdm.data.sample.Sample` objects.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,28 +21,41 @@ from torch import Tensor  # noqa: E402
 
 from mdm.data.sample import Role, Sample  # noqa: E402
 
+if TYPE_CHECKING:
+    from mdm.data.shapesworld import ShapesWorldConfig
+
 BUILTIN = ("shapesworld", "digits", "moving-digits")
+
+
+def shapesworld_config(level: str = "hard", image_size: int | None = None,
+                       question_kinds: tuple[str, ...] = ()) -> ShapesWorldConfig:
+    """The ShapesWorld generator settings of a level (:mod:`mdm.data.shapesworld_levels`), drawn at
+    ``image_size`` (None: the level's own) with questions of ``question_kinds`` (empty: the level's)."""
+    from mdm.data.shapesworld import level_config
+
+    options = {}
+    if image_size:
+        options["image_size"] = image_size
+    if question_kinds:
+        options["question_kinds"] = tuple(question_kinds)
+    return level_config(level, **options)
 
 
 def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 0, image_size: int | None = None,
                  channels: int = 1, frames: int = 8, motion_step: int = 1, digit_size: int = 0,
-                 question_kinds: tuple[str, ...] = ()):
+                 question_kinds: tuple[str, ...] = (), level: str = "hard"):
     """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``).
 
     ``channels`` is the digits'; ``frames`` the clip length of moving digits, whose
     canvas is ``image_size`` (default 32) with digits of ``digit_size`` px (0: half the
     canvas), moving by multiples of ``motion_step`` px at up to 3 px (or one step) a frame.
-    ``question_kinds`` are the ShapesWorld question kinds to draw from (empty: all).
+    ShapesWorld draws ``level``'s scenes (:func:`shapesworld_config`) with questions of
+    ``question_kinds`` (empty: the level's).
     """
     if name == "shapesworld":
-        from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
+        from mdm.data.shapesworld import ShapesWorld
 
-        options = {}
-        if image_size:
-            options["image_size"] = image_size
-        if question_kinds:
-            options["question_kinds"] = question_kinds
-        config = ShapesWorldConfig(**options) if options else None
+        config = shapesworld_config(level, image_size, question_kinds)
         return ShapesWorld(split, size=size, config=config, seed=seed)
     if name == "digits":
         from mdm.data.digits import DigitsDataset
@@ -109,8 +124,11 @@ def preview_grid(samples: list[Sample], path: str | Path, columns: int = 4, titl
     return path
 
 
-def preview(name: str, path: str | Path, n: int = 12, split: str = "train", seed: int = 0) -> Path:
-    """Write a preview PNG of ``n`` samples of the built-in dataset ``name``."""
-    dataset = load_builtin(name, split, size=max(n, 16), seed=seed)
+def preview(name: str, path: str | Path, n: int = 12, split: str = "train", seed: int = 0, level: str = "hard",
+            question_kinds: tuple[str, ...] = ()) -> Path:
+    """Write a preview PNG of ``n`` samples of the built-in dataset ``name`` (ShapesWorld: of ``level``,
+    with questions of ``question_kinds``, empty: the level's)."""
+    dataset = load_builtin(name, split, size=max(n, 16), seed=seed, level=level, question_kinds=question_kinds)
     samples = [dataset[i] for i in range(n)]
-    return preview_grid(samples, path, title=f"{name} ({split}, seed {seed})")
+    where = f"level {level}, " if name == "shapesworld" else ""
+    return preview_grid(samples, path, title=f"{name} ({where}{split}, seed {seed})")

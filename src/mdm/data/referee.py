@@ -20,8 +20,11 @@ miniature, made analytic by ShapesWorld's design (:mod:`mdm.data.shapesworld`):
    triangle from diamond (both fill half their box);
 4. **size**: the box's longer side against the midpoint of the small and large
    sides (the box, not the area, because a triangle has half a square's area);
-5. **position**: the box centre's 3x3 grid cell (the box centre, not the mass
-   centroid, which a triangle pulls downward).
+5. **position**: the box centre's grid cell (the box centre, not the mass
+   centroid, which a triangle pulls downward): the 3x3 grid by default, the
+   scenes' own grid when given one (``grid``; :func:`referee_options` gives it
+   for a config, so every difficulty level of :mod:`mdm.data.shapesworld_levels`
+   is read in its own position words).
 
 Scoring: :func:`score_generation` (attributes of an image vs requested objects),
 :func:`score_caption` (which claims of a caption are true of an image) and
@@ -41,8 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdm.data.shapesworld import (COLORS, NUMBER_WORDS, PLURALS, POSITIONS, RGB, SHAPES, SIZES, check_choice,
-                                  position_of, radius, shape_mask)
+from mdm.data.shapesworld import (COLORS, NUMBER_WORDS, PLURALS, POSITIONS, RGB, SHAPES, SIZES, ShapesWorldConfig,
+                                  check_choice, position_of, radius, shape_mask)
 
 ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "position")
 _GENERIC_NOUNS = frozenset({"shape", "object", "thing"})
@@ -56,6 +59,17 @@ _LEXICON: Mapping[str, tuple[str, str]] = MappingProxyType({
 })
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _CLAUSE_BREAK = re.compile(r"[;:.\n]|\band\b|\bwith\b")
+
+
+def referee_options(config: ShapesWorldConfig) -> dict[str, Any]:
+    """Keyword arguments for the referee's functions that read scenes of ``config``: its position grid.
+
+    Empty for the 3x3 grid (the referee's default), so the calls that score the
+    ``hard`` level stay exactly as they were. Colours and shapes are not
+    restricted: a generated colour or shape outside the level's set is read as
+    what it is, and so counted wrong.
+    """
+    return {} if tuple(config.grid) == (3, 3) else {"grid": tuple(config.grid)}
 
 
 def _image_array(image: Tensor) -> np.ndarray:
@@ -90,13 +104,15 @@ def _components(mask: np.ndarray) -> list[tuple[list[int], list[int]]]:
 
 
 def parse_image(image: Tensor, *, shapes: Sequence[str] = SHAPES, colors: Sequence[str] = COLORS,
-                tolerance: float = 0.45, min_area: float | None = None) -> list[dict[str, Any]]:
+                tolerance: float = 0.45, min_area: float | None = None,
+                grid: Sequence[int] = (3, 3)) -> list[dict[str, Any]]:
     """Objects in an image (3, S, S): dicts like ShapesWorld's meta objects, plus ``area`` and ``score``.
 
     ``center`` is the box centre (x, y) in pixel indices (a float for an even
     box); ``score`` is the winning template's IoU, a confidence in the shape.
-    ``shapes`` / ``colors`` restrict the candidates (e.g. to a config's). The
-    list is in reading order (top to bottom, then left to right).
+    ``shapes`` / ``colors`` restrict the candidates (e.g. to a config's);
+    ``grid`` is the (columns, rows) of the position cells (a config's ``grid``).
+    The list is in reading order (top to bottom, then left to right).
     """
     if not 0 < tolerance <= 0.5:
         raise ValueError(f"tolerance must be in (0, 0.5], got {tolerance}")
@@ -125,7 +141,7 @@ def parse_image(image: Tensor, *, shapes: Sequence[str] = SHAPES, colors: Sequen
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             objects.append({"shape": shape, "color": color,
                             "size": "large" if max(y1 - y0, x1 - x0) + 1 > (small_side + large_side) / 2 else "small",
-                            "position": position_of(cx, cy, S), "center": (cx, cy),
+                            "position": position_of(cx, cy, S, grid), "center": (cx, cy),
                             "area": len(ys), "score": float(score)})
     return sorted(objects, key=lambda o: (o["center"][1], o["center"][0], o["color"]))
 

@@ -2,7 +2,8 @@
 
 Each scene is a small square RGB image (default 32x32) on a black background
 with 1-2 objects (configurable up to 4). An object is a (shape, colour, size,
-position) tuple:
+position) tuple. The difficulty levels (``data.level``) are presets of
+:class:`ShapesWorldConfig` (:mod:`mdm.data.shapesworld_levels`). By default:
 
 * colours are the seven non-black corners of the RGB cube, so a colour mask is
   exact (threshold each channel at 0.5) and a noisy generated pixel still has an
@@ -12,9 +13,9 @@ position) tuple:
   templates, so parsing a clean render is exact;
 * an object of half-width ``r`` covers a (2r+1)x(2r+1) box around a centre pixel
   and fills every row and column of it, so the box centre is the object centre;
-* positions are the nine cells of a 3x3 grid, named by one word each
-  ("top-left", "top", ..., "center", ..., "bottom-right") so that every answer is
-  one word; centres keep a margin from cell borders so the cell is never in doubt.
+* positions are the nine cells of a 3x3 grid (a coarser ``grid`` reuses their names),
+  named by one word each ("top-left", "top", ..., "center", ..., "bottom-right") so that
+  every answer is one word; centres keep a margin from cell borders so the cell is never in doubt.
 
 Objects in one scene have distinct colours (the referee separates them by colour),
 distinct cells (a position word names one object), and disjoint boxes with a gap
@@ -42,6 +43,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mdm.data.sample import Role, Sample, TextSegment
+from mdm.data.shapesworld_levels import LEVELS, check_grid, check_level, grid_positions
 
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan", "white")
 RGB: Mapping[str, tuple[int, int, int]] = MappingProxyType({
@@ -104,22 +106,23 @@ def shape_mask(shape: str, height: int, width: int) -> np.ndarray:
     return (np.abs(u) <= 1 / 3 + _EPS) | (np.abs(v) <= 1 / 3 + _EPS)  # cross: arms one third wide
 
 
-def _cell_bounds(k: int, image_size: int) -> tuple[float, float]:
-    return k * image_size / 3, (k + 1) * image_size / 3
+def position_of(x: float, y: float, image_size: int, grid: Sequence[int] = (3, 3)) -> str:
+    """Position word of the ``grid`` cell holding the pixel (column x, row y); pixel centres are at +0.5."""
+    columns, rows = check_grid(grid)
+    col = min(max(int((x + 0.5) * columns // image_size), 0), columns - 1)
+    row = min(max(int((y + 0.5) * rows // image_size), 0), rows - 1)
+    return grid_positions(grid)[columns * row + col]
 
 
-def position_of(x: float, y: float, image_size: int) -> str:
-    """Position word of the cell holding the pixel (column x, row y); pixel centres are at +0.5."""
-    col = min(max(int((x + 0.5) * 3 // image_size), 0), 2)
-    row = min(max(int((y + 0.5) * 3 // image_size), 0), 2)
-    return POSITIONS[3 * row + col]
-
-
-def _center_range(k: int, r: int, image_size: int) -> tuple[int, int]:
-    """Centre pixels along one axis in cell ``k`` for half-width r: inside the image, S/24 off cell borders."""
-    lo, hi = _cell_bounds(k, image_size)
+def _center_range(k: int, r: int, image_size: int, cells: int = 3, jitter: bool = True) -> tuple[int, int]:
+    """Centre pixels along one axis in cell ``k`` of ``cells`` for half-width r: inside the image, S/24 off
+    cell borders; without ``jitter`` only the cell's middle pixel (8 and 24 of 32 px for two cells)."""
+    lo, hi = k * image_size / cells, (k + 1) * image_size / cells
     margin = image_size / 24
-    return (max(r, math.ceil(lo + margin - 0.5)), min(image_size - 1 - r, math.floor(hi - margin - 0.5)))
+    first, last = max(r, math.ceil(lo + margin - 0.5)), min(image_size - 1 - r, math.floor(hi - margin - 0.5))
+    if not jitter and first <= last:
+        first = last = min(max(int((lo + hi) / 2), first), last)
+    return first, last
 
 
 def cell_center(position: str, size: str, image_size: int) -> tuple[int, int]:
@@ -134,7 +137,9 @@ class ShapesWorldConfig:
     """What scenes look like. ``hold_out`` (colour, shape) pairs appear only in the "compositional" split.
 
     ``question_kinds`` are the kinds a scene's question is drawn from (all of them by default;
-    a subset trains and tests VQA and text->text on those kinds alone).
+    a subset trains and tests VQA and text->text on those kinds alone). ``grid``: (columns, rows)
+    of position cells; ``jitter``: a centre anywhere in its cell, else at its middle pixel.
+    The defaults are the ``hard`` level but for its 16 px image size.
     """
 
     image_size: int = 32
@@ -144,25 +149,28 @@ class ShapesWorldConfig:
     colors: tuple[str, ...] = COLORS
     hold_out: tuple[tuple[str, str], ...] = ()
     question_kinds: tuple[str, ...] = QUESTION_KINDS
+    sizes: tuple[str, ...] = SIZES
+    grid: tuple[int, int] = (3, 3)
+    jitter: bool = True
 
     def __post_init__(self) -> None:
         for name in ("image_size", "min_objects", "max_objects"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise ValueError(f"config.{name} must be an int, got {getattr(self, name)!r}")
-        object.__setattr__(self, "shapes", tuple(self.shapes))
-        object.__setattr__(self, "colors", tuple(self.colors))
-        object.__setattr__(self, "question_kinds", tuple(self.question_kinds))
+        for name in ("shapes", "colors", "question_kinds", "sizes", "grid"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_grid(self.grid)
         for kind in self.question_kinds:
             check_choice(kind, QUESTION_KINDS, "question kind in config.question_kinds")
         if not self.question_kinds or len(set(self.question_kinds)) != len(self.question_kinds):
             raise ValueError(f"config.question_kinds must be non-empty and without repeats, got {self.question_kinds}")
-        for s in self.shapes:
-            check_choice(s, SHAPES, "shape in config.shapes")
-        for c in self.colors:
-            check_choice(c, COLORS, "color in config.colors")
-        if len(set(self.shapes)) != len(self.shapes) or len(set(self.colors)) != len(self.colors) or not self.shapes:
-            raise ValueError(f"config.shapes and config.colors must be non-empty and without repeats, "
-                             f"got {self.shapes} and {self.colors}")
+        for name, valid in (("shapes", SHAPES), ("colors", COLORS), ("sizes", SIZES)):
+            for value in getattr(self, name):
+                check_choice(value, valid, f"{name[:-1]} in config.{name}")
+            if not getattr(self, name) or len(set(getattr(self, name))) != len(getattr(self, name)):
+                raise ValueError(f"config.{name} must be non-empty and without repeats, got {getattr(self, name)}")
+        if "size" in self.question_kinds and len(self.sizes) < 2:
+            raise ValueError(f"a size question needs two sizes, but config.sizes is {self.sizes}")
         pairs = []
         for pair in self.hold_out:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -170,18 +178,27 @@ class ShapesWorldConfig:
             color, shape = pair
             pairs.append((check_choice(color, self.colors, "hold_out color"), check_choice(shape, self.shapes, "hold_out shape")))
         object.__setattr__(self, "hold_out", tuple(dict.fromkeys(pairs)))
-        if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
-            raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
-                             f"got {self.min_objects} and {self.max_objects}")
+        if not 1 <= self.min_objects <= self.max_objects <= min(MAX_OBJECTS, len(self.positions)):
+            raise ValueError(f"need 1 <= min_objects <= max_objects <= {min(MAX_OBJECTS, len(self.positions))} (one "
+                             f"object a cell of grid {self.grid}), got {self.min_objects} and {self.max_objects}")
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE}, got {self.image_size}")
         if len({c for c, _ in self.allowed_pairs()}) < self.max_objects:
             raise ValueError(f"max_objects={self.max_objects} needs that many colours with a shape not held out; "
                              f"colors={self.colors}, hold_out={self.hold_out}")
 
+    @property
+    def positions(self) -> tuple[str, ...]:  # the words of the grid's cells, row-major
+        return grid_positions(self.grid)
+
     def allowed_pairs(self) -> list[tuple[str, str]]:
         """(colour, shape) pairs of the train/val/test splits."""
         return [(c, s) for c in self.colors for s in self.shapes if (c, s) not in self.hold_out]
+
+
+def level_config(level: str, **overrides: Any) -> ShapesWorldConfig:
+    """A named level's config (:mod:`mdm.data.shapesworld_levels`) with ``overrides`` such as question_kinds."""
+    return ShapesWorldConfig(**{**LEVELS[check_level(level)], **overrides})
 
 
 def sample_objects(rng: np.random.Generator, config: ShapesWorldConfig, compositional: bool = False,
@@ -195,23 +212,24 @@ def sample_objects(rng: np.random.Generator, config: ShapesWorldConfig, composit
     """
     if compositional and not config.hold_out:
         raise ValueError("the compositional split needs a non-empty config.hold_out")
-    S = config.image_size
+    S, (columns, rows), positions = config.image_size, config.grid, config.positions
     n = int(rng.integers(config.min_objects, config.max_objects + 1))
     allowed, every = config.allowed_pairs(), [(c, s) for c in config.colors for s in config.shapes]
     for _ in range(max_tries):
         objects: list[dict[str, Any]] = []
-        cells = rng.permutation(len(POSITIONS))[:n]
+        cells = rng.permutation(len(positions))[:n]
         for j in range(n):
             pool = list(config.hold_out) if (compositional and j == 0) else (every if compositional else allowed)
             pool = [p for p in pool if p[0] not in {o["color"] for o in objects}]
             color, shape = pool[int(rng.integers(len(pool)))]
-            size = SIZES[int(rng.integers(len(SIZES)))]
+            size = config.sizes[int(rng.integers(len(config.sizes)))]
             r, k = radius(size, S), int(cells[j])
-            (x_lo, x_hi), (y_lo, y_hi) = _center_range(k % 3, r, S), _center_range(k // 3, r, S)
+            (x_lo, x_hi), (y_lo, y_hi) = (_center_range(k % columns, r, S, columns, config.jitter),
+                                          _center_range(k // columns, r, S, rows, config.jitter))
             if x_lo > x_hi or y_lo > y_hi:
                 break  # this size does not fit this cell at this image size: redraw the scene
             center = (int(rng.integers(x_lo, x_hi + 1)), int(rng.integers(y_lo, y_hi + 1)))
-            objects.append({"shape": shape, "color": color, "size": size, "position": POSITIONS[k], "center": center})
+            objects.append({"shape": shape, "color": color, "size": size, "position": positions[k], "center": center})
         if len(objects) == n and not _overlapping(objects, S):
             return objects
     raise RuntimeError(f"no non-overlapping scene of {n} objects found in {max_tries} tries at image_size {S}")

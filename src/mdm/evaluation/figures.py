@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -53,10 +55,13 @@ def judged_grid_title(title: str, data_name: str) -> tuple[str, bool]:
 
 
 def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, title: str = "",
-                       columns: int = 4, *, referee: bool = False) -> Path:
+                       columns: int = 4, *, referee: bool = False,
+                       referee_options: Mapping[str, Any] | None = None) -> Path:
     """A grid of images titled by their captions; with ``referee`` a title is green when every claim is true.
 
-    ``referee`` is for ShapesWorld models only (:func:`judged_grid_title` gives it with a fitting title).
+    ``referee`` is for ShapesWorld models only (:func:`judged_grid_title` gives it with a fitting title);
+    ``referee_options`` are the referee's keyword arguments for the model's level (its position grid,
+    :func:`mdm.training.prepare.referee_kwargs`).
     """
     n = len(captions)
     if n == 0:
@@ -71,7 +76,8 @@ def image_caption_grid(images: Tensor, captions: list[str], path: str | Path, ti
         _show_image(ax, image)
         color = "black"
         if referee and image.shape[0] == 3:
-            color = "green" if score_caption(image.detach().float().clamp(0, 1).cpu(), caption)["all_true"] else "red"
+            judged = score_caption(image.detach().float().clamp(0, 1).cpu(), caption, **(referee_options or {}))
+            color = "green" if judged["all_true"] else "red"
         ax.set_title(textwrap.fill(caption or "(empty)", 28), fontsize=7, color=color)
     return _save(fig, path, title)
 

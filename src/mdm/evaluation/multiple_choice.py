@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from mdm.diffusion.likelihood import target_loss
-from mdm.diffusion.process import Segment
+from mdm.diffusion.multimodal import Segment
 from mdm.nn.layout import SegmentSpec
 
 

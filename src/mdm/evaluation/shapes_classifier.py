@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdm.data.shapesworld import COLORS, POSITIONS, SIZES, ShapesWorld, ShapesWorldConfig
+from mdm.data.shapesworld import COLORS, POSITIONS, ShapesWorld, ShapesWorldConfig
 from mdm.evaluation.image_quality import FeatureNetwork, judge_training_threads
 
 
 def cell_classes(config: ShapesWorldConfig) -> list[tuple[str, str, str] | None]:
     """The classes of one cell: ``None`` (empty) and every (colour, shape, size) the data can draw."""
-    return [None] + [(c, s, z) for c in config.colors for s in config.shapes for z in SIZES]
+    return [None] + [(c, s, z) for c in config.colors for s in config.shapes for z in config.sizes]
 
 
 def cell_targets(objects: list[dict], classes: list) -> Tensor:

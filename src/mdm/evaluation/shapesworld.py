@@ -25,7 +25,9 @@ joint          ``joint_agreement``: generated image and generated caption agree
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -54,11 +56,14 @@ def _mean(rows: list[dict[str, float]], key: str) -> float:
 
 def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig | None = None,
                 tasks: tuple[str, ...] = TASKS, seed: int = 0, n_examples: int = 4,
-                feature_network: FeatureNetwork | None = None, reference: torch.Tensor | None = None) -> TaskScores:
+                feature_network: FeatureNetwork | None = None, reference: torch.Tensor | None = None,
+                referee_options: Mapping[str, Any] | None = None) -> TaskScores:
     """Run ``tasks`` on ``samples`` (ShapesWorld, with objects in ``meta``) and score them.
 
     ``feature_network``: also FID / precision / recall of text->image (needs >= 4 samples)
     against ``reference`` real images (default: the samples' own images).
+    ``referee_options``: the referee's keyword arguments for the samples' level, its position
+    grid (:func:`mdm.data.referee.referee_options`; none for the default 3x3 grid).
     """
     if not samples:
         raise ValueError("score_tasks: no samples to score")
@@ -66,6 +71,7 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
     if unknown:
         raise ValueError(f"score_tasks: unknown tasks {sorted(unknown)}; valid: {', '.join(TASKS)}")
     sampler = sampler or SamplerConfig(steps=20)
+    ref = dict(referee_options or {})
     out = TaskScores()
     images = torch.stack([s.image for s in samples])
     questions = [s.text("question") for s in samples]
@@ -80,7 +86,7 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
     if "text_to_image" in tasks:
         prompts = [s.text("caption") for s in samples]
         gen = timed("text_to_image", lambda: pipe.text_to_image(prompts, sampler, seed=seed))
-        rows = [score_generation(gen[i], samples[i].meta["objects"]) for i in range(len(samples))]
+        rows = [score_generation(gen[i], samples[i].meta["objects"], **ref) for i in range(len(samples))]
         attrs = [k for k in ("color", "shape", "size", "position") if k in rows[0]]
         out.scores["t2i_attributes"] = sum(_mean(rows, k) for k in attrs) / len(attrs)
         for k in attrs:
@@ -94,7 +100,7 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
         out.examples["text_to_image"] = [(prompts[i], gen[i]) for i in range(min(n_examples, len(samples)))]
     if "image_to_text" in tasks:
         caps = timed("image_to_text", lambda: pipe.image_to_text(images, sampler, seed=seed))
-        rows = [score_caption(images[i], caps[i]) for i in range(len(samples))]
+        rows = [score_caption(images[i], caps[i], **ref) for i in range(len(samples))]
         out.scores["caption_all_true"] = _mean(rows, "all_true")
         out.scores["caption_precision"] = _mean(rows, "precision")
         out.scores["caption_cider"] = cider(caps, [reference_captions(s.meta["objects"]) for s in samples])[0]
@@ -112,7 +118,7 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
                                         for i in range(min(n_examples, len(samples)))]
     if "joint" in tasks:
         imgs, caps = timed("joint", lambda: pipe.joint(len(samples), sampler, seed=seed))
-        rows = [score_caption(imgs[i], caps[i]) for i in range(len(samples))]
+        rows = [score_caption(imgs[i], caps[i], **ref) for i in range(len(samples))]
         out.scores["joint_agreement"] = _mean(rows, "all_true")
         out.examples["joint"] = [(imgs[i], caps[i]) for i in range(min(n_examples, len(samples)))]
     return out

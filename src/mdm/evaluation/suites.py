@@ -71,11 +71,11 @@ def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int,
 
 def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
                  inception: FeatureNetwork | None) -> tuple[dict, dict, str | None]:
-    from mdm.data.preview import load_builtin
+    from mdm.data.preview import load_builtin, shapesworld_config
     from mdm.evaluation.image_quality import frechet_distance
     from mdm.evaluation.shapes_classifier import train_shapes_classifier
     from mdm.evaluation.shapesworld import score_tasks
-    from mdm.training.prepare import load_samples
+    from mdm.training.prepare import load_samples, referee_kwargs
 
     config = pipe.network.config
     if config.data.name != "shapesworld":
@@ -86,14 +86,18 @@ def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, 
     if n >= 4:  # FID needs a few images. The feature network has its own fixed seed, as the digit judge
         # has: the sampling seed must not change it.
         if inception is None:
-            features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0)
+            # the scenes of the checkpoint's level, at its image size
+            scenes = shapesworld_config(config.data.level, config.layout.image_size)
+            features, parser_accuracy = train_shapes_classifier(config.layout.image_size, seed=0, config=scenes)
         else:
             features, parser_accuracy = inception, None
         train = load_builtin("shapesworld", "train", size=REFERENCE_SCENES, seed=config.data.seed,
-                             image_size=config.layout.image_size, channels=config.layout.image_channels)
+                             image_size=config.layout.image_size, channels=config.layout.image_channels,
+                             level=config.data.level)
         reference = torch.stack([train[i].image for i in range(len(train))])
     t0 = time.perf_counter()
-    result = score_tasks(pipe, samples, sampler, seed=seed, feature_network=features, reference=reference)
+    result = score_tasks(pipe, samples, sampler, seed=seed, feature_network=features, reference=reference,
+                         referee_options=referee_kwargs(config))
     scores, seconds = result.scores, result.seconds
     if features is not None:
         # What a perfect generator would get at this size: the prompts' real scenes against the reference.

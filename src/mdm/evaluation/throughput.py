@@ -29,7 +29,7 @@ DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, threads: int, seed: int) -> dict:
     from mdm.bench import _time
     from mdm.config import from_dict
-    from mdm.diffusion.process import Segment
+    from mdm.diffusion.multimodal import Segment
     from mdm.diffusion.sampling import sample
     from mdm.nn.layout import Modality, SegmentSpec
     from mdm.training.loop import build_model

@@ -13,6 +13,11 @@ condition, or a position committed by multi-step selection) and ``t + 1`` for a
 position noised to scheduler timestep ``t``; so "clean" never collides with the
 first noise level.
 
+A modality whose states are diffused by masking (``diffusion.text_process`` or
+``image_process = absorbing``, DESIGN.md §2.4) gets one learned MASK latent: the input
+of a masked position. Only those modalities have one, so a checkpoint of the
+Gaussian processes keeps its parameters.
+
 Shape letters: ``b`` batch, ``n`` content positions (all segments), ``e`` d_latent,
 ``d`` d_model, ``v`` states of a modality.
 """
@@ -51,6 +56,18 @@ class MDMNetwork(nn.Module):
         self.heads = nn.ModuleDict({m.value: nn.Linear(d, e if m in self.continuous else v)
                                     for m, v in self.vocab_sizes.items()})
         self._modality_index = {m: i for i, m in enumerate(Modality)}
+        masked = [m for m in self.vocab_sizes if m not in self.continuous
+                  and (config.diffusion.text_process if m is Modality.TEXT else config.diffusion.image_process)
+                  == "absorbing"]
+        self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in masked})
+
+    def mask_latent(self, modality: Modality) -> Tensor:
+        """(e,) the learned latent of the MASK state of ``modality``."""
+        modality = Modality(modality)
+        if modality.value not in self.mask_latents:
+            raise ValueError(f"MDMNetwork: {modality.value} has no MASK state: its diffusion process is not "
+                             f"absorbing (diffusion.{modality.value}_process)")
+        return self.mask_latents[modality.value]
 
     def make_layout(self, segments: list, length: int | None = None) -> SequenceLayout:
         return self.backbone.make_layout(segments, length)

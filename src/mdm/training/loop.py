@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from mdm.config import MDMConfig, TrainConfig
 from mdm.diffusion.batch_random import BatchRandom
-from mdm.diffusion.process import MultimodalDiffusion
+from mdm.diffusion.multimodal import MultimodalDiffusion
 from mdm.nn.layout import Modality
 from mdm.nn.network import MDMNetwork
 from mdm.tasks import Task, TokenizedData, task_segments

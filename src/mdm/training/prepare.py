@@ -2,9 +2,11 @@
 
 For ``data.name``:
 
-* ``shapesworld`` (generated), ``digits`` (scikit-learn's bundled 8x8 digits),
-  ``moving-digits`` (clips of ``layout.frames`` frames of those digits bouncing on a
-  ``layout.image_size`` canvas, for DiM video): built in, nothing to download.
+* ``shapesworld`` (generated at the difficulty ``data.level``, which fixes
+  ``layout.image_size``: :func:`check_level_image_size`), ``digits``
+  (scikit-learn's bundled 8x8 digits), ``moving-digits`` (clips of
+  ``layout.frames`` frames of those digits bouncing on a ``layout.image_size``
+  canvas, for DiM video): built in, nothing to download.
 * ``imagefolder``, ``coco``, ``vqav2``: local files in the formats of
   :mod:`mdm.data.formats`, given by ``data.path`` (the class folder, the
   annotations JSON, the questions JSON), ``data.images`` (the images folder) and
@@ -22,10 +24,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from mdm.config import MDMConfig
+from mdm.config import ConfigError, MDMConfig
 from mdm.data.sample import Sample
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.data.vq import VQConfig, VQVAE, train_vq
@@ -63,7 +66,7 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
             ds = load_builtin(data.name, split, size=n, seed=data.seed, image_size=size,
                               channels=config.layout.image_channels, frames=config.layout.frames,
                               motion_step=data.motion_step, digit_size=data.digit_size,
-                              question_kinds=tuple(data.question_kinds))
+                              question_kinds=tuple(data.question_kinds), level=data.level)
         except ValueError as e:
             if data.name != "moving-digits":
                 raise
@@ -89,6 +92,38 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
                            [:data.train_size].tolist())
         return [ds[i] for i in index]
     raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
+
+
+def check_level_image_size(config: MDMConfig) -> None:
+    """Refuse to train ShapesWorld at an image size other than its level's (DESIGN.md §6).
+
+    Easy and medium are made for 32 px: their object sizes and fixed places, and
+    the referee's reading of them, are in pixels. ``hard`` keeps the generator's
+    old freedom to draw at any ``layout.image_size`` (its preset draws 16 px; the
+    ``small`` and ``base`` configs draw larger scenes). Held-out scenes of an
+    existing checkpoint are still drawn at its ``layout.image_size``.
+    """
+    from mdm.data.shapesworld_levels import LEVELS, level_image_size
+
+    if config.data.name != "shapesworld" or config.data.level == "hard":
+        return
+    want = level_image_size(config.data.level)
+    if config.layout.image_size != want:
+        fitting = [name for name in LEVELS if level_image_size(name) == config.layout.image_size]
+        raise ConfigError(f"layout.image_size = {config.layout.image_size}, but data.level {config.data.level} "
+                          f"draws ShapesWorld at {want} px: set layout.image_size={want}"
+                          + (f" or data.level to {' or '.join(fitting)}" if fitting else ""))
+
+
+def referee_kwargs(config: MDMConfig) -> dict[str, Any]:
+    """The referee's keyword arguments for a model of ``config``: its ShapesWorld level's position grid
+    (:func:`mdm.data.referee.referee_options`; empty for ``hard`` and for other data)."""
+    if config.data.name != "shapesworld":
+        return {}
+    from mdm.data.referee import referee_options
+    from mdm.data.shapesworld import level_config
+
+    return referee_options(level_config(config.data.level))
 
 
 def check_clips(samples: list[Sample], config: MDMConfig, source: str) -> None:
@@ -153,6 +188,7 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
                  log=print) -> PreparedData:
     """Samples, tokenizers (trained, or loaded from ``folder``) and the tokenized training set."""
     folder = Path(folder) if folder is not None else None
+    check_level_image_size(config)
     samples = load_samples(config, "train")
     if not samples:
         raise ValueError(f"data {config.data.name!r} has no training samples")

@@ -27,7 +27,7 @@ from mdm.training.checkpoint import (CheckpointError, config_differences, load_c
                                      read_config, save_checkpoint)
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
-from mdm.training.prepare import PreparedData, prepare_data
+from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -66,7 +66,8 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Pat
         return None
     if pipe.is_video:
         return video_strip(images, titles, path, title=title)
-    return image_caption_grid(images, titles, path, title=title, referee=referee)
+    return image_caption_grid(images, titles, path, title=title, referee=referee,
+                              referee_options=referee_kwargs(trainer.network.config))
 
 
 def checkpoint_folder(run_or_checkpoint: str | Path) -> Path:
