@@ -271,8 +271,9 @@ class TrainConfig:
 class DataConfig:
     """Which data: a built-in dataset and the text length of each role.
 
-    ``level``: a ShapesWorld difficulty level, a preset of the generator that also fixes the image size
-    (DESIGN.md §6, :mod:`mdm.data.shapesworld_levels`); ``hard`` is the generator as it was before levels.
+    ``level``: a ShapesWorld difficulty level, a preset of the generator (DESIGN.md §6,
+    :mod:`mdm.data.shapesworld_levels`); easy and medium are drawn at 32 px, ``hard`` is the generator as it
+    was before levels, at any ``layout.image_size``.
     """
 
     name: str = "shapesworld"  # shapesworld | digits | moving-digits (built in) | imagefolder | coco | vqav2 (files)

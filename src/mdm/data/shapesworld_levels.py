@@ -31,8 +31,9 @@ hard     16 px  3x3       1-2      7        4       2       all five (the genera
   (8, 24), (24, 24)), a third object, white (one channel away from yellow only,
   where cyan and magenta are one channel away from two of the four), the cross,
   the small size (a 7-pixel box) and size questions.
-* ``hard`` is the generator's defaults at 16 px: the benchmark of the longer
-  runs, unchanged so that their results stay comparable.
+* ``hard`` is the generator's defaults, drawn at 16 px by its preset (and, as
+  before levels, at any ``layout.image_size``): the benchmark of the longer runs,
+  unchanged so that their results stay comparable.
 
 Without jitter (easy, medium) an object sits at the middle pixel of its cell;
 with it (hard) anywhere in the cell, off its borders.

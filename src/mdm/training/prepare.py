@@ -2,8 +2,8 @@
 
 For ``data.name``:
 
-* ``shapesworld`` (generated at the difficulty ``data.level``, which fixes
-  ``layout.image_size``: :func:`check_level_image_size`), ``digits``
+* ``shapesworld`` (generated at the difficulty ``data.level``; easy and medium
+  need ``layout.image_size`` 32: :func:`check_level_image_size`), ``digits``
   (scikit-learn's bundled 8x8 digits), ``moving-digits`` (clips of
   ``layout.frames`` frames of those digits bouncing on a ``layout.image_size``
   canvas, for DiM video): built in, nothing to download.
