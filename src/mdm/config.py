@@ -352,7 +352,7 @@ class MDMConfig:
                               "passes that use clean frames need VQ codes")
 
 
-PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "digits", "coco", "imagefolder",
+PRESETS = ("tiny", "quickstart", "shapesworld-medium", "small", "base", "paper-7b", "shapesworld", "digits", "coco", "imagefolder",
            "moving-digits", "dim-digits", "dim-shapesworld")
 
 

@@ -69,9 +69,11 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
     (out / "scores.json").write_text(json.dumps(result.scores, indent=2) + "\n")
     log("next:\n"
         f"  mdm generate --checkpoint {out} -n 8 --out joint.png       # images with captions\n"
-        f"  mdm sample --checkpoint {out} --prompt 'a large red circle in the center' --out red.png\n"
-        f"  mdm answer --checkpoint {out} --scene 'a small blue square at the top' --question 'what color is the square?'\n"
-        f"  mdm train --config shapesworld --out runs/shapes            # the full run (resumable: --resume)")
+        f"  mdm sample --checkpoint {out} --prompt 'a large red circle on the left' --out red.png\n"
+        f"  mdm answer --checkpoint {out} --scene 'one shape. a large blue square on the right.' "
+        f"--question 'what color is the square?'\n"
+        f"a harder world for longer (ShapesWorld's medium level, 30 minutes; resumable with --resume):\n"
+        f"  mdm train --config shapesworld-medium --out runs/medium --minutes 30")
     return QuickstartResult(out, figure, result.scores)
 
 

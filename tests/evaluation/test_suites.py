@@ -155,3 +155,13 @@ def test_answers_are_scored_per_question_kind():
         assert scores[f"{task}_shape"] == scores[f"{task}_size"] == scores[f"{task}_position"] == 0.0
         assert scores[f"{task}_count"] == pytest.approx(zero_right / kinds.count("count"))
         assert scores[task] == pytest.approx((kinds.count("color") + zero_right) / len(samples))
+
+
+def test_sampler_tags_tell_every_setting_apart():
+    from mdm.diffusion.sampling import SamplerConfig
+    from mdm.evaluation.suites import sampler_tag
+
+    settings = [SamplerConfig(), SamplerConfig(commit_sample=True), SamplerConfig(commit_sample=True, temperature=0.5),
+                SamplerConfig(image_selection="off"), SamplerConfig(selection="off"), SamplerConfig(guidance_scale=3)]
+    tags = [sampler_tag(s) for s in settings]
+    assert len(set(tags)) == len(tags) and tags[0] == "dpmsolver++-20-cosine-g1"

@@ -49,7 +49,13 @@ REFERENCE_SCENES = 500  # real training scenes: the reference distribution of Sh
 
 
 def sampler_tag(sampler: SamplerConfig) -> str:
-    name = f"{sampler.solver.value}-{sampler.steps}-{sampler.selection.value}-g{sampler.guidance_scale:g}"
+    """The sampler's settings in a file name: two records of different settings never share one."""
+    name = f"{sampler.solver.value}-{sampler.steps}-{sampler.selection.value}"
+    if sampler.image_selection is not None:
+        name += f"-image-{sampler.image_selection.value}"
+    if sampler.commit_sample:
+        name += f"-sample-t{sampler.temperature:g}"
+    name += f"-g{sampler.guidance_scale:g}"
     if sampler.frame_passes == 1:
         return name
     later = "" if sampler.later_guidance_scale is None else f"-later-g{sampler.later_guidance_scale:g}"
