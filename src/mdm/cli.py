@@ -383,8 +383,8 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="image segments' schedule (default: --selection, but off for the absorbing process, "
                         "whose argmax commits collapse the images' diversity)")
     p.add_argument("--commit-sample", action="store_true",
-                   help="with --selection cosine/linear: commit a state drawn from the model (MaskGIT's order: the "
-                        "most confident draws first) instead of the most likely state; more diverse samples")
+                   help="with --selection cosine/linear: commit each position (in the order of its confidence) to a "
+                        "state drawn from the model instead of the most likely one; more diverse samples")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="softmax temperature of drawn states (--commit-sample; --selection off on the absorbing "
                         "process)")

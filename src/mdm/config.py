@@ -157,6 +157,8 @@ class VAEConfig:
 
 
 PROCESS_NAMES = ("gaussian", "absorbing")  # the keys of mdm.diffusion.registry.PROCESSES (a test ties them)
+MASKING_PROCESSES = ("absorbing",)  # the processes whose modality has a MASK state
+ABSORBING_LOSSES = ("elbo", "masked_mean")
 
 
 @dataclass
@@ -182,6 +184,11 @@ class DiffusionConfig:
     # bound per position) or "masked_mean" (the plain CE averaged over the masked positions)
     absorbing_loss: str = "elbo"
 
+    def masked_modalities(self) -> tuple[str, ...]:
+        """The modalities ("text", "image") whose process has a MASK state: the network learns its latent."""
+        return tuple(m for m, p in (("text", self.text_process), ("image", self.image_process))
+                     if p in MASKING_PROCESSES)
+
     def __post_init__(self) -> None:
         from mdm.diffusion.schedule import BetaSchedule
 
@@ -190,7 +197,7 @@ class DiffusionConfig:
                 raise ConfigError(f"diffusion.{name} must be one of {', '.join(PROCESS_NAMES)}, "
                                   f"got {getattr(self, name)!r}")
 
-        if self.absorbing_loss not in ("elbo", "masked_mean"):
+        if self.absorbing_loss not in ABSORBING_LOSSES:
             raise ConfigError(f"diffusion.absorbing_loss must be elbo or masked_mean, got {self.absorbing_loss!r}")
         for name in ("text_schedule", "image_schedule"):
             _enum(BetaSchedule, getattr(self, name), f"diffusion.{name}")

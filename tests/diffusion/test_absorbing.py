@@ -202,3 +202,19 @@ def test_registry_names_match_the_config():
     from mdm.diffusion.registry import PROCESSES
 
     assert tuple(PROCESSES) == PROCESS_NAMES
+
+
+def test_likelihood_is_the_elbo_whatever_the_training_average():
+    """ELBO scoring keeps SEDD's weights when training averages the plain CE over masked positions."""
+    from mdm.diffusion.likelihood import target_loss
+
+    net, diffusion = build()
+    net.eval()
+    other = load_config("tiny", ["diffusion.text_process=absorbing", "diffusion.image_process=absorbing",
+                                 "diffusion.absorbing_loss=masked_mean"])
+    masked_mean = MultimodalDiffusion(other.diffusion, other.vae)
+    g = torch.Generator().manual_seed(0)
+    segs = [Segment(TXT, torch.randint(0, 30, (3, 6), generator=g), False),
+            Segment(IMG, torch.randint(0, 16, (3, 9), generator=g), True)]
+    elbo = target_loss(net, diffusion, segs, n_levels=4)
+    assert torch.equal(target_loss(net, masked_mean, segs, n_levels=4), elbo) and (elbo > 0).all()

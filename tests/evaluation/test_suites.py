@@ -161,7 +161,7 @@ def test_sampler_tags_tell_every_setting_apart():
     from mdm.diffusion.sampling import SamplerConfig
     from mdm.evaluation.suites import sampler_tag
 
-    settings = [SamplerConfig(), SamplerConfig(commit_sample=True), SamplerConfig(commit_sample=True, temperature=0.5),
+    settings = [SamplerConfig(), SamplerConfig(commit_sample=True), SamplerConfig(commit_sample=True, temperature=0.5), SamplerConfig(temperature=0.5),
                 SamplerConfig(image_selection="off"), SamplerConfig(selection="off"), SamplerConfig(guidance_scale=3)]
     tags = [sampler_tag(s) for s in settings]
     assert len(set(tags)) == len(tags) and tags[0] == "dpmsolver++-20-cosine-g1"

@@ -38,16 +38,14 @@ as the Gaussian processes leave them clean.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mdm.diffusion.base import Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames
+from mdm.diffusion.base import Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames, clean_latent
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.objective import score_entropy_onehot
-from mdm.diffusion.sampler_config import CommitSchedule, SamplerConfig, committed_count
+from mdm.diffusion.sampler_config import CommitSchedule, SamplerConfig, commit_most_confident, committed_count
 from mdm.nn.layout import Modality, SegmentSpec
 from mdm.nn.network import MDMNetwork
 from mdm.nn.vae import VAEOutput
@@ -121,7 +119,7 @@ class Absorbing(DiffusionProcess):
     def corrupt(self, network: MDMNetwork, spec: SegmentSpec, states: Tensor, vae_out: VAEOutput,
                 rng: BatchRandom) -> Corrupted:
         cfg = self.config
-        mu = vae_out.mu.detach() if network.config.vae.detach_latents else vae_out.mu
+        mu = clean_latent(network, vae_out)
         b, n = states.shape[:2]
         t = EPS + (1 - EPS) * rng.rand(b, 1)  # SEDD draws t in (eps, 1]: the weight 1/t stays bounded
         masked = rng.rand(b, n) < mask_probability(t)
@@ -145,6 +143,11 @@ class Absorbing(DiffusionProcess):
         sigma, dsigma = log_linear_sigma(corrupted.level)
         per_position = absorbing_weighted_ce(out, states, sigma, dsigma) * corrupted.predict
         return per_position.sum(dim=1), torch.full_like(per_position[:, 0], states.shape[1])
+
+    def likelihood(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> Tensor:
+        """SEDD's bound at one level, summed over positions, whatever ``absorbing_loss`` trains with."""
+        sigma, dsigma = log_linear_sigma(corrupted.level)
+        return (absorbing_weighted_ce(out, states, sigma, dsigma) * corrupted.predict).sum(dim=1)
 
     # -- conditions ----------------------------------------------------------
     def null_condition(self, network: MDMNetwork, mu: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -205,10 +208,7 @@ class _UnmaskingSampler(SegmentSampler):
             choice = _categorical(tempered, generator) if config.commit_sample else lg.argmax(-1)
             n_free = self.n - self.n_kept
             want = self.n_kept + committed_count(i, self.n_steps, n_free, self.selection)
-            new = want - (~self.masked).sum(1)  # (b,)
-            confidence = probs.max(-1).values.masked_fill(~self.masked, -math.inf)
-            rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
-            newly = (rank < new[:, None]) & self.masked
+            newly = commit_most_confident(probs.max(-1).values, self.masked, want)
         self.states = torch.where(newly, choice, self.states)
         self.masked = self.masked & ~newly
 

@@ -81,6 +81,11 @@ def clean_frames(config: DiffusionConfig, spec: SegmentSpec, rng: BatchRandom, b
     return chosen.repeat_interleave(n // frames, dim=1)  # content is frame-major
 
 
+def clean_latent(network: MDMNetwork, vae_out: VAEOutput) -> Tensor:
+    """The clean latent ``mu`` a segment is fed, cut from the VAE's graph unless ``vae.detach_latents`` is off."""
+    return vae_out.mu.detach() if network.config.vae.detach_latents else vae_out.mu
+
+
 class SegmentSampler(ABC):
     """One target segment through a sampling run: its input before each step and its update after it."""
 
@@ -107,6 +112,7 @@ class DiffusionProcess(ABC):
 
     name: ClassVar[str]
     continuous: ClassVar[bool] = False  # True when segments hold real vectors (pixel patches), not state ids
+    keeps_positions: ClassVar[bool] = True  # whether a sampler can start with positions given (frame passes)
     loss_name: ClassVar[str] = "se"  # the Eq. 18 term the loss is logged under
 
     def __init__(self, config: DiffusionConfig, modality: Modality) -> None:
@@ -127,6 +133,10 @@ class DiffusionProcess(ABC):
     @abstractmethod
     def loss(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> tuple[Tensor, Tensor]:
         """Per sample (b,): the summed loss and the count it is averaged over."""
+
+    def likelihood(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> Tensor:
+        """Per sample (b,): the loss of the targets at one level, summed over positions (ELBO scoring)."""
+        return self.loss(out, states, corrupted)[0]
 
     # -- conditions ----------------------------------------------------------
     @abstractmethod

@@ -30,10 +30,10 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 
 from mdm.config import DiffusionConfig
-from mdm.diffusion.base import Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames
+from mdm.diffusion.base import Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames, clean_latent
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.objective import expected_latent, gaussian_offset, score_entropy_onehot
-from mdm.diffusion.sampler_config import SamplerConfig, Solver, committed_count
+from mdm.diffusion.sampler_config import SamplerConfig, Solver, commit_most_confident, committed_count
 from mdm.diffusion.schedule import NoiseSchedule
 from mdm.nn.layout import Modality, SegmentSpec
 from mdm.nn.network import MDMNetwork
@@ -55,9 +55,8 @@ class GaussianLatent(DiffusionProcess):
     def corrupt(self, network: MDMNetwork, spec: SegmentSpec, states: Tensor, vae_out: VAEOutput,
                 rng: BatchRandom) -> Corrupted:
         cfg, T = self.config, self.T
-        detach = network.config.vae.detach_latents
-        mu = vae_out.mu.detach() if detach else vae_out.mu
-        z0 = vae_out.z0.detach() if detach else vae_out.z0
+        mu = clean_latent(network, vae_out)
+        z0 = vae_out.z0.detach() if network.config.vae.detach_latents else vae_out.z0
         b, n = states.shape[:2]
         t = rng.randint(T, b, 1).expand(b, n)
         per_position = (rng.rand(b) < cfg.per_position_t_prob)[:, None]
@@ -157,10 +156,7 @@ class _LatentSampler(SegmentSampler):
         # Commit the most confident uncommitted positions (Theorem 3).
         n_free = self.n - self.n_kept  # the schedule runs over the positions not kept
         want = self.n_kept + committed_count(i, self.n_steps, n_free, self.selection)
-        new = want - self.committed.sum(1)  # (b,)
-        confidence = probs.max(-1).values.masked_fill(self.committed, -1.0)
-        rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
-        newly = (rank < new[:, None]) & ~self.committed
+        newly = commit_most_confident(probs.max(-1).values, ~self.committed, want)
         self.states = torch.where(newly, choice, self.states)
         self.committed = self.committed | newly
         if i == self.n_steps - 1:  # every position is committed by now

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mdm.diffusion.base import Corrupted, SegmentSampler, StepInput
+from mdm.diffusion.base import Corrupted, SegmentSampler, StepInput, clean_latent
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.gaussian_latent import GaussianLatent
 from mdm.diffusion.objective import clean_latent_from_noise, noise_mse
@@ -28,16 +28,21 @@ from mdm.nn.network import MDMNetwork
 from mdm.nn.vae import VAEOutput
 
 
+FRAME_PASSES_NEED_STATES = ("sample: frame_passes needs VQ-coded video; pixel-patch segments never train with "
+                            "clean positions inside a target (use frame_passes=1)")
+
+
 class GaussianMSE(GaussianLatent):
     """Eq. 1 on the latents of continuous tokens; epsilon prediction, MSE; decoded values out."""
 
     name = "gaussian-mse"
     continuous = True
+    keeps_positions = False  # one level a segment: frame passes need states to keep
     loss_name = "mse"
 
     def corrupt(self, network: MDMNetwork, spec: SegmentSpec, states: Tensor, vae_out: VAEOutput,
                 rng: BatchRandom) -> Corrupted:
-        mu = vae_out.mu.detach() if network.config.vae.detach_latents else vae_out.mu
+        mu = clean_latent(network, vae_out)
         b, n = states.shape[:2]
         t = rng.randint(self.T, b, 1).expand(b, n)
         noise = rng.randn(*mu.shape, dtype=mu.dtype)
@@ -55,8 +60,7 @@ class GaussianMSE(GaussianLatent):
     def start(self, network: MDMNetwork, spec: SegmentSpec, b: int, sampler_config: SamplerConfig,
               generator: torch.Generator | None, kept: tuple[Tensor, Tensor] | None) -> SegmentSampler:
         if kept is not None:
-            raise ValueError("sample: frame_passes needs VQ-coded video; pixel-patch segments never train with "
-                             "clean positions inside a target (use frame_passes=1)")
+            raise ValueError(FRAME_PASSES_NEED_STATES)
         return _NoiseSampler(self, network, b, spec.n_content, sampler_config, generator)
 
 

@@ -68,5 +68,5 @@ def target_loss(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: l
         outputs = diffusion.logits(network, torch.cat(zs, 1), torch.cat(taus, 1), torch.stack(seg_taus, 1), layout)
         for seg, out, noised in zip(segments, outputs, corrupted):
             if seg.target:
-                total += diffusion.process(network, seg.spec.modality).loss(out, seg.states, noised)[0].double()
+                total += diffusion.process(network, seg.spec.modality).likelihood(out, seg.states, noised).double()
     return (total / n_levels).float()

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mdm.config import DiffusionConfig, VAEConfig
-from mdm.diffusion.base import DiffusionProcess
+from mdm.diffusion.base import DiffusionProcess, clean_latent
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.registry import make_process, process_name
 from mdm.nn.layout import Modality, SegmentSpec, SequenceLayout
@@ -75,6 +75,10 @@ class MultimodalDiffusion:
     def process(self, network: MDMNetwork, modality: Modality) -> DiffusionProcess:
         """The process of ``modality`` for this network (pixel patches: the noise MSE)."""
         key = (Modality(modality), Modality(modality) in network.continuous)
+        if key[1] and process_name(self.config, key[0]) != "gaussian":
+            raise ValueError(f"{key[0].value} tokens of this network are pixel patches, which only the Gaussian "
+                             f"noise MSE diffuses; diffusion.{key[0].value}_process is "
+                             f"{process_name(self.config, key[0])}")
         trained = process_name(network.config.diffusion, key[0])
         if not key[1] and trained != process_name(self.config, key[0]):
             raise ValueError(f"this network was trained with diffusion.{key[0].value}_process = {trained}; it "
@@ -143,7 +147,7 @@ class MultimodalDiffusion:
                 noised = process.corrupt(network, seg.spec, seg.states, vae_out, rng)
                 z, tau, seg_tau = noised.z, noised.tau, noised.segment_tau
             else:
-                mu = vae_out.mu.detach() if self.vae_config.detach_latents else vae_out.mu
+                mu = clean_latent(network, vae_out)
                 noise = rng.randn(*mu.shape, dtype=mu.dtype) if process.draws_null_noise() else None
                 z_null, tau_null = process.null_condition(network, mu, noise)
                 z = torch.where(drop[:, None, None], z_null, mu)

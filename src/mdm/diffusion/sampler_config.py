@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+from torch import Tensor
+
 
 class Solver(str, Enum):
     DPM_SOLVER = "dpmsolver++"
@@ -60,6 +62,14 @@ class SamplerConfig:
 def _check_guidance(name: str, value) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 50.0):
         raise ValueError(f"{name} must be in [0, 50], got {value!r}")
+
+
+def commit_most_confident(confidence: Tensor, free: Tensor, want: int) -> Tensor:
+    """(b, n) bool: the most confident ``free`` positions of each row, as many as bring its committed count to
+    ``want``. ``confidence`` (b, n) is >= 0 where free (a probability)."""
+    new = want - (~free).sum(1)  # (b,)
+    rank = confidence.masked_fill(~free, -1.0).argsort(dim=1, descending=True).argsort(dim=1)
+    return (rank < new[:, None]) & free
 
 
 def committed_count(step: int, steps: int, n: int, schedule: CommitSchedule) -> int:

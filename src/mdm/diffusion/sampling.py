@@ -56,9 +56,12 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
     videos = [k for k, s in enumerate(segments) if s.target and s.spec.is_video]
     if config.frame_passes == 1 or not videos:
         return _solve(network, diffusion, segments, class_labels, config, b, generator, progress, {})
-    if any(diffusion.process(network, segments[k].spec.modality).continuous for k in videos):
-        raise ValueError("sample: frame_passes needs VQ-coded video; pixel-patch segments never train with clean "
-                         "positions inside a target (use frame_passes=1)")
+    for k in videos:
+        process = diffusion.process(network, segments[k].spec.modality)
+        if not process.keeps_positions:
+            raise ValueError(f"sample: frame_passes needs VQ-coded video: the {process.name} process of the "
+                             f"{segments[k].spec.modality.value} segment keeps no given positions (pixel-patch "
+                             f"segments never train with clean positions inside a target; use frame_passes=1)")
     passes = min(config.frame_passes, min(segments[k].spec.frames for k in videos))
     device = next(network.parameters()).device
     kept: dict[int, tuple[Tensor, Tensor]] = {}
@@ -82,7 +85,6 @@ def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
     """One run. ``kept[k] = (states, mask)``: positions of target ``k`` that start committed."""
     device = next(network.parameters()).device
     layout = network.make_layout([s.spec for s in segments])
-    T = float(diffusion.T)
     samplers, conditions, nulls = {}, {}, {}
     for k, seg in enumerate(segments):
         process = diffusion.process(network, seg.spec.modality)
@@ -114,7 +116,7 @@ def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
             else:
                 zs.append(conditions[k]), taus.append(torch.zeros(b, n, device=device))
                 seg_taus.append(torch.zeros(b, device=device))
-                uzs.append(nulls[k][0]), utaus.append(nulls[k][1]), useg_taus.append(torch.full((b,), T, device=device))
+                uzs.append(nulls[k][0]), utaus.append(nulls[k][1]), useg_taus.append(nulls[k][1][:, 0])
         uncond = None
         if config.guidance_scale != 1.0:
             uncond = (torch.cat(uzs, dim=1), torch.cat(utaus, dim=1), torch.stack(useg_taus, dim=1), null)

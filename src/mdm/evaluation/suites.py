@@ -54,7 +54,9 @@ def sampler_tag(sampler: SamplerConfig) -> str:
     if sampler.image_selection is not None:
         name += f"-image-{sampler.image_selection.value}"
     if sampler.commit_sample:
-        name += f"-sample-t{sampler.temperature:g}"
+        name += "-sample"
+    if sampler.temperature != 1.0:  # drawn states: commit_sample, and the absorbing process's tau-leaping
+        name += f"-t{sampler.temperature:g}"
     name += f"-g{sampler.guidance_scale:g}"
     if sampler.frame_passes == 1:
         return name

@@ -57,8 +57,7 @@ class MDMNetwork(nn.Module):
                                     for m, v in self.vocab_sizes.items()})
         self._modality_index = {m: i for i, m in enumerate(Modality)}
         masked = [m for m in self.vocab_sizes if m not in self.continuous
-                  and (config.diffusion.text_process if m is Modality.TEXT else config.diffusion.image_process)
-                  == "absorbing"]
+                  and m.value in config.diffusion.masked_modalities()]
         self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in masked})
 
     def mask_latent(self, modality: Modality) -> Tensor:
