@@ -359,8 +359,8 @@ class MDMConfig:
                               "passes that use clean frames need VQ codes")
 
 
-PRESETS = ("tiny", "quickstart", "shapesworld-medium", "small", "base", "paper-7b", "shapesworld", "digits", "coco", "imagefolder",
-           "moving-digits", "dim-digits", "dim-shapesworld")
+PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "shapesworld-medium", "digits", "coco",
+           "imagefolder", "moving-digits", "dim-digits", "dim-shapesworld")
 
 
 class _YAMLLoader(yaml.SafeLoader):
