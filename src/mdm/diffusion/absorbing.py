@@ -12,8 +12,11 @@ defined over discrete states. Here each modality gets one extra MASK state:
   ``-sigma'(t) / (e^sigma - 1) * log p_theta(x0 | x_t)``, which under the log-linear
   noise is MDLM's ``1 / t`` (arXiv 2406.07524). Both forms are here
   (:func:`absorbing_score_entropy`, :func:`absorbing_weighted_ce`) and a test proves
-  them equal. Training averages the weighted CE over all n positions of a segment:
-  the ELBO per position.
+  them equal. ``absorbing_loss = elbo`` trains with the weighted CE averaged over all
+  n positions of a segment (the ELBO per position); ``masked_mean`` with the plain CE
+  averaged over the masked positions, which has no 1/t in its gradients and learned
+  ShapesWorld's text->text faster on 4-token answers (50.0% against 42.2% at step 1000).
+  ELBO scoring (:meth:`Absorbing.likelihood`) keeps SEDD's weights either way.
 * **sampling**: from level t to s, SEDD's analytic (Tweedie) tau-leaping step unmasks
   each masked position with probability ``(t - s) / t`` and draws its state from
   ``p_theta`` (``selection = off``). Multi-step selection (Theorem 3: commit the
