@@ -111,7 +111,6 @@ class DiffusionProcess(ABC):
     """
 
     name: ClassVar[str]
-    continuous: ClassVar[bool] = False  # True when segments hold real vectors (pixel patches), not state ids
     keeps_positions: ClassVar[bool] = True  # whether a sampler can start with positions given (frame passes)
     loss_name: ClassVar[str] = "se"  # the Eq. 18 term the loss is logged under
 

@@ -36,7 +36,6 @@ class GaussianMSE(GaussianLatent):
     """Eq. 1 on the latents of continuous tokens; epsilon prediction, MSE; decoded values out."""
 
     name = "gaussian-mse"
-    continuous = True
     keeps_positions = False  # one level a segment: frame passes need states to keep
     loss_name = "mse"
 

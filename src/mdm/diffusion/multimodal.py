@@ -163,9 +163,9 @@ class MultimodalDiffusion:
         sums = {kind: (z.new_zeros(b), z.new_zeros(b)) for kind in ("se", "mse")}
         for seg, out, noised in zip(segments, outputs, corrupted):
             if seg.target:
-                kind = self.process(network, seg.spec.modality).loss_name
-                total, count = self.process(network, seg.spec.modality).loss(out, seg.states, noised)
-                sums[kind] = (sums[kind][0] + total, sums[kind][1] + count)
+                process = self.process(network, seg.spec.modality)
+                total, count = process.loss(out, seg.states, noised)
+                sums[process.loss_name] = (sums[process.loss_name][0] + total, sums[process.loss_name][1] + count)
         se, mse = ((total / count.clamp(min=1)).mean() for total, count in sums.values())
         rec_img = torch.stack(rec[Modality.IMAGE]).mean() if rec[Modality.IMAGE] else z.new_zeros(())
         rec_txt = torch.stack(rec[Modality.TEXT]).mean() if rec[Modality.TEXT] else z.new_zeros(())
