@@ -77,3 +77,40 @@ def test_text_lengths_take_the_longest_answer_by_default_and_the_config_elsewher
                                                         "caption": default["caption"]}
     assert text_lengths(sizes, load_config("tiny", ["data.text_lens={answer: 9}"])) == {
         "answer": 9, "caption": _longest(samples, tok, "caption")}
+
+
+def test_vq_fidelity_warns_when_the_codes_lose_what_the_referee_judges():
+    """An untrained VQ-VAE reconstructs no scene right: the report says so, and the log names the remedy."""
+    import torch
+
+    from mdm.data.vq import VQConfig, VQVAE
+    from mdm.training.prepare import vq_fidelity
+
+    config = load_config("quickstart", ["data.train_size=8"])
+    torch.manual_seed(0)
+    vq = VQVAE(VQConfig(downsample=4, codebook_size=8, local=True)).eval()
+    said = []
+    report = vq_fidelity(vq, config, [], log=said.append)
+    assert report["images"] == 256 and report["referee_all_right"] < 0.95 and report["psnr_db"] < 20
+    assert any("warning" in line and "data.vq_local" in line and "data.vq_steps" in line for line in said)
+
+
+def test_vq_fidelity_of_a_faithful_tokenizer_says_no_warning(monkeypatch):
+    """Reconstructions equal to the scenes: the referee reads all right and nothing is warned about."""
+    import mdm.training.prepare as prepare
+
+    config = load_config("quickstart", ["data.train_size=8"])
+    monkeypatch.setattr(prepare, "reconstructions", lambda vq, images: images.clone())
+    said = []
+    report = prepare.vq_fidelity(None, config, [], log=said.append)
+    assert report["referee_all_right"] == 1.0 and report["psnr_db"] == float("inf")
+    assert len(said) == 1 and "100.0%" in said[0]
+
+
+def test_psnr_of_a_known_error():
+    import torch
+
+    from mdm.data.vq import psnr
+
+    images = torch.zeros(2, 3, 4, 4)
+    assert psnr(images + 0.1, images) == pytest.approx(20.0)

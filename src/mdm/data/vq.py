@@ -310,6 +310,22 @@ class VQVAE(nn.Module):
         return model.eval()
 
 
+@torch.no_grad()
+def reconstructions(vq: VQVAE, images: Tensor, batch_size: int = 256) -> Tensor:
+    """``images`` (N, c, H, W) in [0, 1] through the codes and back: what the diffusion model can ever draw."""
+    was_training = vq.training
+    vq.eval()
+    out = torch.cat([vq.decode(vq.encode(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    vq.train(was_training)
+    return out
+
+
+def psnr(reconstructed: Tensor, images: Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1] (peak 1), over the whole batch."""
+    mse = float((reconstructed - images).pow(2).mean())
+    return float("inf") if mse == 0.0 else -10.0 * math.log10(mse)
+
+
 def codebook_usage(codes: Tensor, codebook_size: int) -> dict[str, float]:
     """How much of the codebook ``codes`` use: ``perplexity`` (exp of the code
     entropy; K if uniform, 1 if one code) and ``used_fraction`` (distinct codes / K)."""
