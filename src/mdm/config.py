@@ -21,12 +21,46 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mdm.nn.scan import parse_pattern_set
-from mdm.nn.ssd import Discretization
-
 
 class ConfigError(ValueError):
     """A config file or override that does not describe a valid config."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Closed sets of names that other modules own, kept here as plain data so that loading a config checks them
+# without importing those modules; each owner imports its set from here, or a test ties the two.
+
+class Discretization(str, Enum):
+    """How the continuous (A, B) become the discrete (A_bar, B_bar) of Eq. 10 (:mod:`mdm.nn.ssd`)."""
+
+    ZOH = "zoh"  # Eq. 12-13, the paper
+    EULER = "euler"  # B_bar = dt * B, as public Mamba-2 checkpoints use
+
+
+IMAGE_SCAN_PATTERNS = (1, 2, 3, 4)  # the keys of mdm.nn.scan.IMAGE_PATTERNS (a test ties them)
+TEXT_SCAN_PATTERNS = (1, 2)  # the keys of mdm.nn.scan.TEXT_PATTERNS
+
+
+def parse_pattern_set(spec: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``"1234/12"`` -> ((1, 2, 3, 4), (1, 2)), with a clear error for anything else (:mod:`mdm.nn.scan`)."""
+    parts = spec.split("/") if isinstance(spec, str) else []
+    ok = len(parts) == 2 and all(parts) and all(c.isdigit() for c in "".join(parts))
+    image = tuple(int(c) for c in parts[0]) if ok else ()
+    text = tuple(int(c) for c in parts[1]) if ok else ()
+    if (not ok or not set(image) <= set(IMAGE_SCAN_PATTERNS) or not set(text) <= set(TEXT_SCAN_PATTERNS)
+            or len(set(image)) != len(image) or len(set(text)) != len(text)):
+        raise ValueError(f"unknown scan pattern set {spec!r}: expected IMAGE/TEXT with distinct image patterns "
+                         f"from 1-4 (1 rows, 2 rows reversed, 3 columns, 4 columns reversed) and text patterns "
+                         f"from 1-2 (1 forward, 2 reversed), e.g. '1234/12' (paper), '12/1' (ablation), '1/1'")
+    return image, text
+
+
+DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")  # mdm.training.distributed.STRATEGIES
+# ShapesWorld's levels and question kinds (mdm.data.shapesworld_levels.LEVELS, mdm.data.shapesworld.QUESTION_KINDS;
+# a test ties them): the kinds a level draws its questions from
+SHAPESWORLD_QUESTION_KINDS = ("color", "shape", "size", "count", "position")
+SHAPESWORLD_LEVEL_KINDS = {"easy": ("color", "shape", "count", "position"),
+                           "medium": SHAPESWORLD_QUESTION_KINDS, "hard": SHAPESWORLD_QUESTION_KINDS}
 
 
 class BackboneKind(str, Enum):
@@ -190,8 +224,7 @@ class DiffusionConfig:
                      if p in MASKING_PROCESSES)
 
     def __post_init__(self) -> None:
-        from mdm.diffusion.schedule import BetaSchedule
-
+        # the schedule names are checked by mdm.diffusion.schedule.check_schedules, where the diffusion is built
         for name in ("text_process", "image_process"):
             if getattr(self, name) not in PROCESS_NAMES:
                 raise ConfigError(f"diffusion.{name} must be one of {', '.join(PROCESS_NAMES)}, "
@@ -199,8 +232,6 @@ class DiffusionConfig:
 
         if self.absorbing_loss not in ABSORBING_LOSSES:
             raise ConfigError(f"diffusion.absorbing_loss must be elbo or masked_mean, got {self.absorbing_loss!r}")
-        for name in ("text_schedule", "image_schedule"):
-            _enum(BetaSchedule, getattr(self, name), f"diffusion.{name}")
         if self.clean_frames not in ("random", "prefix"):
             raise ConfigError(f"diffusion.clean_frames must be random or prefix, got {self.clean_frames!r}")
         for name in ("per_position_t_prob", "clean_frames_prob", "cond_dropout"):
@@ -257,19 +288,16 @@ class TrainConfig:
                               f"got {self.lr_final_fraction}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
-        from mdm.training.distributed import STRATEGIES
-
-        if self.distributed not in STRATEGIES:
-            raise ConfigError(f"train.distributed must be {' or '.join(STRATEGIES)}, got {self.distributed!r}")
+        if self.distributed not in DISTRIBUTED_STRATEGIES:
+            raise ConfigError(f"train.distributed must be {' or '.join(DISTRIBUTED_STRATEGIES)}, "
+                              f"got {self.distributed!r}")
         if self.compile and self.distributed == "fsdp":
             raise ConfigError("train.compile is not supported with train.distributed=fsdp (sharded blocks are "
                               "untested compiled); set train.distributed=ddp or train.compile=false")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-        from mdm.tasks import Task
-
+        # the task names are checked by mdm.tasks.check_task_weights, where the trainer draws its tasks
         for name, w in self.task_weights.items():
-            _enum(Task, name, "train.task_weights")
             if not isinstance(w, (int, float)) or w < 0:
                 raise ConfigError(f"train.task_weights.{name} must be a number >= 0, got {w!r}")
 
@@ -310,10 +338,9 @@ class DataConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.question_kinds or self.level != "hard":
-            from mdm.data.shapesworld import LEVELS, QUESTION_KINDS, ShapesWorldConfig
-
-            if self.level not in LEVELS:
-                raise ConfigError(f"data.level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+            if self.level not in SHAPESWORLD_LEVEL_KINDS:
+                raise ConfigError(f"data.level must be one of {', '.join(SHAPESWORLD_LEVEL_KINDS)}, "
+                                  f"got {self.level!r}")
             if self.level != "hard" and self.name != "shapesworld":
                 raise ConfigError(f"data.level {self.level} applies to data.name shapesworld, not {self.name!r}")
         if self.question_kinds:
@@ -322,12 +349,11 @@ class DataConfig:
                                   f"got {self.question_kinds!r}")
             if self.name != "shapesworld":
                 raise ConfigError(f"data.question_kinds applies to data.name shapesworld, not {self.name!r}")
-            try:  # the dataset's own rule, said in the config's key
-                ShapesWorldConfig(question_kinds=self.question_kinds)
-            except ValueError:
-                raise ConfigError(f"data.question_kinds must be distinct kinds of {', '.join(QUESTION_KINDS)}, "
-                                  f"got {self.question_kinds}") from None
-            own = LEVELS[self.level].get("question_kinds", QUESTION_KINDS)
+            kinds = self.question_kinds  # the dataset's own rule (ShapesWorldConfig), said in the config's key
+            if not all(k in SHAPESWORLD_QUESTION_KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+                raise ConfigError(f"data.question_kinds must be distinct kinds of "
+                                  f"{', '.join(SHAPESWORLD_QUESTION_KINDS)}, got {self.question_kinds}")
+            own = SHAPESWORLD_LEVEL_KINDS[self.level]
             if [k for k in self.question_kinds if k not in own]:
                 raise ConfigError(f"data.question_kinds {self.question_kinds} asks for kinds that data.level "
                                   f"{self.level} does not have; its kinds: {', '.join(own)}")
