@@ -1,66 +1,30 @@
-"""Dataclass configs, the shipped presets, and YAML / command-line overrides.
+"""The config's sections: one dataclass each, checked as it is built.
 
-A config is plain data: library functions take these dataclasses, never a dict
-or a Hydra tree. ``load_config("tiny")`` reads a shipped preset
-(``src/mdm/configs/*.yaml``); ``load_config("path/to/file.yaml")`` a user's file.
-Overrides are ``section.key=value`` strings parsed as YAML scalars. Unknown or
-mistyped keys are errors that name the file, the key and the valid keys.
+Every check here reads only the config's own values and the names of
+:mod:`mdm.config.choices`; a check that needs a module's knowledge (is this a
+noise schedule? a task?) lives in that module and runs where it is built.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from importlib import resources
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
+from mdm.config.choices import (ABSORBING_LOSSES, DISTRIBUTED_STRATEGIES, MASKING_PROCESSES, PROCESS_NAMES,
+                                SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS, Discretization,
+                                parse_pattern_set)
 
 
 class ConfigError(ValueError):
     """A config file or override that does not describe a valid config."""
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Closed sets of names that other modules own, kept here as plain data so that loading a config checks them
-# without importing those modules; each owner imports its set from here, or a test ties the two.
-
-class Discretization(str, Enum):
-    """How the continuous (A, B) become the discrete (A_bar, B_bar) of Eq. 10 (:mod:`mdm.nn.ssd`)."""
-
-    ZOH = "zoh"  # Eq. 12-13, the paper
-    EULER = "euler"  # B_bar = dt * B, as public Mamba-2 checkpoints use
-
-
-IMAGE_SCAN_PATTERNS = (1, 2, 3, 4)  # the keys of mdm.nn.scan.IMAGE_PATTERNS (a test ties them)
-TEXT_SCAN_PATTERNS = (1, 2)  # the keys of mdm.nn.scan.TEXT_PATTERNS
-
-
-def parse_pattern_set(spec: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``"1234/12"`` -> ((1, 2, 3, 4), (1, 2)), with a clear error for anything else (:mod:`mdm.nn.scan`)."""
-    parts = spec.split("/") if isinstance(spec, str) else []
-    ok = len(parts) == 2 and all(parts) and all(c.isdigit() for c in "".join(parts))
-    image = tuple(int(c) for c in parts[0]) if ok else ()
-    text = tuple(int(c) for c in parts[1]) if ok else ()
-    if (not ok or not set(image) <= set(IMAGE_SCAN_PATTERNS) or not set(text) <= set(TEXT_SCAN_PATTERNS)
-            or len(set(image)) != len(image) or len(set(text)) != len(text)):
-        raise ValueError(f"unknown scan pattern set {spec!r}: expected IMAGE/TEXT with distinct image patterns "
-                         f"from 1-4 (1 rows, 2 rows reversed, 3 columns, 4 columns reversed) and text patterns "
-                         f"from 1-2 (1 forward, 2 reversed), e.g. '1234/12' (paper), '12/1' (ablation), '1/1'")
-    return image, text
-
-
-DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")  # mdm.training.distributed.STRATEGIES
-# ShapesWorld's levels and question kinds (mdm.data.shapesworld_levels.LEVELS, mdm.data.shapesworld.QUESTION_KINDS;
-# a test ties them): the kinds a level draws its questions from
-SHAPESWORLD_QUESTION_KINDS = ("color", "shape", "size", "count", "position")
-SHAPESWORLD_LEVEL_KINDS = {"easy": ("color", "shape", "count", "position"),
-                           "medium": SHAPESWORLD_QUESTION_KINDS, "hard": SHAPESWORLD_QUESTION_KINDS}
+def _enum(cls: type[Enum], value: Any, where: str) -> Any:
+    try:
+        return cls(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in cls]}") from None
 
 
 class BackboneKind(str, Enum):
@@ -188,11 +152,6 @@ class VAEConfig:
     def __post_init__(self) -> None:
         if self.d_latent < 1 or self.d_hidden < 1 or self.beta < 0:
             raise ConfigError("vae: d_latent and d_hidden must be >= 1 and beta >= 0")
-
-
-PROCESS_NAMES = ("gaussian", "absorbing")  # the keys of mdm.diffusion.registry.PROCESSES (a test ties them)
-MASKING_PROCESSES = ("absorbing",)  # the processes whose modality has a MASK state
-ABSORBING_LOSSES = ("elbo", "masked_mean")
 
 
 @dataclass
@@ -383,126 +342,3 @@ class MDMConfig:
             raise ConfigError("diffusion.clean_frames_prob needs VQ-coded clips (layout.image_tokens = vq): "
                               "pixel-patch clips train with one noise level for the whole clip, and the frame "
                               "passes that use clean frames need VQ codes")
-
-
-PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "shapesworld-medium", "digits", "coco",
-           "imagefolder", "moving-digits", "dim-digits", "dim-shapesworld")
-
-
-class _YAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_YAMLLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                   |[-+]?\.(?:inf|Inf|INF)
-                   |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def _parse_yaml(text: str):
-    return yaml.load(text, Loader=_YAMLLoader)
-T = TypeVar("T")
-
-
-def _enum(cls: type[Enum], value: Any, where: str) -> Any:
-    try:
-        return cls(value.value if isinstance(value, Enum) else value)
-    except ValueError:
-        raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in cls]}") from None
-
-
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys and wrong types by name."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the top level'} must be a mapping, "
-                          f"got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; valid keys in "
-                          f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, source, prefix + name)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-
-
-def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, source, key + ".")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, source, key)
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return _enum(hint, value, f"{source}: {key}")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and
-                                                 not (hint is int and isinstance(value, bool))):
-        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Nested plain dict (enums as their values), ready for YAML or JSON."""
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        return v.value if isinstance(v, Enum) else v
-    return plain(config)
-
-
-def apply_overrides(config: T, overrides: list[str], source: str = "command line") -> T:
-    """Return a copy of ``config`` with ``section.key=value`` overrides (values parsed as YAML)."""
-    data = to_dict(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"{source}: override {item!r} must look like section.key=value")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a config section; sections: "
-                                  f"{', '.join(k for k, v in node.items() if isinstance(v, dict))}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"{source}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
-        node[parts[-1]] = _parse_yaml(raw)
-    return from_dict(type(config), data, source)
-
-
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> MDMConfig:
-    """A shipped preset by name (``tiny``, ``small``, ``base``, ``paper-7b``) or a YAML file by path."""
-    path = Path(name_or_path)
-    if str(name_or_path) in PRESETS:
-        text = resources.files("mdm.configs").joinpath(f"{name_or_path}.yaml").read_text()
-        source = f"preset {name_or_path}"
-    elif path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist (presets: {', '.join(PRESETS)})")
-        text, source = path.read_text(), str(path)
-    else:
-        raise ConfigError(f"unknown config {str(name_or_path)!r}: give a preset ({', '.join(PRESETS)}) "
-                          f"or a path to a .yaml file")
-    try:
-        data = _parse_yaml(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
-    config = from_dict(MDMConfig, data, source)
-    return apply_overrides(config, overrides) if overrides else config
-
-
-def save_config(config: MDMConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
