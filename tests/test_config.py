@@ -125,14 +125,14 @@ def test_choice_fields_name_the_valid_values(key, value, message):
 def test_data_level_round_trips_through_a_saved_config_and_a_checkpoint(tmp_path, level):
     import json
 
-    from mdm.training.checkpoint import FORMAT, read_config
+    from mdm.checkpoint import FORMAT, read_config
 
     config = load_config("shapesworld", [f"data.level={level}"])
     assert config.data.level == level
     save_config(config, tmp_path / "run.yaml")
     assert "level: " + level in (tmp_path / "run.yaml").read_text()
     assert load_config(tmp_path / "run.yaml") == config
-    (tmp_path / "checkpoint").mkdir()  # the config.json a checkpoint writes (training.checkpoint)
+    (tmp_path / "checkpoint").mkdir()  # the config.json a checkpoint writes (mdm.checkpoint)
     meta = {"format": FORMAT, "step": 0, "config": to_dict(config), "vocab_sizes": {}, "text_lens": {}}
     (tmp_path / "checkpoint" / "config.json").write_text(json.dumps(meta, indent=2))
     assert read_config(tmp_path / "checkpoint")[0].data.level == level
@@ -311,3 +311,44 @@ def test_class_modulation_needs_classes():
     with pytest.raises(ConfigError, match="backbone.class_modulation needs class labels"):
         load_config("shapesworld", ["backbone.class_modulation=true"])  # n_classes 0
     assert load_config("digits", ["backbone.class_modulation=true"]).backbone.class_modulation
+
+
+# --------------------------------------------------------------------------- names the config shares with modules
+
+def test_the_config_names_what_the_modules_implement():
+    from mdm.config import (DISTRIBUTED_STRATEGIES, IMAGE_SCAN_PATTERNS, SHAPESWORLD_LEVEL_KINDS,
+                            SHAPESWORLD_QUESTION_KINDS, TEXT_SCAN_PATTERNS, Discretization as ConfigDiscretization)
+    from mdm.data.shapesworld import QUESTION_KINDS
+    from mdm.data.shapesworld_levels import LEVELS
+    from mdm.nn.scan import IMAGE_PATTERNS, TEXT_PATTERNS
+    from mdm.training.distributed import STRATEGIES
+
+    assert ConfigDiscretization is Discretization
+    assert (tuple(IMAGE_PATTERNS), tuple(TEXT_PATTERNS)) == (IMAGE_SCAN_PATTERNS, TEXT_SCAN_PATTERNS)
+    assert DISTRIBUTED_STRATEGIES == STRATEGIES
+    assert SHAPESWORLD_QUESTION_KINDS == QUESTION_KINDS
+    assert SHAPESWORLD_LEVEL_KINDS == {name: tuple(level.get("question_kinds", QUESTION_KINDS))
+                                       for name, level in LEVELS.items()}
+
+
+def test_schedule_and_task_names_are_checked_where_they_are_used():
+    from mdm.diffusion.multimodal import MultimodalDiffusion
+    from mdm.training.loop import task_sampler
+
+    bad = load_config("tiny", ["diffusion.image_schedule=cosine"])  # diffusers' name is squaredcos_cap_v2
+    with pytest.raises(ConfigError, match=r"diffusion.image_schedule: 'cosine' is not one of \['linear', "
+                                          r"'squaredcos_cap_v2', 'scaled_linear'\]"):
+        MultimodalDiffusion(bad.diffusion, bad.vae)
+    bad = load_config("tiny", ["train.task_weights={captioning: 1.0}"])
+    with pytest.raises(ConfigError, match=r"train.task_weights: 'captioning' is not one of \['class_to_image', "):
+        task_sampler(None, bad.train.task_weights, torch.Generator())
+
+
+@pytest.mark.parametrize("override,key", [("diffusion.text_schedule=cosine", "diffusion.text_schedule"),
+                                          ("train.task_weights={captioning: 1.0}", "train.task_weights")])
+def test_mdm_train_refuses_a_bad_name_before_stage_0(tmp_path, capsys, override, key):
+    from mdm.cli import main
+
+    assert main(["train", "--config", "tiny", "--out", str(tmp_path / "run"), override]) == 2
+    assert f"config error: {key}: " in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written

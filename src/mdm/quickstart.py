@@ -19,8 +19,8 @@ from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.figures import image_caption_grid, judged_grid_title
 from mdm.evaluation.shapesworld import format_scores, score_tasks
 from mdm.tasks import MDMPipeline
-from mdm.training.checkpoint import read_config
-from mdm.training.run import checkpoint_folder, has_checkpoint, resume_config, train_run
+from mdm.checkpoint import checkpoint_folder, has_checkpoint, read_config
+from mdm.training.run import resume_config, train_run
 from mdm.training.prepare import load_samples, referee_kwargs
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mdm.checkpoint import checkpoint_folder, load_checkpoint, save_checkpoint
+from mdm.config import ConfigError
 from mdm.data.sample import Role
 from mdm.data.patches import patch_grid, patchify, unpatchify
 from mdm.data.text_tokenizer import TextTokenizer
@@ -43,6 +45,13 @@ class Task(str, Enum):
     VQA = "vqa"
     TEXT_TO_TEXT = "text_to_text"
     JOINT = "joint"
+
+
+def check_task_weights(weights: dict[str, float]) -> None:
+    """A ConfigError naming ``train.task_weights`` if a key of the mixture is not a task."""
+    for name in weights:
+        if name not in {t.value for t in Task}:
+            raise ConfigError(f"train.task_weights: {name!r} is not one of {[t.value for t in Task]}")
 
 
 # (part, generated?) per task; a part is "image" or a text role.
@@ -181,9 +190,6 @@ class MDMPipeline:
     def from_pretrained(cls, folder: str | Path, use_ema: bool = True,
                         device: str | torch.device = "cpu") -> "MDMPipeline":
         """Load a checkpoint folder, or a run folder's latest checkpoint (EMA weights by default, Sec 5.1)."""
-        from mdm.training.checkpoint import load_checkpoint
-        from mdm.training.run import checkpoint_folder
-
         ckpt = load_checkpoint(checkpoint_folder(folder))
         if use_ema and ckpt.ema_state is not None:
             ckpt.network.load_state_dict(ckpt.ema_state)
@@ -194,8 +200,6 @@ class MDMPipeline:
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write the network (as the sampling weights), its config and tokenizers as a checkpoint folder."""
-        from mdm.training.checkpoint import save_checkpoint
-
         return save_checkpoint(folder, config=self.network.config, network=self.network, tokenizer=self.tokenizer,
                                vq=self.vq, text_lens=self.text_lens)
 

@@ -33,7 +33,7 @@ from mdm.diffusion.likelihood import target_loss
 from mdm.diffusion.multimodal import MultimodalDiffusion, Segment
 from mdm.diffusion.sampling import SamplerConfig, sample
 from mdm.nn.layout import SegmentSpec
-from mdm.training.checkpoint import load_checkpoint
+from mdm.checkpoint import load_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "old-checkpoints"
 META = json.loads((FIXTURES / "cases.json").read_text())

@@ -7,8 +7,8 @@ import torch
 
 from mdm.config import load_config
 from mdm.nn.layout import Modality
-from mdm.training import checkpoint as ckpt_module
-from mdm.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mdm import checkpoint as ckpt_module
+from mdm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mdm.training.loop import build_model
 
 VOCAB = {Modality.TEXT: 40, Modality.IMAGE: 16}

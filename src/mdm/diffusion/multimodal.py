@@ -31,6 +31,7 @@ from mdm.config import DiffusionConfig, VAEConfig
 from mdm.diffusion.base import DiffusionProcess, clean_latent
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.registry import make_process, process_name
+from mdm.diffusion.schedule import check_schedules
 from mdm.nn.layout import Modality, SegmentSpec, SequenceLayout
 from mdm.nn.network import MDMNetwork
 
@@ -68,6 +69,7 @@ class MultimodalDiffusion:
     """The process of every modality, the training loss (Eq. 18) and the guided denoiser of an MDMNetwork."""
 
     def __init__(self, config: DiffusionConfig, vae_config: VAEConfig) -> None:
+        check_schedules(config)
         self.config, self.vae_config = config, vae_config
         self.T = config.num_train_timesteps
         self._processes: dict[tuple[Modality, bool], DiffusionProcess] = {}

@@ -31,11 +31,21 @@ import torch
 from diffusers import DDPMScheduler
 from torch import Tensor
 
+from mdm.config import ConfigError, DiffusionConfig
+
 
 class BetaSchedule(str, Enum):
     LINEAR = "linear"
     COSINE = "squaredcos_cap_v2"
     SCALED_LINEAR = "scaled_linear"
+
+
+def check_schedules(config: DiffusionConfig) -> None:
+    """A ConfigError naming ``diffusion.text_schedule`` / ``image_schedule`` if either is not a schedule."""
+    for name in ("text_schedule", "image_schedule"):
+        value = getattr(config, name)
+        if value not in {s.value for s in BetaSchedule}:
+            raise ConfigError(f"diffusion.{name}: {value!r} is not one of {[s.value for s in BetaSchedule]}")
 
 
 class NoiseSchedule:

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mdm.config import parse_pattern_set
 from mdm.nn.layout import Modality, SequenceLayout
 
+# the pattern numbers a config may name (mdm.config.IMAGE_SCAN_PATTERNS, TEXT_SCAN_PATTERNS; a test ties them)
 IMAGE_PATTERNS = {1: ("row", False), 2: ("row", True), 3: ("col", False), 4: ("col", True)}
 TEXT_PATTERNS = {1: False, 2: True}  # reversed?
 
@@ -53,20 +55,6 @@ class ScanPattern:
     def name(self) -> str:
         img = {v: k for k, v in IMAGE_PATTERNS.items()}[(self.image_order, self.reverse)]
         return f"{img}/{2 if self.text_reverse else 1}"
-
-
-def parse_pattern_set(spec: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``"1234/12"`` -> ((1, 2, 3, 4), (1, 2)), with a clear error for anything else."""
-    parts = spec.split("/") if isinstance(spec, str) else []
-    ok = len(parts) == 2 and all(parts) and all(c.isdigit() for c in "".join(parts))
-    image = tuple(int(c) for c in parts[0]) if ok else ()
-    text = tuple(int(c) for c in parts[1]) if ok else ()
-    if (not ok or not set(image) <= set(IMAGE_PATTERNS) or not set(text) <= set(TEXT_PATTERNS)
-            or len(set(image)) != len(image) or len(set(text)) != len(text)):
-        raise ValueError(f"unknown scan pattern set {spec!r}: expected IMAGE/TEXT with distinct image patterns "
-                         f"from 1-4 (1 rows, 2 rows reversed, 3 columns, 4 columns reversed) and text patterns "
-                         f"from 1-2 (1 forward, 2 reversed), e.g. '1234/12' (paper), '12/1' (ablation), '1/1'")
-    return image, text
 
 
 def block_patterns(spec: str, n_layers: int, mirror: bool = False) -> list[ScanPattern]:

@@ -29,18 +29,12 @@ Shape letters: ``b`` batch, ``l`` sequence length, ``h`` heads, ``p`` head_dim,
 from __future__ import annotations
 
 import functools
-from enum import Enum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-class Discretization(str, Enum):
-    """How the continuous (A, B) become the discrete (A_bar, B_bar) of Eq. 10."""
-
-    ZOH = "zoh"  # Eq. 12-13, the paper
-    EULER = "euler"  # B_bar = dt * B, as public Mamba-2 checkpoints use
+from mdm.config import Discretization
 
 
 def input_step(dt: Tensor, A: Tensor, discretization: Discretization | str) -> Tensor:

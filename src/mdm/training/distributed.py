@@ -32,7 +32,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
-STRATEGIES = ("ddp", "fsdp")
+from mdm.config import DISTRIBUTED_STRATEGIES as STRATEGIES
 
 
 def _fully_shard():

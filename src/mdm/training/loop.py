@@ -40,7 +40,7 @@ from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.multimodal import MultimodalDiffusion
 from mdm.nn.layout import Modality
 from mdm.nn.network import MDMNetwork
-from mdm.tasks import Task, TokenizedData, task_segments
+from mdm.tasks import Task, TokenizedData, check_task_weights, task_segments
 from mdm.training.distributed import DistributedContext
 
 
@@ -103,6 +103,7 @@ class EMA:
 
 def task_sampler(data: TokenizedData, weights: dict[str, float], generator: torch.Generator):
     """A function drawing the task of each step from the weights of the tasks ``data`` supports."""
+    check_task_weights(weights)
     tasks = [Task(name) for name, w in weights.items() if w > 0 and data.supports(Task(name))]
     if not tasks:
         raise ValueError(f"no task of the mixture {weights} is supported by the data (parts: {sorted(data.parts())})")

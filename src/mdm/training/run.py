@@ -4,7 +4,7 @@ The run folder::
 
     config.yaml        the resolved config of the run
     tokenizer/, vq/    stage 0, trained once and reused by a resumed run
-    checkpoint/        the latest checkpoint (see :mod:`mdm.training.checkpoint`); also what
+    checkpoint/        the latest checkpoint (see :mod:`mdm.checkpoint`); also what
                        ``MDMPipeline.from_pretrained(run folder)`` loads
     log.jsonl          one line per ``train.log_every`` steps, every loss term of Eq. 18
     tensorboard/       the same scalars, when tensorboard is installed
@@ -22,14 +22,15 @@ from typing import Callable
 
 import torch
 
+from mdm.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_folder, config_differences, has_checkpoint,
+                            load_checkpoint, make_writable_folder, read_config, save_checkpoint)
 from mdm.config import MDMConfig, apply_overrides, save_config
-from mdm.training.checkpoint import (CheckpointError, config_differences, load_checkpoint, make_writable_folder,
-                                     read_config, save_checkpoint)
+from mdm.diffusion.sampling import SamplerConfig
+from mdm.diffusion.schedule import check_schedules
+from mdm.tasks import MDMPipeline, Task, check_task_weights
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
-
-CHECKPOINT_DIR = "checkpoint"
 
 
 @dataclass
@@ -47,9 +48,7 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Pat
 
     ``network``: the weights to sample from when not ``trainer.ema.model`` (a whole copy of a sharded EMA).
     """
-    from mdm.diffusion.sampling import SamplerConfig
-    from mdm.evaluation.figures import image_caption_grid, judged_grid_title, video_strip
-    from mdm.tasks import MDMPipeline, Task
+    from mdm.evaluation.figures import image_caption_grid, judged_grid_title, video_strip  # matplotlib, when asked
 
     pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens)
     sampler = SamplerConfig(steps=20)
@@ -68,21 +67,6 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Pat
         return video_strip(images, titles, path, title=title)
     return image_caption_grid(images, titles, path, title=title, referee=referee,
                               referee_options=referee_kwargs(trainer.network.config))
-
-
-def checkpoint_folder(run_or_checkpoint: str | Path) -> Path:
-    """The checkpoint of a run folder, or the folder itself if it is a checkpoint."""
-    path = Path(run_or_checkpoint)
-    for candidate in (path / CHECKPOINT_DIR, path / f"{CHECKPOINT_DIR}.previous"):
-        if (candidate / "config.json").is_file():
-            return path / CHECKPOINT_DIR
-    return path
-
-
-def has_checkpoint(folder: str | Path) -> bool:
-    """Whether a run folder holds a checkpoint (or the previous one, after a kill between two renames)."""
-    folder = Path(folder)
-    return any((folder / name / "config.json").is_file() for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.previous"))
 
 
 def _require_checkpoint(folder: str | Path) -> None:
@@ -126,11 +110,18 @@ def _check_out(folder: Path, resume: bool, create: bool = True) -> None:
         make_writable_folder(folder, "the output folder")
 
 
+def check_config(config: MDMConfig) -> None:
+    """The checks of ``config`` that need the modules it names (schedules, tasks), before any work is done."""
+    check_schedules(config.diffusion)
+    check_task_weights(config.train.task_weights)
+
+
 def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress: bool = True,
               time_budget_s: float | None = None, device: str | torch.device | None = None,
               log: Callable[[str], None] = print,
               on_log: Callable[[Trainer, dict], None] | None = None) -> RunResult:
     """Train ``config`` in folder ``out`` (new, or continued with ``resume``); returns the trainer and data."""
+    check_config(config)
     out = Path(out)
     dist = DistributedContext.from_env(device, config.train.distributed)
     say = log if dist.is_main else (lambda _msg: None)

@@ -1,32 +1,30 @@
-"""Dataclass configs, the shipped presets, and YAML / command-line overrides.
+"""The config's sections: one dataclass each, checked as it is built.
 
-A config is plain data: library functions take these dataclasses, never a dict
-or a Hydra tree. ``load_config("tiny")`` reads a shipped preset
-(``src/mdm/configs/*.yaml``); ``load_config("path/to/file.yaml")`` a user's file.
-Overrides are ``section.key=value`` strings parsed as YAML scalars. Unknown or
-mistyped keys are errors that name the file, the key and the valid keys.
+Every check here reads only the config's own values and the names of
+:mod:`mdm.config.choices`; a check that needs a module's knowledge (is this a
+noise schedule? a task?) lives in that module and runs where it is built.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from importlib import resources
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
-
-from mdm.nn.scan import parse_pattern_set
-from mdm.nn.ssd import Discretization
+from mdm.config.choices import (ABSORBING_LOSSES, DISTRIBUTED_STRATEGIES, MASKING_PROCESSES, PROCESS_NAMES,
+                                SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS, Discretization,
+                                parse_pattern_set)
 
 
 class ConfigError(ValueError):
     """A config file or override that does not describe a valid config."""
+
+
+def _enum(cls: type[Enum], value: Any, where: str) -> Any:
+    try:
+        return cls(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in cls]}") from None
 
 
 class BackboneKind(str, Enum):
@@ -156,11 +154,6 @@ class VAEConfig:
             raise ConfigError("vae: d_latent and d_hidden must be >= 1 and beta >= 0")
 
 
-PROCESS_NAMES = ("gaussian", "absorbing")  # the keys of mdm.diffusion.registry.PROCESSES (a test ties them)
-MASKING_PROCESSES = ("absorbing",)  # the processes whose modality has a MASK state
-ABSORBING_LOSSES = ("elbo", "masked_mean")
-
-
 @dataclass
 class DiffusionConfig:
     """Noise schedules, objective and training mixture of noise levels (DESIGN.md §1.4, §2, §3)."""
@@ -190,8 +183,7 @@ class DiffusionConfig:
                      if p in MASKING_PROCESSES)
 
     def __post_init__(self) -> None:
-        from mdm.diffusion.schedule import BetaSchedule
-
+        # the schedule names are checked by mdm.diffusion.schedule.check_schedules, where the diffusion is built
         for name in ("text_process", "image_process"):
             if getattr(self, name) not in PROCESS_NAMES:
                 raise ConfigError(f"diffusion.{name} must be one of {', '.join(PROCESS_NAMES)}, "
@@ -199,8 +191,6 @@ class DiffusionConfig:
 
         if self.absorbing_loss not in ABSORBING_LOSSES:
             raise ConfigError(f"diffusion.absorbing_loss must be elbo or masked_mean, got {self.absorbing_loss!r}")
-        for name in ("text_schedule", "image_schedule"):
-            _enum(BetaSchedule, getattr(self, name), f"diffusion.{name}")
         if self.clean_frames not in ("random", "prefix"):
             raise ConfigError(f"diffusion.clean_frames must be random or prefix, got {self.clean_frames!r}")
         for name in ("per_position_t_prob", "clean_frames_prob", "cond_dropout"):
@@ -257,19 +247,16 @@ class TrainConfig:
                               f"got {self.lr_final_fraction}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
-        from mdm.training.distributed import STRATEGIES
-
-        if self.distributed not in STRATEGIES:
-            raise ConfigError(f"train.distributed must be {' or '.join(STRATEGIES)}, got {self.distributed!r}")
+        if self.distributed not in DISTRIBUTED_STRATEGIES:
+            raise ConfigError(f"train.distributed must be {' or '.join(DISTRIBUTED_STRATEGIES)}, "
+                              f"got {self.distributed!r}")
         if self.compile and self.distributed == "fsdp":
             raise ConfigError("train.compile is not supported with train.distributed=fsdp (sharded blocks are "
                               "untested compiled); set train.distributed=ddp or train.compile=false")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-        from mdm.tasks import Task
-
+        # the task names are checked by mdm.tasks.check_task_weights, where the trainer draws its tasks
         for name, w in self.task_weights.items():
-            _enum(Task, name, "train.task_weights")
             if not isinstance(w, (int, float)) or w < 0:
                 raise ConfigError(f"train.task_weights.{name} must be a number >= 0, got {w!r}")
 
@@ -310,10 +297,9 @@ class DataConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.question_kinds or self.level != "hard":
-            from mdm.data.shapesworld import LEVELS, QUESTION_KINDS, ShapesWorldConfig
-
-            if self.level not in LEVELS:
-                raise ConfigError(f"data.level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+            if self.level not in SHAPESWORLD_LEVEL_KINDS:
+                raise ConfigError(f"data.level must be one of {', '.join(SHAPESWORLD_LEVEL_KINDS)}, "
+                                  f"got {self.level!r}")
             if self.level != "hard" and self.name != "shapesworld":
                 raise ConfigError(f"data.level {self.level} applies to data.name shapesworld, not {self.name!r}")
         if self.question_kinds:
@@ -322,12 +308,11 @@ class DataConfig:
                                   f"got {self.question_kinds!r}")
             if self.name != "shapesworld":
                 raise ConfigError(f"data.question_kinds applies to data.name shapesworld, not {self.name!r}")
-            try:  # the dataset's own rule, said in the config's key
-                ShapesWorldConfig(question_kinds=self.question_kinds)
-            except ValueError:
-                raise ConfigError(f"data.question_kinds must be distinct kinds of {', '.join(QUESTION_KINDS)}, "
-                                  f"got {self.question_kinds}") from None
-            own = LEVELS[self.level].get("question_kinds", QUESTION_KINDS)
+            kinds = self.question_kinds  # the dataset's own rule (ShapesWorldConfig), said in the config's key
+            if not all(k in SHAPESWORLD_QUESTION_KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+                raise ConfigError(f"data.question_kinds must be distinct kinds of "
+                                  f"{', '.join(SHAPESWORLD_QUESTION_KINDS)}, got {self.question_kinds}")
+            own = SHAPESWORLD_LEVEL_KINDS[self.level]
             if [k for k in self.question_kinds if k not in own]:
                 raise ConfigError(f"data.question_kinds {self.question_kinds} asks for kinds that data.level "
                                   f"{self.level} does not have; its kinds: {', '.join(own)}")
@@ -357,126 +342,3 @@ class MDMConfig:
             raise ConfigError("diffusion.clean_frames_prob needs VQ-coded clips (layout.image_tokens = vq): "
                               "pixel-patch clips train with one noise level for the whole clip, and the frame "
                               "passes that use clean frames need VQ codes")
-
-
-PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "shapesworld-medium", "digits", "coco",
-           "imagefolder", "moving-digits", "dim-digits", "dim-shapesworld")
-
-
-class _YAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_YAMLLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                   |[-+]?\.(?:inf|Inf|INF)
-                   |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def _parse_yaml(text: str):
-    return yaml.load(text, Loader=_YAMLLoader)
-T = TypeVar("T")
-
-
-def _enum(cls: type[Enum], value: Any, where: str) -> Any:
-    try:
-        return cls(value.value if isinstance(value, Enum) else value)
-    except ValueError:
-        raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in cls]}") from None
-
-
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys and wrong types by name."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the top level'} must be a mapping, "
-                          f"got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; valid keys in "
-                          f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, source, prefix + name)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-
-
-def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, source, key + ".")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, source, key)
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return _enum(hint, value, f"{source}: {key}")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and
-                                                 not (hint is int and isinstance(value, bool))):
-        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Nested plain dict (enums as their values), ready for YAML or JSON."""
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        return v.value if isinstance(v, Enum) else v
-    return plain(config)
-
-
-def apply_overrides(config: T, overrides: list[str], source: str = "command line") -> T:
-    """Return a copy of ``config`` with ``section.key=value`` overrides (values parsed as YAML)."""
-    data = to_dict(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"{source}: override {item!r} must look like section.key=value")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a config section; sections: "
-                                  f"{', '.join(k for k, v in node.items() if isinstance(v, dict))}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"{source}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
-        node[parts[-1]] = _parse_yaml(raw)
-    return from_dict(type(config), data, source)
-
-
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> MDMConfig:
-    """A shipped preset by name (``tiny``, ``small``, ``base``, ``paper-7b``) or a YAML file by path."""
-    path = Path(name_or_path)
-    if str(name_or_path) in PRESETS:
-        text = resources.files("mdm.configs").joinpath(f"{name_or_path}.yaml").read_text()
-        source = f"preset {name_or_path}"
-    elif path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist (presets: {', '.join(PRESETS)})")
-        text, source = path.read_text(), str(path)
-    else:
-        raise ConfigError(f"unknown config {str(name_or_path)!r}: give a preset ({', '.join(PRESETS)}) "
-                          f"or a path to a .yaml file")
-    try:
-        data = _parse_yaml(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
-    config = from_dict(MDMConfig, data, source)
-    return apply_overrides(config, overrides) if overrides else config
-
-
-def save_config(config: MDMConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -43,6 +43,7 @@ FORMAT = "mdm-checkpoint/1"
 CONFIG_FILE, MODEL_FILE, EMA_FILE = "config.json", "model.safetensors", "ema.safetensors"
 TRAINER_TENSORS, TRAINER_JSON = "trainer.safetensors", "trainer.json"
 TOKENIZER_DIR, VQ_DIR = "tokenizer", "vq"
+CHECKPOINT_DIR = "checkpoint"  # a run folder's checkpoint (mdm.training.run)
 # Sections that define the network's shape and maths: a resumed run must not change them.
 MODEL_SECTIONS = ("backbone", "layout", "vae", "diffusion")
 
@@ -92,6 +93,21 @@ def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, model_st
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+
+
+def checkpoint_folder(run_or_checkpoint: str | Path) -> Path:
+    """The checkpoint of a run folder, or the folder itself if it is a checkpoint."""
+    path = Path(run_or_checkpoint)
+    for candidate in (path / CHECKPOINT_DIR, path / f"{CHECKPOINT_DIR}.previous"):
+        if (candidate / "config.json").is_file():
+            return path / CHECKPOINT_DIR
+    return path
+
+
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether a run folder holds a checkpoint (or the previous one, after a kill between two renames)."""
+    folder = Path(folder)
+    return any((folder / name / "config.json").is_file() for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.previous"))
 
 
 def make_writable_folder(folder: Path, what: str, error: type[Exception] = ValueError) -> None:

@@ -1,0 +1,128 @@
+"""``mdm sample``, ``caption``, ``answer``, ``generate``, ``eval``, ``compare``: a trained checkpoint at work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mdm.cli.common import set_threads
+
+
+def _sampler(args: argparse.Namespace):
+    from mdm.diffusion.sampling import SamplerConfig
+
+    return SamplerConfig(solver=args.solver, steps=args.steps, selection=args.selection,
+                         image_selection=args.image_selection, commit_sample=args.commit_sample, temperature=args.temperature,
+                         guidance_scale=args.guidance, frame_passes=args.frame_passes,
+                         later_guidance_scale=args.later_guidance)
+
+
+def _pipeline(args: argparse.Namespace):
+    from mdm.tasks import MDMPipeline
+
+    set_threads(args)
+    return MDMPipeline.from_pretrained(args.checkpoint, use_ema=not args.raw_weights, device=args.device)
+
+
+def _load_images(paths: list[str], pipe) -> "torch.Tensor":
+    import torch
+
+    from mdm.data.formats import load_image
+
+    size = pipe.network.config.layout.image_size
+    images = [load_image(p, size) for p in paths]
+    c = pipe.network.config.layout.image_channels
+    return torch.stack([im[:1] if c == 1 else im for im in images])
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from mdm.evaluation.figures import image_caption_grid
+
+    if (args.prompt is None) == (args.label is None):
+        raise ValueError("mdm sample: give exactly one of --prompt TEXT (text->image) or --label N (class->image)")
+    out = Path(args.out or ("samples.gif" if args.video else "samples.png"))
+    if args.video and out.suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"mdm sample --video: --out {out} must end in .gif or .mp4 (the frame strip goes beside it)")
+    if args.video and args.fps < 1:
+        raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
+    pipe = _pipeline(args)
+    if args.video != pipe.is_video:
+        raise ValueError(f"mdm sample: {args.checkpoint} is a video model (layout.frames = {pipe.frames}); add --video"
+                         if pipe.is_video else
+                         f"mdm sample --video: {args.checkpoint} is an image model (layout.frames = 1); sample it "
+                         f"without --video, or give a video checkpoint (trained with a video config such as "
+                         f"moving-digits)")
+    # A video model's image tasks return clips (b, T, c, s, s): the same calls serve both.
+    if args.prompt is not None:
+        images = pipe.text_to_image([args.prompt] * args.n, _sampler(args), seed=args.seed)
+        titles = [args.prompt] * args.n
+    else:
+        images = pipe.class_to_image([args.label] * args.n, _sampler(args), seed=args.seed)
+        titles = [f"class {args.label}"] * args.n
+    if args.video:  # one animation (GIF / MP4) of all clips and a frame strip PNG beside it
+        from mdm.evaluation.figures import video_strip, write_animation
+
+        strip = video_strip(images, titles, out.with_name(out.stem + "-frames.png"),
+                            title=f"{images.shape[1]} frames per clip, left to right")
+        print(f"wrote {write_animation(images, out, fps=args.fps)} and {strip}")
+        return 0
+    path = image_caption_grid(images, titles, out, referee=False)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    pipe = _pipeline(args)
+    captions = pipe.image_to_text(_load_images(args.images, pipe), _sampler(args), seed=args.seed)
+    for path, caption in zip(args.images, captions):
+        print(f"{path}\t{caption}")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    pipe = _pipeline(args)
+    if (args.image is None) == (args.scene is None):
+        raise ValueError("mdm answer: give exactly one of --image FILE (VQA) or --scene TEXT (text->text)")
+    if args.image is not None:
+        answer = pipe.vqa(_load_images([args.image], pipe), [args.question], _sampler(args), seed=args.seed)[0]
+    else:
+        answer = pipe.text_to_text([args.scene], [args.question], _sampler(args), seed=args.seed)[0]
+    print(answer)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mdm.evaluation.figures import image_caption_grid, judged_grid_title
+    from mdm.training.prepare import referee_kwargs
+
+    pipe = _pipeline(args)
+    images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
+    title, referee = judged_grid_title("image and caption generated together", pipe.network.config.data.name)
+    path = image_caption_grid(images, captions, args.out, title=title, referee=referee,
+                              referee_options=referee_kwargs(pipe.network.config))
+    for caption in captions:
+        print(caption)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mdm.evaluation.suites import format_record, run_suite
+
+    set_threads(args)
+    record = run_suite(args.checkpoint, args.suite, _sampler(args), n=args.n, seed=args.seed, out=args.out,
+                       use_ema=not args.raw_weights, device=args.device, data=args.data, inception=args.inception,
+                       progress=sys.stderr.isatty())
+    print(format_record(record))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mdm.evaluation.suites import compare_records, load_record
+
+    table = compare_records([load_record(path) for path in args.records])
+    if args.out:
+        Path(args.out).write_text(table)
+    print(table)
+    return 0
