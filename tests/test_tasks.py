@@ -90,3 +90,39 @@ def test_patch_size_above_one_is_refused_not_ignored(setup):
     patched = MDMNetwork(apply_overrides(config, ["layout.patch_size=2"]), {"text": 10, "image": 16})
     with pytest.raises(NotImplementedError, match="patch_size = 2"):
         MDMPipeline(patched, diffusion, tokenizer, vq, LENS)
+
+
+def test_question_first_moves_only_the_questions_of_vqa_and_text_to_text():
+    from mdm.tasks import TASK_PARTS, task_parts
+
+    for task in Task:
+        assert task_parts(task) == TASK_PARTS[task]
+        moved = task_parts(task, question_first=True)
+        if task in (Task.VQA, Task.TEXT_TO_TEXT):
+            assert [p for p, _ in moved][:2] == ["question", TASK_PARTS[task][0][0]] and moved[2] == ("answer", True)
+        else:
+            assert moved == TASK_PARTS[task]
+
+
+@pytest.mark.parametrize("question_first", [False, True])
+def test_training_and_answering_lay_out_the_question_alike(setup, monkeypatch, question_first):
+    """The pipeline answers in the order the checkpoint trained with (``layout.question_first``)."""
+    samples, tokenizer, vq, data, config, network, diffusion = setup
+    monkeypatch.setattr(network.config.layout, "question_first", question_first)
+    seen = []
+
+    def run(segs, *args):
+        seen.append([(s.spec.modality.value, s.spec.n_content, s.target) for s in segs])
+        return [torch.zeros(2, s.spec.n_content, dtype=torch.long) for s in segs]
+
+    pipe = MDMPipeline(network, diffusion, tokenizer, vq, LENS)
+    monkeypatch.setattr(pipe, "_run", run)
+    images = torch.stack([s.image for s in samples[:2]])
+    pipe.vqa(images, ["what color is the circle?"] * 2)
+    pipe.text_to_text(["a red circle on the left"] * 2, ["where is the circle?"] * 2)
+    batch = data.subset(torch.arange(2))
+    for task, answered in zip((Task.VQA, Task.TEXT_TO_TEXT), seen):
+        trained = [(s.spec.modality.value, s.spec.n_content, s.target)
+                   for s in task_segments(task, batch, question_first=question_first)]
+        assert answered == trained
+        assert (answered[0][1] == LENS["question"]) == question_first

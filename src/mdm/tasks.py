@@ -65,6 +65,23 @@ TASK_PARTS: dict[Task, tuple[tuple[str, bool], ...]] = {
 }
 
 
+def task_parts(task: Task, question_first: bool = False) -> tuple[tuple[str, bool], ...]:
+    """The (part, generated?) of ``task`` in sequence order; ``question_first`` (``layout.question_first``)
+    moves the question of VQA and text->text before the image or scene.
+
+    Why offer it: a causal scan has to store the context before it knows what will be asked about it, and
+    only reaches the answer through a block that reads forward after one that read the question into the
+    context. With the question first, every forward block reads the context already knowing the question,
+    and the answer, last in both orders, reads the result. Recurrent language models recall much better with
+    the query before the document (Arora et al. 2024, "Just read twice", arXiv 2407.05483).
+    """
+    parts = TASK_PARTS[task]
+    if question_first and task in (Task.VQA, Task.TEXT_TO_TEXT):
+        context, question, answer = parts
+        return question, context, answer
+    return parts
+
+
 @dataclass
 class TokenizedData:
     """A dataset as tensors: ``codes`` (N, h, w) VQ ids (or (N, T, h, w) for clips of T frames) -- on the
@@ -145,10 +162,12 @@ def tokenize_samples(samples, tokenizer: TextTokenizer | None, vq: VQVAE | None,
     return TokenizedData(codes, texts, labels)
 
 
-def task_segments(task: Task, batch: TokenizedData, generate: bool = False) -> list[Segment]:
-    """The segments of ``task`` for ``batch``; ``generate=True`` drops the states of the generated parts."""
+def task_segments(task: Task, batch: TokenizedData, generate: bool = False,
+                  question_first: bool = False) -> list[Segment]:
+    """The segments of ``task`` for ``batch`` in :func:`task_parts` order; ``generate=True`` drops the states of
+    the generated parts."""
     segments = []
-    for part, generated in TASK_PARTS[task]:
+    for part, generated in task_parts(task, question_first):
         if part == "image":
             if batch.codes is None:
                 raise ValueError(f"task {task.value} needs images (VQ codes or pixel patches)")
@@ -320,18 +339,21 @@ class MDMPipeline:
         codes, q = self.encode_images(images), self.encode_text(questions, Role.QUESTION.value)
         if codes.shape[0] != q.shape[0]:
             raise ValueError(f"vqa: {codes.shape[0]} images but {q.shape[0]} questions")
-        segs = [Segment(self._grid(), codes, False), Segment(SegmentSpec.text(q.shape[1]), q, False),
-                Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)]
-        return self.decode_text(self._run(segs, None, sampler, None, seed)[2])
+        return self._answer(Segment(self._grid(), codes, False), q, sampler, seed)
 
     def text_to_text(self, scenes: list[str], questions: list[str], sampler: SamplerConfig | None = None,
                      seed: int = 0) -> list[str]:
         s, q = self.encode_text(scenes, Role.SCENE.value), self.encode_text(questions, Role.QUESTION.value)
         if s.shape[0] != q.shape[0]:
             raise ValueError(f"text_to_text: {s.shape[0]} scenes but {q.shape[0]} questions")
-        segs = [Segment(SegmentSpec.text(s.shape[1]), s, False), Segment(SegmentSpec.text(q.shape[1]), q, False),
-                Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)]
-        return self.decode_text(self._run(segs, None, sampler, None, seed)[2])
+        return self._answer(Segment(SegmentSpec.text(s.shape[1]), s, False), q, sampler, seed)
+
+    def _answer(self, context: Segment, questions: Tensor, sampler: SamplerConfig | None, seed: int) -> list[str]:
+        """Answers to ``questions`` (ids) about ``context`` (an image or a scene), in the checkpoint's order."""
+        question = Segment(SegmentSpec.text(questions.shape[1]), questions, False)
+        answer = Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)
+        segs = [question, context] if self.network.config.layout.question_first else [context, question]
+        return self.decode_text(self._run(segs + [answer], None, sampler, None, seed)[2])
 
     def joint(self, n: int, sampler: SamplerConfig | None = None, seed: int = 0) -> tuple[Tensor, list[str]]:
         if n < 1:

@@ -304,3 +304,24 @@ def test_blocks_read_their_scan_order(long_skips):
                 skips.append(x)
     # Same per-position arithmetic on permuted rows: equal up to rounding (float64).
     assert torch.allclose(final[0], x, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "bimamba2"])
+def test_the_scan_init_ranges_reach_every_head(kind):
+    """``backbone.dt_init`` / ``a_init`` set where each head's step and decay start; the defaults are the public
+    Mamba-2's, and a bad range is refused naming the field."""
+    from mdm.config import ConfigError
+
+    for dt_range, a_range in (([0.001, 0.1], [1.0, 16.0]), ([0.0005, 0.002], [1.0, 2.0])):
+        torch.manual_seed(0)
+        backbone = Backbone(tiny(kind=kind, dt_init=dt_range, a_init=a_range))
+        for block in backbone.blocks:
+            for scan in [block.mixer] if kind == "mamba2" else [block.mixer.forward_scan, block.mixer.backward_scan]:
+                dt = torch.nn.functional.softplus(scan.dt_bias.detach())
+                A = scan.A_log.detach().exp()
+                assert dt.min() >= dt_range[0] * 0.999 and dt.max() <= dt_range[1] * 1.001
+                assert A.min() >= a_range[0] * 0.999 and A.max() <= a_range[1] * 1.001
+    assert tiny().dt_init == [0.001, 0.1] and tiny().a_init == [1.0, 16.0]
+    for bad in (["backbone.dt_init=[0.1,0.01]"], ["backbone.a_init=[0,4]"], ["backbone.a_init=3"]):
+        with pytest.raises(ConfigError, match=bad[0].split("=")[0]):
+            load_config("tiny", bad)

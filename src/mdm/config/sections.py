@@ -61,6 +61,10 @@ class BackboneConfig:
     chunk_size: int = 64  # the longest SSD chunk (best on CPU; shorter tails run as balanced chunks); CUDA uses >= 64
     discretization: Discretization = Discretization.ZOH
     segment_len: int = 2048  # positions a Mamba block processes at a time (exact; bounds temporaries)
+    # initial range of each scan head's step dt (log-uniform) and decay rate A (uniform): the public Mamba-2's
+    # [0.001, 0.1] and [1, 16] forget a token within ~30 positions in most heads (decay exp(-dt A) a position)
+    dt_init: list = field(default_factory=lambda: [0.001, 0.1])
+    a_init: list = field(default_factory=lambda: [1.0, 16.0])
     # scan switches (DESIGN.md §1.6)
     scan_patterns: str = "1234/12"
     row_pad: int = 0  # DiM's learned pads after each image row/column; 0 = off until measured
@@ -82,6 +86,13 @@ class BackboneConfig:
                      "chunk_size", "segment_len", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"backbone.{name} must be >= 1, got {getattr(self, name)}")
+        for name, low in (("dt_init", 0.0), ("a_init", 0.0)):
+            value = getattr(self, name)
+            if (not isinstance(value, (list, tuple)) or len(value) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                    or not low < float(value[0]) <= float(value[1])):
+                raise ConfigError(f"backbone.{name} must be a range [low, high] with 0 < low <= high, got {value!r}")
+            setattr(self, name, [float(v) for v in value])
         if self.grid_conv < 0 or (self.grid_conv and self.grid_conv % 2 == 0):
             raise ConfigError(f"backbone.grid_conv must be 0 (off) or an odd kernel size, got {self.grid_conv}")
         if self.row_pad < 0 or self.n_classes < 0:
@@ -111,6 +122,8 @@ class LayoutConfig:
     text_len: int = 32  # tokens per text segment (App. C: 512)
     frames: int = 1  # frames per clip: > 1 makes the image segment a video (DiM, DESIGN.md §5)
     image_tokens: ImageTokens = ImageTokens.VQ  # vq (states + score entropy) | pixels (patches + MSE)
+    # VQA and text->text read the question before the image or scene (mdm.tasks.task_parts says why)
+    question_first: bool = False
 
     def __post_init__(self) -> None:
         self.image_tokens = _enum(ImageTokens, self.image_tokens, "layout.image_tokens")

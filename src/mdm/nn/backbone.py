@@ -39,14 +39,13 @@ from mdm.nn.transformer import TransformerBlock
 
 
 def build_block(config: BackboneConfig) -> nn.Module:
+    ssm = {"d_state": config.d_state, "d_conv": config.d_conv, "expand": config.expand, "head_dim": config.head_dim,
+           "n_groups": config.n_groups, "chunk_size": config.chunk_size, "discretization": config.discretization,
+           "dt_min": config.dt_init[0], "dt_max": config.dt_init[1], "A_init_range": tuple(config.a_init)}
     if config.kind is BackboneKind.MAMBA2:
-        return MambaBlock(config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-                          head_dim=config.head_dim, n_groups=config.n_groups, chunk_size=config.chunk_size,
-                          discretization=config.discretization, segment_len=config.segment_len)
+        return MambaBlock(config.d_model, segment_len=config.segment_len, **ssm)
     if config.kind is BackboneKind.BIMAMBA2:
-        return BiMambaBlock(config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-                            head_dim=config.head_dim, n_groups=config.n_groups, chunk_size=config.chunk_size,
-                            discretization=config.discretization)
+        return BiMambaBlock(config.d_model, **ssm)
     return TransformerBlock(config.d_model, head_dim=config.head_dim, mlp_ratio=config.mlp_ratio)
 
 

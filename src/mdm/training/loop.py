@@ -223,7 +223,8 @@ class Trainer:
         rng = BatchRandom(self.noise_generator, self.device, rows if dist.world_size > 1 else None,
                           config.batch_size if dist.world_size > 1 else None)
         with self.autocast:
-            losses = self.objective(task_segments(task, batch), labels, rng)
+            segments = task_segments(task, batch, question_first=self.network.config.layout.question_first)
+            losses = self.objective(segments, labels, rng)
         loss = dist.mean(losses["loss"].detach())
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
