@@ -51,7 +51,9 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
             f"(delete the folder or raise train.steps to train more)")
 
     pipe = MDMPipeline.from_pretrained(out)
-    sampler = SamplerConfig(steps=20)
+    # guidance 2: on the quickstart's model it raised text->image attributes 64.6 -> 69.7, captions all-true
+    # 18.8 -> 26.6 and VQA 62.5 -> 64.1 against the conditional model (experiments/quickstart-easy)
+    sampler = SamplerConfig(steps=20, guidance_scale=2.0)
     log("[2/3] sampling images together with their captions")
     images, captions = pipe.joint(12, sampler, seed=1)
     title, referee = judged_grid_title("MDM on ShapesWorld: image and caption generated together",
