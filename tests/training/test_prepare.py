@@ -86,13 +86,14 @@ def test_vq_fidelity_warns_when_the_codes_lose_what_the_referee_judges():
     from mdm.data.vq import VQConfig, VQVAE
     from mdm.training.prepare import vq_fidelity
 
-    config = load_config("quickstart", ["data.train_size=8"])
     torch.manual_seed(0)
     vq = VQVAE(VQConfig(downsample=4, codebook_size=8, local=True)).eval()
-    said = []
-    report = vq_fidelity(vq, config, [], log=said.append)
-    assert report["images"] == 256 and report["referee_all_right"] < 0.95 and report["psnr_db"] < 20
-    assert any("warning" in line and "data.vq_local" in line and "data.vq_steps" in line for line in said)
+    for local, remedy in ((False, "data.vq_local=true"), (True, "data.codebook_size")):
+        config = load_config("quickstart", ["data.train_size=8", f"data.vq_local={str(local).lower()}"])
+        said = []
+        report = vq_fidelity(vq, config, [], log=said.append)
+        assert report["images"] == 256 and report["referee_all_right"] < 0.95 and report["psnr_db"] < 20
+        assert any("warning" in line and remedy in line and "data.vq_steps" in line for line in said)
 
 
 def test_vq_fidelity_of_a_faithful_tokenizer_says_no_warning(monkeypatch):

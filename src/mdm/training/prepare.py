@@ -206,9 +206,11 @@ def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: list[Sample], log=print) 
         line += f"; the referee reads {100 * report['referee_all_right']:.1f}% of them exactly right"
     log(line)
     if report.get("referee_all_right", 1.0) < REFEREE_FLOOR:
+        remedy = (f"data.codebook_size (now {config.data.codebook_size})" if config.data.vq_local
+                  else "set data.vq_local=true")
         log(f"warning: the VQ-VAE loses what the referee judges ({100 * report['referee_all_right']:.1f}% < "
             f"{100 * REFEREE_FLOOR:.0f}%): no diffusion training recovers it. Raise data.vq_steps (now "
-            f"{config.data.vq_steps}) or set data.vq_local=true, in a new --out folder")
+            f"{config.data.vq_steps}) or {remedy}, in a new --out folder")
     return report
 
 
