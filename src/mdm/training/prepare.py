@@ -188,7 +188,8 @@ def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: list[Sample], log=print) 
     olive code (the referee read 36% of its reconstructions right) and every colour score stayed at chance.
     Held out: the built-in data's held-out split; a user's files have none, so the first training images.
     """
-    held_out = load_samples(config, "val") if config.data.name in BUILTIN_DATA else samples
+    builtin = config.data.name in BUILTIN_DATA
+    held_out = load_samples(config, "val") if builtin else samples
     scenes = [s for s in held_out if s.image is not None][:FIDELITY_SCENES]
     images = [s.image for s in scenes] or [f for s in held_out if s.video is not None for f in s.video]
     if not images:
@@ -196,7 +197,8 @@ def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: list[Sample], log=print) 
     images = torch.stack(images[:FIDELITY_SCENES])
     rec = reconstructions(vq, images)
     report = {"images": len(images), "psnr_db": round(psnr(rec, images), 2)}
-    line = f"image tokenizer: {len(images)} held-out images reconstructed at {report['psnr_db']:.1f} dB PSNR"
+    which = "held-out" if builtin else "training"
+    line = f"image tokenizer: {len(images)} {which} images reconstructed at {report['psnr_db']:.1f} dB PSNR"
     if config.data.name == "shapesworld":
         from mdm.data.referee import score_generation
 
