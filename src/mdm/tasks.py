@@ -339,21 +339,24 @@ class MDMPipeline:
         codes, q = self.encode_images(images), self.encode_text(questions, Role.QUESTION.value)
         if codes.shape[0] != q.shape[0]:
             raise ValueError(f"vqa: {codes.shape[0]} images but {q.shape[0]} questions")
-        return self._answer(Segment(self._grid(), codes, False), q, sampler, seed)
+        return self._answer(Task.VQA, Segment(self._grid(), codes, False), q, sampler, seed)
 
     def text_to_text(self, scenes: list[str], questions: list[str], sampler: SamplerConfig | None = None,
                      seed: int = 0) -> list[str]:
         s, q = self.encode_text(scenes, Role.SCENE.value), self.encode_text(questions, Role.QUESTION.value)
         if s.shape[0] != q.shape[0]:
             raise ValueError(f"text_to_text: {s.shape[0]} scenes but {q.shape[0]} questions")
-        return self._answer(Segment(SegmentSpec.text(s.shape[1]), s, False), q, sampler, seed)
+        return self._answer(Task.TEXT_TO_TEXT, Segment(SegmentSpec.text(s.shape[1]), s, False), q, sampler, seed)
 
-    def _answer(self, context: Segment, questions: Tensor, sampler: SamplerConfig | None, seed: int) -> list[str]:
-        """Answers to ``questions`` (ids) about ``context`` (an image or a scene), in the checkpoint's order."""
-        question = Segment(SegmentSpec.text(questions.shape[1]), questions, False)
-        answer = Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)
-        segs = [question, context] if self.network.config.layout.question_first else [context, question]
-        return self.decode_text(self._run(segs + [answer], None, sampler, None, seed)[2])
+    def _answer(self, task: Task, context: Segment, questions: Tensor, sampler: SamplerConfig | None,
+                seed: int) -> list[str]:
+        """Answers to ``questions`` (ids) about ``context`` (an image or a scene), the segments in the order
+        the checkpoint trained ``task`` with (:func:`task_parts`)."""
+        by_part = {Role.QUESTION.value: Segment(SegmentSpec.text(questions.shape[1]), questions, False),
+                   Role.ANSWER.value: Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)}
+        parts = [part for part, _ in task_parts(task, self.network.config.layout.question_first)]
+        segs = [by_part.get(part, context) for part in parts]
+        return self.decode_text(self._run(segs, None, sampler, None, seed)[parts.index(Role.ANSWER.value)])
 
     def joint(self, n: int, sampler: SamplerConfig | None = None, seed: int = 0) -> tuple[Tensor, list[str]]:
         if n < 1:

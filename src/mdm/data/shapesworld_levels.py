@@ -39,7 +39,7 @@ Without jitter (easy, medium) an object sits at the middle pixel of its cell;
 with it (hard) anywhere in the cell, off its borders.
 
 This module imports nothing from :mod:`mdm`, so the generator imports it
-without a cycle (and re-exports :data:`LEVELS` for the config's checks).
+without a cycle; the config checks level names against its own copy, which a test ties to :data:`LEVELS`.
 """
 
 from __future__ import annotations
