@@ -56,7 +56,7 @@ def compile_blocks(network: MDMNetwork) -> None:
     Only the blocks: there the SSD's many small elementwise kernels (the decay
     matrix, its masks and exponentials, the gate) fuse. On ``moving-digits`` at
     2 threads a step took 0.35 s instead of 0.42 s, and a 27-minute run made 4792
-    steps instead of 3753 (benchmarks/results/video-cpu-2core). Compiling the whole loss
+    steps instead of 3753 (experiments/video-coherence). Compiling the whole loss
     as well made a ``moving-digits`` step only 3% faster again but took five times
     as long to compile (250 s against 48 s, 2 threads), which a 27-minute run
     cannot afford. In place (``nn.Module.compile``), so the parameter names and
@@ -125,7 +125,7 @@ def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> floa
     decaying to zero by the end of a budget has done better than a constant rate for the
     same compute (Li et al., "Budgeted Training", ICLR 2020). Not measured to help here: on
     ``moving-digits`` one decayed run sampled worse than the constant rate
-    (``benchmarks/results/video-cpu-2core/``, ninth session), so the presets keep it constant.
+    (``experiments/video-coherence``), so the presets keep it constant.
     """
     rate = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
     if config.lr_decay == "constant":
