@@ -49,7 +49,7 @@ class GaussianLatent(DiffusionProcess):
         super().__init__(config, modality)
         text = self.modality is Modality.TEXT
         self.schedule = NoiseSchedule(config.text_schedule if text else config.image_schedule, self.T,
-                                      config.text_snr_shift if text else config.image_snr_shift)
+                                      config.text_snr_shift if text else 1.0)
 
     # -- training ------------------------------------------------------------
     def corrupt(self, network: MDMNetwork, spec: SegmentSpec, states: Tensor, vae_out: VAEOutput,
