@@ -21,7 +21,7 @@ import torch
 
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.vqa_accuracy import exact_match
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import load_samples
 
 KINDS_COLUMNS = ("text->text", "VQA", "question prior", "kind prior")

@@ -21,7 +21,7 @@ from mdm.config import load_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.shapesworld import TASKS, score_tasks
 from mdm.evaluation.vqa_accuracy import exact_match
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.loop import Trainer, build_model
 from mdm.training.prepare import load_samples, prepare_data, referee_kwargs
 

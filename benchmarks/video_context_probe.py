@@ -19,7 +19,8 @@ import argparse
 import torch
 
 from mdm.diffusion.objective import clean_latent_from_noise
-from mdm.tasks import MDMPipeline, Task, task_segments
+from mdm.pipeline import MDMPipeline
+from mdm.tasks import Task, task_segments
 from mdm.training.prepare import prepare_data
 
 

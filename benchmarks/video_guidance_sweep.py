@@ -17,9 +17,9 @@ import time
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 from mdm.evaluation.video import score_clips
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import load_samples
 
 

@@ -23,9 +23,9 @@ import argparse
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 from mdm.evaluation.video import score_clips
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import load_samples
 
 TOLERANCES = (0.5, 1.0, 1.5, 2.0)

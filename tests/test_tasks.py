@@ -6,10 +6,11 @@ import torch
 from mdm.config import load_config
 from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
 from mdm.data.text_tokenizer import TextTokenizer
-from mdm.data.vq import VQVAE, VQConfig
+from mdm.nn.vq import VQVAE, VQConfig
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.nn.layout import Modality
-from mdm.tasks import MDMPipeline, Task, task_segments, tokenize_samples
+from mdm.pipeline import MDMPipeline
+from mdm.tasks import Task, task_segments, tokenize_samples
 from mdm.training.loop import build_model, train_loop
 
 LENS = {"caption": 48, "question": 24, "answer": 8, "scene": 48}

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from mdm.config import ConfigError, MDMConfig, from_dict, to_dict
 from mdm.data.text_tokenizer import TextTokenizer
-from mdm.data.vq import VQVAE
+from mdm.nn.vq import VQVAE
 from mdm.nn.network import MDMNetwork
 
 FORMAT = "mdm-checkpoint/1"

@@ -18,7 +18,7 @@ from mdm.config import MDMConfig, load_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.figures import image_caption_grid, judged_grid_title
 from mdm.evaluation.shapesworld import format_scores, score_tasks
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.checkpoint import checkpoint_folder, has_checkpoint, read_config
 from mdm.training.run import resume_config, train_run
 from mdm.training.prepare import load_samples, referee_kwargs

@@ -12,7 +12,7 @@ from mdm.diffusion.multimodal import Segment
 from mdm.evaluation.multiple_choice import (MultipleChoiceFormatError, choice_losses, load_multiple_choice,
                                             multiple_choice_accuracy)
 from mdm.nn.layout import Modality, SegmentSpec
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.loop import build_model
 
 RECORDS = [

@@ -19,7 +19,7 @@ def _sampler(args: argparse.Namespace):
 
 
 def _pipeline(args: argparse.Namespace):
-    from mdm.tasks import MDMPipeline
+    from mdm.pipeline import MDMPipeline
 
     set_threads(args)
     return MDMPipeline.from_pretrained(args.checkpoint, use_ema=not args.raw_weights, device=args.device)

@@ -32,7 +32,7 @@ import torch
 from mdm.config import ConfigError, MDMConfig
 from mdm.data.sample import Sample
 from mdm.data.text_tokenizer import TextTokenizer
-from mdm.data.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
+from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
 
 BUILTIN_DATA = ("shapesworld", "digits", "moving-digits")
@@ -52,7 +52,7 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
     """The samples of ``config.data`` (a list; the built-in sets are small enough to hold)."""
     data, size = config.data, config.layout.image_size
     if data.name in BUILTIN_DATA:
-        from mdm.data.preview import load_builtin
+        from mdm.data.registry import load_builtin
 
         if data.name == "shapesworld":
             n = data.train_size if split == "train" else 500
@@ -118,10 +118,10 @@ def check_level_image_size(config: MDMConfig) -> None:
 
 def referee_kwargs(config: MDMConfig) -> dict[str, Any]:
     """The referee's keyword arguments for a model of ``config``: its ShapesWorld level's position grid
-    (:func:`mdm.data.referee.referee_options`; empty for ``hard`` and for other data)."""
+    (:func:`mdm.evaluation.judges.referee.referee_options`; empty for ``hard`` and for other data)."""
     if config.data.name != "shapesworld":
         return {}
-    from mdm.data.referee import referee_options
+    from mdm.evaluation.judges.referee import referee_options
     from mdm.data.shapesworld import level_config
 
     return referee_options(level_config(config.data.level))
@@ -200,7 +200,7 @@ def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: list[Sample], log=print) 
     which = "held-out" if builtin else "training"
     line = f"image tokenizer: {len(images)} {which} images reconstructed at {report['psnr_db']:.1f} dB PSNR"
     if config.data.name == "shapesworld":
-        from mdm.data.referee import score_generation
+        from mdm.evaluation.judges.referee import score_generation
 
         kw = referee_kwargs(config)
         right = [score_generation(r, s.meta["objects"], **kw)["all"] for r, s in zip(rec, scenes)]

@@ -27,7 +27,8 @@ from mdm.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_folder, 
 from mdm.config import MDMConfig, apply_overrides, save_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.diffusion.schedule import check_schedules
-from mdm.tasks import MDMPipeline, Task, check_task_weights
+from mdm.pipeline import MDMPipeline
+from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
