@@ -7,10 +7,11 @@ For ``data.name``:
   (scikit-learn's bundled 8x8 digits), ``moving-digits`` (clips of
   ``layout.frames`` frames of those digits bouncing on a ``layout.image_size``
   canvas, for DiM video): built in, nothing to download.
-* ``imagefolder``, ``coco``, ``vqav2``: local files in the formats of
+* ``imagefolder``, ``coco``, ``vqav2``, ``chat``: local files in the formats of
   :mod:`mdm.data.formats`, given by ``data.path`` (the class folder, the
-  annotations JSON, the questions JSON), ``data.images`` (the images folder) and
-  for VQAv2 ``data.annotations``.
+  annotations JSON, the questions JSON, the chat JSONL), ``data.images`` (the images folder) and
+  for VQAv2 ``data.annotations``. A chat dialogue trains text->text: its last reply is the answer
+  (:func:`mdm.data.formats.text_to_text_sample`).
 
 The SentencePiece tokenizer is trained on the training texts and the VQ-VAE on
 the training images (none on the continuous path, ``layout.image_tokens = pixels``,
@@ -36,7 +37,7 @@ from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
 
 BUILTIN_DATA = ("shapesworld", "digits", "moving-digits")
-FILE_DATA = ("imagefolder", "coco", "vqav2")
+FILE_DATA = ("imagefolder", "coco", "vqav2", "chat")
 
 
 @dataclass
@@ -85,12 +86,16 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
             ds = formats.ImageFolderDataset(data.path, size)
         elif data.name == "coco":
             ds = formats.CocoCaptionsDataset(data.path, data.images, size)
+        elif data.name == "chat":
+            ds = formats.ChatJsonlDataset(data.path)
         else:
             ds = formats.VQAv2Dataset(data.path, data.annotations or None, data.images, size)
         index = range(len(ds))
         if data.train_size and data.train_size < len(ds):  # a seeded random subset: folders are sorted by class
             index = sorted(torch.randperm(len(ds), generator=torch.Generator().manual_seed(data.seed))
                            [:data.train_size].tolist())
+        if data.name == "chat":
+            return [formats.text_to_text_sample(ds[i]) for i in index]
         return [ds[i] for i in index]
     raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
 
