@@ -56,7 +56,7 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
         trainer.run(steps=trainer.step + every, progress=False)
         scores = {}
         for weights, model in (("ema", trainer.ema.model), ("raw", network)):
-            pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens)
+            pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens, config)
             result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,),
                                  n_examples=len(held_out), referee_options=referee_kwargs(config))
             scores[weights] = {k: round(v, 3) for k, v in result.scores.items()}

@@ -237,7 +237,8 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
         if diff:
             raise CheckpointError(f"{folder}: its config does not match the requested one (requested != "
                                   f"checkpoint): " + "; ".join(diff))
-    network = MDMNetwork(config, meta["vocab_sizes"])
+    network = MDMNetwork(config.backbone, config.layout, config.vae, meta["vocab_sizes"],
+                         config.diffusion.masked_modalities())
     state = _read_safetensors(folder / MODEL_FILE)
     _load_state(network, state, folder / MODEL_FILE)
     ema_state = None

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mdm.checkpoint import checkpoint_folder, load_checkpoint, save_checkpoint
+from mdm.config import MDMConfig
 from mdm.data.patches import unpatchify
 from mdm.data.sample import Role
 from mdm.data.text_tokenizer import TextTokenizer
@@ -36,11 +37,12 @@ class MDMPipeline:
     """
 
     def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, tokenizer: TextTokenizer | None,
-                 vq: VQVAE | None, text_lens: dict[str, int]) -> None:
-        if network.config.layout.patch_size != 1:
-            raise NotImplementedError(f"layout.patch_size = {network.config.layout.patch_size}: grouping VQ codes "
+                 vq: VQVAE | None, text_lens: dict[str, int], config: MDMConfig) -> None:
+        if config.layout.patch_size != 1:
+            raise NotImplementedError(f"layout.patch_size = {config.layout.patch_size}: grouping VQ codes "
                                       f"into multi-code tokens (App. C's 2x2) is not implemented yet; use 1")
         self.network, self.diffusion, self.tokenizer, self.vq = network, diffusion, tokenizer, vq
+        self.config = config  # the model's whole config: its layout, and the data it was trained on
         self.text_lens = dict(text_lens)
         self.device = next(network.parameters()).device
         self.progress = False  # a progress bar over the solver steps of every call (mdm eval turns it on)
@@ -56,11 +58,11 @@ class MDMPipeline:
         network = ckpt.network.to(device).eval()
         vq = ckpt.vq.to(device) if ckpt.vq is not None else None
         return cls(network, MultimodalDiffusion(ckpt.config.diffusion, ckpt.config.vae), ckpt.tokenizer, vq,
-                   ckpt.text_lens)
+                   ckpt.text_lens, ckpt.config)
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write the network (as the sampling weights), its config and tokenizers as a checkpoint folder."""
-        return save_checkpoint(folder, config=self.network.config, network=self.network, tokenizer=self.tokenizer,
+        return save_checkpoint(folder, config=self.config, network=self.network, tokenizer=self.tokenizer,
                                vq=self.vq, text_lens=self.text_lens)
 
     # -- encoding / decoding -------------------------------------------------
@@ -80,7 +82,7 @@ class MDMPipeline:
     @property
     def frames(self) -> int:
         """Frames per clip of the model's image segment: 1 for an image model, T for a video model (DiM)."""
-        return self.network.config.layout.frames
+        return self.config.layout.frames
 
     @property
     def is_video(self) -> bool:
@@ -88,12 +90,12 @@ class MDMPipeline:
 
     @property
     def continuous_images(self) -> bool:
-        return self.network.config.layout.continuous_images
+        return self.config.layout.continuous_images
 
     def encode_images(self, images: Tensor) -> Tensor:
         """Images (b, c, s, s) -- or clips (b, T, c, s, s) for a video model -- in [0, 1] -> (b, n) VQ ids, or
         (b, n, f) pixel patches on the continuous path."""
-        layout = self.network.config.layout
+        layout = self.config.layout
         if self.vq is None and not self.continuous_images:
             raise ValueError("this model has no image tokenizer")
         c, size = layout.image_channels, layout.image_size
@@ -112,7 +114,7 @@ class MDMPipeline:
     def decode_images(self, codes: Tensor) -> Tensor:
         """(b, n) VQ ids (or (b, n, f) pixel patches) -> images (b, c, s, s), or clips (b, T, c, s, s) for a video
         model, in [0, 1]."""
-        layout = self.network.config.layout
+        layout = self.config.layout
         side = layout.image_size // layout.vq_factor
         if self.continuous_images:
             f = layout.patch_features
@@ -130,7 +132,7 @@ class MDMPipeline:
         return pixels.unflatten(0, (codes.shape[0], self.frames)) if self.is_video else pixels
 
     def _grid(self) -> SegmentSpec:
-        side = self.network.config.layout.image_size // self.network.config.layout.vq_factor
+        side = self.config.layout.image_size // self.config.layout.vq_factor
         return SegmentSpec.video(self.frames, side, side) if self.is_video else SegmentSpec.image(side, side)
 
     def _require_video(self, task: str) -> None:
@@ -147,7 +149,7 @@ class MDMPipeline:
 
     # -- tasks ---------------------------------------------------------------
     def class_to_image(self, labels: list[int], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:
-        n = self.network.config.backbone.n_classes
+        n = self.config.backbone.n_classes
         if not labels or any(not 0 <= int(c) < n for c in labels):
             raise ValueError(f"class labels must be a non-empty list of ints in [0, {n})")
         segs = [Segment(self._grid(), None, True)]
@@ -195,7 +197,7 @@ class MDMPipeline:
         the checkpoint trained ``task`` with (:func:`task_parts`)."""
         by_part = {Role.QUESTION.value: Segment(SegmentSpec.text(questions.shape[1]), questions, False),
                    Role.ANSWER.value: Segment(SegmentSpec.text(self.text_lens[Role.ANSWER.value]), None, True)}
-        parts = [part for part, _ in task_parts(task, self.network.config.layout.question_first)]
+        parts = [part for part, _ in task_parts(task, self.config.layout.question_first)]
         segs = [by_part.get(part, context) for part in parts]
         return self.decode_text(self._run(segs, None, sampler, None, seed)[parts.index(Role.ANSWER.value)])
 

@@ -57,7 +57,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
     log("[2/3] sampling images together with their captions")
     images, captions = pipe.joint(12, sampler, seed=1)
     title, referee = judged_grid_title("MDM on ShapesWorld: image and caption generated together",
-                                       pipe.network.config.data.name)
+                                       pipe.config.data.name)
     figure = image_caption_grid(images, captions, out / "quickstart.png", title=title, referee=referee,
                                 referee_options=referee_kwargs(config))
     log(f"      wrote {figure}")

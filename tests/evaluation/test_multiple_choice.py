@@ -66,7 +66,7 @@ def toy(tmp_path_factory):
     tokenizer = TextTokenizer.train(corpus, 26, tmp_path_factory.mktemp("tok"), character_coverage=1.0)
     config = load_config("tiny")
     network, diffusion = build_model(config, {Modality.TEXT: tokenizer.vocab_size})
-    pipe = MDMPipeline(network.eval(), diffusion, tokenizer, None, {"scene": 24, "caption": 8})
+    pipe = MDMPipeline(network.eval(), diffusion, tokenizer, None, {"scene": 24, "caption": 8}, config)
     return pipe, tokenizer
 
 

@@ -85,7 +85,7 @@ def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, 
     from mdm.evaluation.shapesworld import score_tasks
     from mdm.training.prepare import load_samples, referee_kwargs
 
-    config = pipe.network.config
+    config = pipe.config
     if config.data.name != "shapesworld":
         raise ValueError(f"suite shapesworld needs a ShapesWorld checkpoint; {checkpoint} was trained on "
                          f"{config.data.name!r}")
@@ -122,7 +122,7 @@ def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed:
     from mdm.evaluation.judges.digit_classifier import train_digit_classifier
     from mdm.evaluation.image_quality import frechet_distance, image_quality
 
-    config = pipe.network.config
+    config = pipe.config
     if config.data.name != "digits" or config.backbone.n_classes < 10:
         raise ValueError(f"suite digits needs a class-conditional Digits checkpoint (data.name digits, "
                          f"backbone.n_classes 10); {checkpoint} was trained on {config.data.name!r} with "
@@ -153,7 +153,7 @@ def _moving_digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int
     from mdm.evaluation.video import score_clips, start_directions
     from mdm.training.prepare import load_samples
 
-    config = pipe.network.config
+    config = pipe.config
     if config.data.name != "moving-digits" or not pipe.is_video or config.backbone.n_classes < 10:
         raise ValueError(f"suite moving-digits needs a class-conditional video checkpoint (data.name moving-digits, "
                          f"layout.frames > 1, backbone.n_classes 10); {checkpoint} was trained on "
@@ -225,7 +225,7 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
     features = None if inception is None else InceptionFeatures(inception)
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
     pipe.progress = progress
-    config = pipe.network.config
+    config = pipe.config
     if suite == "multiple-choice":
         scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed, progress)
     elif suite == "shapesworld":

@@ -47,7 +47,8 @@ from mdm.training.distributed import DistributedContext
 def build_model(config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> tuple[MDMNetwork, MultimodalDiffusion]:
     """The network (initialised from ``config.train.seed``) and its diffusion."""
     torch.manual_seed(config.train.seed)
-    return MDMNetwork(config, vocab_sizes), MultimodalDiffusion(config.diffusion, config.vae)
+    network = MDMNetwork(config.backbone, config.layout, config.vae, vocab_sizes, config.diffusion.masked_modalities())
+    return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 
 def compile_blocks(network: MDMNetwork) -> None:
@@ -223,7 +224,7 @@ class Trainer:
         rng = BatchRandom(self.noise_generator, self.device, rows if dist.world_size > 1 else None,
                           config.batch_size if dist.world_size > 1 else None)
         with self.autocast:
-            segments = task_segments(task, batch, question_first=self.network.config.layout.question_first)
+            segments = task_segments(task, batch, question_first=self.network.layout_config.question_first)
             losses = self.objective(segments, labels, rng)
         loss = dist.mean(losses["loss"].detach())
         if not torch.isfinite(loss):
