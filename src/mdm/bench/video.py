@@ -1,4 +1,4 @@
-"""Latency and memory of DiM against full spatio-temporal attention as clips grow (DESIGN.md §5; issue 7).
+"""Latency and memory of DiM against full spatio-temporal attention as clips grow (DESIGN.md §5).
 
 ``mdm bench video`` builds the backbone of a video config (DiM: bidirectional
 Mamba-2 blocks with frame-major / space-major scans) and a Transformer with full
