@@ -27,7 +27,7 @@ from mdm.tasks import Task, image_patches, task_parts
 
 
 class MDMPipeline:
-    """A trained MDM with its tokenizers: the tasks of the module table as one Python API.
+    """A trained MDM with its tokenizers: the tasks of :mod:`mdm.tasks` as one Python API.
 
     A video model (``layout.frames > 1``) generates clips where an image model
     generates images: its image tasks take and return (b, T, c, s, s) clips, and

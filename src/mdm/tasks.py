@@ -1,4 +1,4 @@
-"""Every MDM task from one checkpoint (DESIGN.md §4): a task is which segments are clean.
+"""The MDM tasks one checkpoint learns (DESIGN.md §4): a task is which segments are clean.
 
 =================  ==========================================  ==================
 task               segments (clean -> generated)               paper
