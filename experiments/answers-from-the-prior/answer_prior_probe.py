@@ -21,7 +21,7 @@ import torch
 
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.vqa_accuracy import exact_match
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import load_samples
 
 KINDS_COLUMNS = ("text->text", "VQA", "question prior", "kind prior")
@@ -33,7 +33,7 @@ def main(checkpoint: str, n: int, threads: int) -> None:
         raise SystemExit(f"-n must be >= 1, got {n}")
     torch.set_num_threads(threads)
     pipe = MDMPipeline.from_pretrained(checkpoint)
-    config = pipe.network.config
+    config = pipe.config
     if config.data.name != "shapesworld":
         raise SystemExit(f"{checkpoint}: data.name is {config.data.name!r}; this probe needs a shapesworld model")
     train, held_out = load_samples(config, "train"), load_samples(config, "val")[:n]

@@ -21,7 +21,7 @@ from mdm.config import load_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.shapesworld import TASKS, score_tasks
 from mdm.evaluation.vqa_accuracy import exact_match
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.loop import Trainer, build_model
 from mdm.training.prepare import load_samples, prepare_data, referee_kwargs
 
@@ -56,7 +56,7 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
         trainer.run(steps=trainer.step + every, progress=False)
         scores = {}
         for weights, model in (("ema", trainer.ema.model), ("raw", network)):
-            pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens)
+            pipe = MDMPipeline(model, diffusion, data.tokenizer, data.vq, data.text_lens, config)
             result = score_tasks(pipe, held_out, SamplerConfig(steps=20), tasks=(task,),
                                  n_examples=len(held_out), referee_options=referee_kwargs(config))
             scores[weights] = {k: round(v, 3) for k, v in result.scores.items()}

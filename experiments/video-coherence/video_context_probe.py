@@ -19,7 +19,8 @@ import argparse
 import torch
 
 from mdm.diffusion.objective import clean_latent_from_noise
-from mdm.tasks import MDMPipeline, Task, task_segments
+from mdm.pipeline import MDMPipeline
+from mdm.tasks import Task, task_segments
 from mdm.training.prepare import prepare_data
 
 
@@ -27,7 +28,7 @@ from mdm.training.prepare import prepare_data
 def probe(run: str, clips: int, frame: int, levels: list[int], seed: int = 0) -> list[dict]:
     pipe = MDMPipeline.from_pretrained(run)
     network, diffusion = pipe.network, pipe.diffusion
-    config = network.config
+    config = pipe.config
     if config.layout.frames < 2:
         raise SystemExit(f"{run} is an image model (layout.frames = 1); the probe needs a video model")
     if not 0 <= frame < config.layout.frames:

@@ -17,9 +17,9 @@ import time
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 from mdm.evaluation.video import score_clips
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import load_samples
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     if not pipe.is_video:
         raise SystemExit(f"{args.run} is an image model (layout.frames = 1); the sweep needs a video model")
     classifier, _ = train_digit_classifier(8, seed=0)
-    digit_size = load_samples(pipe.network.config, "val")[0].meta["digit_size"]
+    digit_size = load_samples(pipe.config, "val")[0].meta["digit_size"]
     labels = [i % 10 for i in range(args.n)]
     print(f"{args.run}: {args.n} class-conditional clips, {args.frame_passes} frame passes, later runs at "
           f"guidance {args.later:g}")

@@ -23,9 +23,9 @@ import argparse
 import torch
 
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 from mdm.evaluation.video import score_clips
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import load_samples
 
 TOLERANCES = (0.5, 1.0, 1.5, 2.0)
@@ -78,13 +78,13 @@ def probe(run: str, n: int, frame_passes: int) -> tuple[dict, dict, dict]:
         raise SystemExit(f"{run} is an image model (layout.frames = 1); the probe needs a video model")
     labels = [i % 10 for i in range(n)]
     clips = pipe.class_to_video(labels, SamplerConfig(frame_passes=frame_passes), seed=0)
-    held_out = load_samples(pipe.network.config, "val")[:n]
+    held_out = load_samples(pipe.config, "val")[:n]
     classifier, _ = train_digit_classifier(8, seed=0)
     digit_size = held_out[0].meta["digit_size"]
     real, real_labels = torch.stack([s.video for s in held_out]), [s.label for s in held_out]
     half = real.shape[1] // 2  # the first half of clip i, then the second half of clip i + 1
     spliced = torch.cat([real[:, :half], real.roll(-1, dims=0)[:, half:]], dim=1)
-    step = pipe.network.config.data.motion_step
+    step = pipe.config.data.motion_step
     return (judge(clips, labels, classifier, digit_size, step), judge(real, real_labels, classifier, digit_size, step),
             judge(spliced, real_labels, classifier, digit_size, step))
 

@@ -281,8 +281,8 @@ class DataConfig:
     was before levels, at any ``layout.image_size``.
     """
 
-    name: str = "shapesworld"  # shapesworld | digits | moving-digits (built in) | imagefolder | coco | vqav2 (files)
-    path: str = ""  # imagefolder: the class folder; coco: captions JSON; vqav2: questions JSON
+    name: str = "shapesworld"  # shapesworld | digits | moving-digits (built in) | imagefolder | coco | vqav2 | chat (files)
+    path: str = ""  # imagefolder: the class folder; coco: captions JSON; vqav2: questions JSON; chat: the JSONL
     images: str = ""  # coco / vqav2: the images folder
     annotations: str = ""  # vqav2: the annotations JSON (answers)
     train_size: int = 8000  # samples generated (shapesworld) or read at most (files; 0 = all)
@@ -290,7 +290,7 @@ class DataConfig:
     vocab_size: int = 128  # SentencePiece pieces asked for (a small corpus supports fewer)
     codebook_size: int = 256  # VQ codes (the image vocabulary)
     vq_steps: int = 1200
-    vq_local: bool = False  # VQ codes see only their own patch (mdm.data.vq.VQVAE says why)
+    vq_local: bool = False  # VQ codes see only their own patch (mdm.nn.vq.VQVAE says why)
     motion_step: int = 1  # moving-digits: positions and velocities in multiples of this many px (vq_factor: whole codes)
     digit_size: int = 0  # moving-digits: the digit's side in px; 0 = half the canvas (layout.image_size)
     question_kinds: list = field(default_factory=list)  # shapesworld: the question kinds drawn; [] = the level's

@@ -56,7 +56,7 @@ class GaussianLatent(DiffusionProcess):
                 rng: BatchRandom) -> Corrupted:
         cfg, T = self.config, self.T
         mu = clean_latent(network, vae_out)
-        z0 = vae_out.z0.detach() if network.config.vae.detach_latents else vae_out.z0
+        z0 = vae_out.z0.detach() if network.vae_config.detach_latents else vae_out.z0
         b, n = states.shape[:2]
         t = rng.randint(T, b, 1).expand(b, n)
         per_position = (rng.rand(b) < cfg.per_position_t_prob)[:, None]
@@ -124,7 +124,7 @@ class _LatentSampler(SegmentSampler):
                  config: SamplerConfig, generator: torch.Generator | None,
                  kept: tuple[Tensor, Tensor] | None) -> None:
         device = next(network.parameters()).device
-        n, e = spec.n_content, network.config.vae.d_latent
+        n, e = spec.n_content, network.vae_config.d_latent
         self.config, self.b, self.n = config, b, n
         self.selection = config.selection
         if process.modality is Modality.IMAGE and config.image_selection is not None:

@@ -10,8 +10,9 @@ locality in the grid rather than in the scan order; there the conv sits inside t
 3-D conv placed as a residual before each block, so that any backbone kind can take it.
 
 ``backbone.grid_conv = k`` adds one before every block, as a pre-norm residual whose weights start at
-zero, so that a new network computes what it would without it. Off (0) by default: on moving digits it
-did not teach the move (experiments/video-coherence).
+zero, so that a new network computes what it would without it. Off (0) by default: it did not teach the move
+(moving digits at 16 px, 27 min on 2 CPU threads: frame t + 1 is frame t moved in 15.0% of frames with k = 3,
+24.6% without, by the motion probe of experiments/video-coherence).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A ShapesWorld scene parser trained by the project: the feature network of ShapesWorld's FID.
 
-The referee (:mod:`mdm.data.referee`) reads scenes analytically but has no feature
+The referee (:mod:`mdm.evaluation.judges.referee`) reads scenes analytically but has no feature
 space, and FID / precision / recall need one. This CNN learns, from rendered
 training scenes, what each of the nine grid cells holds: nothing, or one of the
 colour x shape x size objects. Its penultimate layer is a feature space in which

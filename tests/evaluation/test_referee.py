@@ -1,4 +1,4 @@
-"""The ShapesWorld referee (mdm.data.referee): exact on clean renders, finite on garbage, honest scores."""
+"""The ShapesWorld referee (mdm.evaluation.judges.referee): exact on clean renders, finite on garbage, honest scores."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mdm.data.referee import (answer_question, parse_caption, parse_image, referee_options, score_caption,
+from mdm.evaluation.judges.referee import (answer_question, parse_caption, parse_image, referee_options, score_caption,
                               score_generation)
 from mdm.data.sample import Role
 from mdm.data.shapesworld import COLORS, SHAPES, ShapesWorld, ShapesWorldConfig, level_config, render

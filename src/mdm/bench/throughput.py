@@ -8,8 +8,8 @@ the configured steps, multi-step selection) at each resolution; the VQ grid side
 is ``resolution / vq_factor``, so the sequence holds ``(resolution / vq_factor)^2``
 image tokens. Weights are random: the cost of a network call does not depend on
 them. The second half times one forward pass of each backbone (batch 1) at growing
-token lengths, :func:`mdm.bench._backbone_job` -- the same measurement as ``mdm bench
-backbone``. Each point runs in a fresh process (:func:`mdm.bench._in_subprocess`).
+token lengths, :func:`mdm.bench.timing.backbone_job` -- the same measurement as ``mdm bench
+backbone``. Each point runs in a fresh process (:func:`mdm.bench.timing.in_subprocess`).
 """
 
 from __future__ import annotations
@@ -19,21 +19,18 @@ from dataclasses import replace
 
 import torch
 
-from mdm.config import BackboneConfig, BackboneKind, MDMConfig, load_config
-from mdm.diffusion.sampling import SamplerConfig
+from mdm.bench import timing
+from mdm.config import BackboneConfig, BackboneKind, MDMConfig, from_dict, load_config, to_dict
+from mdm.diffusion.multimodal import Segment
+from mdm.diffusion.sampling import SamplerConfig, sample
+from mdm.nn.layout import Modality, SegmentSpec
+from mdm.training.loop import build_model
 
 DEFAULT_RESOLUTIONS = (32, 64, 128, 256)
 DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 
 
 def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, threads: int, seed: int) -> dict:
-    from mdm.bench import _time
-    from mdm.config import from_dict
-    from mdm.diffusion.multimodal import Segment
-    from mdm.diffusion.sampling import sample
-    from mdm.nn.layout import Modality, SegmentSpec
-    from mdm.training.loop import build_model
-
     torch.set_num_threads(threads)
     config = from_dict(MDMConfig, config_dict, "throughput")
     network, diffusion = build_model(config, {Modality.IMAGE: 256})
@@ -49,9 +46,9 @@ def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, th
 
     # Warm-up with one network call at this length; then the median of the runs that fit in 3 s (one
     # run when a run is slower than that).
-    timing = _time(lambda: run(steps), min_repeats=1, min_seconds=3.0, warmup=lambda: run(1))
-    return {"resolution": resolution, "tokens": side * side, "seconds": timing.seconds,
-            "images_per_s": batch / timing.seconds, "repeats": timing.repeats, "peak_mb": timing.peak_mb}
+    measured = timing.time_call(lambda: run(steps), min_repeats=1, min_seconds=3.0, warmup=lambda: run(1))
+    return {"resolution": resolution, "tokens": side * side, "seconds": measured.seconds,
+            "images_per_s": batch / measured.seconds, "repeats": measured.repeats, "peak_mb": measured.peak_mb}
 
 
 def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS, batch: int = 4,
@@ -62,15 +59,12 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
 
     A backbone stops at the first resolution (length) that took longer than ``max_seconds``.
     """
-    from mdm.bench import _backbone_job, _in_subprocess, parameter_matched_depth
-    from mdm.config import to_dict
-
     threads = threads or torch.get_num_threads()
     mamba = config.backbone
     if mamba.kind is not BackboneKind.MAMBA2:
         raise ValueError(f"bench throughput compares a mamba2 config with the Transformer; got {mamba.kind.value}")
     transformer: BackboneConfig = replace(mamba, kind=BackboneKind.TRANSFORMER,
-                                          n_layers=parameter_matched_depth(mamba))
+                                          n_layers=timing.parameter_matched_depth(mamba))
     result = {"batch": batch, "steps": steps, "threads": threads, "vq_factor": config.layout.vq_factor,
               "machine": platform.machine(), "torch": torch.__version__, "runs": {}}
     for name, backbone in (("mamba", mamba), ("transformer", transformer)):
@@ -80,7 +74,7 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
             c = replace(config, backbone=replace(backbone, max_seq_len=max(backbone.max_seq_len, side * side + 64),
                                                  n_classes=max(backbone.n_classes, 1)),
                         layout=replace(config.layout, image_size=resolution))
-            row = _in_subprocess(_sampling_job, to_dict(c), resolution, batch, steps, threads, seed)
+            row = timing.in_subprocess(_sampling_job, to_dict(c), resolution, batch, steps, threads, seed)
             if "error" in row:  # out of memory or a failure in the child: keep what was measured, stop here
                 print(f"{name:<12} {resolution:>4} px  failed: {row['error']}", flush=True)
                 break
@@ -91,9 +85,8 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
                 break
         latency = []
         for length in lengths:
-            row = _in_subprocess(_backbone_job, to_dict(replace(backbone, max_seq_len=max(backbone.max_seq_len,
-                                                                                          length))),
-                                 length, threads, seed)
+            job_config = to_dict(replace(backbone, max_seq_len=max(backbone.max_seq_len, length)))
+            row = timing.in_subprocess(timing.backbone_job, job_config, length, threads, seed)
             if "error" in row:
                 print(f"{name:<12} {length:>6} tokens  failed: {row['error']}", flush=True)
                 break

@@ -1,4 +1,4 @@
-"""The stage-0 VQ-VAE tokenizer (mdm.data.vq): shapes, straight-through gradient, EMA codebook, learning, files."""
+"""The stage-0 VQ-VAE tokenizer (mdm.nn.vq): shapes, straight-through gradient, EMA codebook, learning, files."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mdm.data.vq import VQConfig, VQVAE, codebook_usage, train_vq
+from mdm.nn.vq import VQConfig, VQVAE, codebook_usage, train_vq
 
 TINY = dict(hidden=16, n_res_blocks=1, codebook_size=32, code_dim=8)
 PALETTE = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=torch.float32)

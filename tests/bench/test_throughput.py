@@ -6,7 +6,7 @@ import pytest
 
 from mdm.cli import main
 from mdm.config import load_config
-from mdm.evaluation.throughput import bench_throughput, format_throughput, plot_throughput
+from mdm.bench.throughput import bench_throughput, format_throughput, plot_throughput
 
 
 def test_throughput_measures_both_backbones_at_each_resolution(tmp_path):
@@ -39,16 +39,16 @@ def test_throughput_bad_arguments(args, message, capsys, tmp_path):
 
 
 def test_a_failed_point_keeps_what_was_measured(monkeypatch, capsys):
-    import mdm.bench
+    import mdm.bench.timing
 
-    real = mdm.bench._in_subprocess
+    real = mdm.bench.timing.in_subprocess
 
     def out_of_memory_at_16(target, *args, **kwargs):
         if args[1] == 16:  # the resolution (sampling) or the length (latency)
             return {"error": "BrokenProcessPool: killed"}
         return real(target, *args, **kwargs)
 
-    monkeypatch.setattr(mdm.bench, "_in_subprocess", out_of_memory_at_16)
+    monkeypatch.setattr(mdm.bench.timing, "in_subprocess", out_of_memory_at_16)
     config = replace(load_config("tiny"), layout=replace(load_config("tiny").layout, vq_factor=4))
     result = bench_throughput(config, resolutions=(8, 16), batch=1, steps=1, threads=1, lengths=(8, 16))
     for run in result["runs"].values():

@@ -1,4 +1,4 @@
-"""Latency and memory of DiM against full spatio-temporal attention as clips grow (DESIGN.md §5; issue 7).
+"""Latency and memory of DiM against full spatio-temporal attention as clips grow (DESIGN.md §5).
 
 ``mdm bench video`` builds the backbone of a video config (DiM: bidirectional
 Mamba-2 blocks with frame-major / space-major scans) and a Transformer with full
@@ -6,7 +6,7 @@ attention over every (frame, row, column) token, its depth matched to DiM's
 parameter count, and for each clip shape T x H x W (in VQ codes) measures one
 forward pass at batch 1 without gradients:
 
-* latency: the median of repeats (:func:`mdm.bench._time`);
+* latency: the median of repeats (:func:`mdm.bench.timing.time_call`);
 * peak memory: the resident high-water mark the pass adds (same function).
 
 The Transformer is measured twice: with PyTorch's fused attention (on CPU a
@@ -29,13 +29,20 @@ from __future__ import annotations
 
 import math
 import platform
+import resource
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mdm.config import BackboneConfig, BackboneKind, MDMConfig
+from mdm.bench import timing
+from mdm.config import BackboneConfig, BackboneKind, MDMConfig, from_dict, to_dict
+from mdm.nn.backbone import Backbone
+from mdm.nn.flops import count_parameters
+from mdm.nn.layout import SegmentSpec, SequenceLayout
 
 DEFAULT_SHAPES = ((4, 8, 8), (8, 8, 8), (8, 16, 16), (16, 16, 16), (16, 32, 32), (32, 32, 32), (64, 32, 32),
                   (64, 64, 64))
@@ -56,13 +63,6 @@ def parse_shapes(spec: str) -> tuple[tuple[int, int, int], ...]:
 
 def _video_job(config_dict: dict, shape: tuple[int, int, int], threads: int, explicit_attention: bool,
                memory_limit_gb: float) -> dict:
-    import resource
-
-    from mdm.bench import _time
-    from mdm.config import from_dict
-    from mdm.nn.backbone import Backbone
-    from mdm.nn.layout import SegmentSpec
-
     limit = int(memory_limit_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     torch.set_num_threads(threads)
@@ -72,41 +72,31 @@ def _video_job(config_dict: dict, shape: tuple[int, int, int], threads: int, exp
     layout = model.make_layout([SegmentSpec.video(*shape)])
     content = torch.randn(1, layout.n_content, config.d_model)
     t, seg_t = torch.full((1, layout.n_content), 500.0), torch.full((1, 1), 500.0)
-    from contextlib import nullcontext
-
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     attention = sdpa_kernel([SDPBackend.MATH]) if explicit_attention else nullcontext()  # default: fused
     try:
         with torch.no_grad(), attention:
-            timing = _time(lambda: model(content, t, seg_t, layout), min_repeats=2, min_seconds=0.5)
+            measured = timing.time_call(lambda: model(content, t, seg_t, layout), min_repeats=2, min_seconds=0.5)
     except (RuntimeError, MemoryError) as e:
         message = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         if isinstance(e, MemoryError) or "allocate" in str(e) or "out of memory" in str(e):
             return {"does_not_fit": message}  # the address-space cap
         return {"error": message}
-    return {"seconds": timing.seconds, "peak_mb": timing.peak_mb, "repeats": timing.repeats}
+    return {"seconds": measured.seconds, "peak_mb": measured.peak_mb, "repeats": measured.repeats}
 
 
 def bench_video(config: MDMConfig, shapes: tuple[tuple[int, int, int], ...] = DEFAULT_SHAPES,
                 threads: int | None = None, max_seconds: float = 60.0, memory_limit_gb: float = 24.0,
                 progress: Callable[[str], None] = print) -> dict:
     """The table of the module docstring as a JSON-ready dict."""
-    from mdm.bench import _in_subprocess, parameter_matched_depth
-    from mdm.config import to_dict
-    from mdm.nn.backbone import Backbone
-    from mdm.nn.flops import count_parameters
-
     if config.backbone.kind is not BackboneKind.BIMAMBA2:
         raise ValueError(f"bench video compares a DiM (backbone.kind bimamba2) config with attention; got "
                          f"backbone.kind {config.backbone.kind.value}")
-    from mdm.nn.layout import SegmentSpec, SequenceLayout
 
     threads = threads or torch.get_num_threads()
     shapes = tuple(sorted(shapes, key=math.prod))  # the extrapolations below assume growing clips
     longest = max(SequenceLayout([SegmentSpec.video(*s)], row_pad=config.backbone.row_pad).length for s in shapes)
     dim = replace(config.backbone, max_seq_len=max(config.backbone.max_seq_len, longest))
-    transformer = replace(dim, kind=BackboneKind.TRANSFORMER, n_layers=parameter_matched_depth(dim),
+    transformer = replace(dim, kind=BackboneKind.TRANSFORMER, n_layers=timing.parameter_matched_depth(dim),
                           long_skips=False)
     with torch.device("meta"):
         params = {"dim": count_parameters(Backbone(dim)), "transformer": count_parameters(Backbone(transformer))}
@@ -131,7 +121,7 @@ def bench_video(config: MDMConfig, shapes: tuple[tuple[int, int, int], ...] = DE
                     result["runs"][variant][key] = {"does_not_fit": f"a smaller clip ({last[3]}) did not fit"}
                     continue
             progress(f"{variant} @ {key} ({tokens} tokens)")
-            r = _in_subprocess(_video_job, to_dict(cfg), shape, threads, variant == "transformer_explicit",
+            r = timing.in_subprocess(_video_job, to_dict(cfg), shape, threads, variant == "transformer_explicit",
                                memory_limit_gb)
             r["tokens"] = tokens
             result["runs"][variant][key] = r

@@ -9,128 +9,32 @@
 * the SSD scan alone: chunked against the sequential reference, and the
   chunked scan's matmul GFLOP/s against this machine's measured fp32 matmul peak.
 
-Every measurement runs in a fresh ``spawn``-ed process so that one
-measurement's allocator state does not leak into the next. Peak memory is the
-resident high-water mark during the timed calls (reset just before them) minus
-the resident size just before them: what the forward pass adds. A Transformer length is skipped when its
-predicted time (quadratic extrapolation of the previous one) exceeds ``max_seconds``.
+Every measurement runs in a fresh process and reports the memory it adds
+(:mod:`mdm.bench.timing`). A Transformer length is skipped when its predicted time
+(quadratic extrapolation of the previous one) exceeds ``max_seconds``.
 """
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
-import multiprocessing as mp
-import os
 import platform
-import resource
-import statistics
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from mdm.config import BackboneConfig, BackboneKind
+from mdm.bench.timing import backbone_job, in_subprocess, parameter_matched_depth, time_call
+from mdm.config import BackboneConfig, BackboneKind, to_dict
+from mdm.nn.backbone import Backbone
 from mdm.nn.flops import backbone_flops_per_token, count_parameters, ssd_flops
+from mdm.nn.ssd import ssd_chunked, ssd_ref
 
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
-@dataclass
-class Timing:
-    seconds: float  # median
-    peak_mb: float
-    repeats: int
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory figure (``VmRSS``, ``VmHWM``) of this process from /proc/self/status, in MB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's resident high-water mark (Linux >= 4.0: write 5 to clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _time(fn: Callable[[], Any], min_repeats: int = 3, min_seconds: float = 1.0,
-          warmup: Callable[[], Any] | None = None) -> Timing:
-    """Median latency of ``fn`` and the resident memory it adds at its peak.
-
-    The peak is the high-water mark (``VmHWM``) reset just before the first call,
-    minus the resident size then; where the reset is not allowed, the process's
-    lifetime ``ru_maxrss`` is used instead (an over-estimate). ``warmup`` (default
-    ``fn`` itself) runs once first: a cheaper call when ``fn`` takes minutes.
-    """
-    reset = _reset_peak_rss()
-    rss0 = _status_mb("VmRSS") or 0.0
-    (warmup or fn)()  # warm-up (allocator, lazy init); also the first memory peak
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_repeats or (time.perf_counter() - start < min_seconds and len(times) < 20):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    peak = _status_mb("VmHWM") if reset else None
-    if peak is None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    return Timing(statistics.median(times), max(peak - rss0, 0.0), len(times))
-
-
-def _in_subprocess(target: Callable[..., dict], *args: Any, isolate: bool = True) -> dict:
-    """Run ``target(*args)`` in a fresh process and return its dict (or {'error': ...}).
-
-    ``isolate=False`` runs it here instead: faster, but the memory high-water mark
-    then includes every earlier measurement, and the thread count stays changed.
-    """
-    if not isolate:
-        return target(*args)
-    # A process pool, not mp.Pool: if the child is killed (out of memory), the
-    # executor raises BrokenProcessPool where mp.Pool would wait forever.
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        try:
-            return pool.submit(target, *args).result()
-        except Exception as e:  # an OOM kill or an error inside the child
-            return {"error": f"{type(e).__name__}: {e}"}
-
-
-def _backbone_job(config_dict: dict, length: int, threads: int, seed: int) -> dict:
-    from mdm.config import from_dict
-    from mdm.nn.backbone import Backbone
-    from mdm.nn.layout import SegmentSpec
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    config = from_dict(BackboneConfig, config_dict)
-    model = Backbone(config).eval()
-    # One text segment filling the sequence: CLS + begin + time + body + end = length.
-    layout = model.make_layout([SegmentSpec.text(length - 4)])
-    content = torch.randn(1, layout.n_content, config.d_model)
-    t = torch.full((1, layout.n_content), 500.0)
-    seg_t = torch.full((1, 1), 500.0)
-    with torch.no_grad():
-        timing = _time(lambda: model(content, t, seg_t, layout))
-    return {"seconds": timing.seconds, "peak_mb": timing.peak_mb, "repeats": timing.repeats}
-
-
 def _ssd_job(length: int, n_heads: int, head_dim: int, d_state: int, chunk_size: int, threads: int,
              reference: bool) -> dict:
-    from mdm.nn.ssd import ssd_chunked, ssd_ref
-
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, length, n_heads, head_dim, generator=g)
@@ -141,41 +45,23 @@ def _ssd_job(length: int, n_heads: int, head_dim: int, d_state: int, chunk_size:
     D = torch.ones(n_heads)
     with torch.no_grad():
         if reference:
-            timing = _time(lambda: ssd_ref(x, dt, A, B, C, D), min_repeats=1, min_seconds=0.0)
+            timing = time_call(lambda: ssd_ref(x, dt, A, B, C, D), min_repeats=1, min_seconds=0.0)
         else:
-            timing = _time(lambda: ssd_chunked(x, dt, A, B, C, D, chunk_size=chunk_size))
+            timing = time_call(lambda: ssd_chunked(x, dt, A, B, C, D, chunk_size=chunk_size))
     return {"seconds": timing.seconds, "peak_mb": timing.peak_mb, "repeats": timing.repeats}
 
 
 def _matmul_job(n: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    timing = _time(lambda: a @ b, min_repeats=5, min_seconds=1.0)
+    timing = time_call(lambda: a @ b, min_repeats=5, min_seconds=1.0)
     return {"gflops": 2 * n**3 / timing.seconds / 1e9, "seconds": timing.seconds}
-
-
-def parameter_matched_depth(mamba: BackboneConfig) -> int:
-    """Transformer depth whose parameter count is closest to the Mamba backbone's."""
-    from mdm.nn.backbone import Backbone
-
-    with torch.device("meta"):
-        target = count_parameters(Backbone(mamba))
-        best = None
-        for depth in range(1, mamba.n_layers + 1):
-            cfg = replace(mamba, kind=BackboneKind.TRANSFORMER, n_layers=depth, long_skips=False)
-            gap = abs(count_parameters(Backbone(cfg)) - target)
-            if best is None or gap < best[0]:
-                best = (gap, depth)
-    return best[1]
 
 
 def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LENGTHS, threads: int | None = None,
                    max_seconds: float = 30.0, ref_max_length: int = 16384,
                    progress: Callable[[str], None] = print, isolate: bool = True) -> dict:
     """Run the whole benchmark; returns a JSON-ready dict (see module docstring)."""
-    from mdm.config import to_dict
-    from mdm.nn.backbone import Backbone
-
     threads = threads or torch.get_num_threads()
     mamba = replace(config, kind=BackboneKind.MAMBA2, max_seq_len=max(max(lengths), config.max_seq_len))
     depth = parameter_matched_depth(mamba)
@@ -188,7 +74,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
         params = {name: count_parameters(Backbone(cfg)) for name, cfg in variants.items()}
 
     progress(f"measuring fp32 matmul peak ({threads} threads)")
-    peak = _in_subprocess(_matmul_job, 2048, threads, isolate=isolate)
+    peak = in_subprocess(_matmul_job, 2048, threads, isolate=isolate)
     result: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
                     "torch": torch.__version__, "matmul_fp32_gflops": peak.get("gflops")},
@@ -204,7 +90,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
                     result["backbone"][name][str(length)] = {"skipped": f"predicted {predicted:.0f}s > {max_seconds}s"}
                     continue
             progress(f"{name} @ {length}")
-            r = _in_subprocess(_backbone_job, to_dict(cfg), length, threads, 0, isolate=isolate)
+            r = in_subprocess(backbone_job, to_dict(cfg), length, threads, 0, isolate=isolate)
             if "seconds" in r:
                 r["flops_per_token"] = backbone_flops_per_token(cfg, length)
                 last = (length, r["seconds"])
@@ -214,7 +100,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
     n_heads = d_inner // mamba.head_dim
     for length in lengths:
         progress(f"ssd @ {length}")
-        chunked = _in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state, mamba.chunk_size,
+        chunked = in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state, mamba.chunk_size,
                                  threads, False, isolate=isolate)
         entry = {"chunked": chunked}
         if "seconds" in chunked:
@@ -223,7 +109,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
             if peak.get("gflops"):
                 chunked["share_of_matmul_peak"] = chunked["gflops"] / peak["gflops"]
         if length <= ref_max_length:
-            entry["sequential"] = _in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state,
+            entry["sequential"] = in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state,
                                                  mamba.chunk_size, threads, True, isolate=isolate)
         result["ssd"][str(length)] = entry
     result["summary"] = summarize(result)
