@@ -126,7 +126,8 @@ def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> floa
     decaying to zero by the end of a budget has done better than a constant rate for the
     same compute (Li et al., "Budgeted Training", ICLR 2020). Not measured to help here, so the presets keep it
     constant: ``moving-digits`` seed 2, 27 min on 2 CPU threads, drew the requested digit in 48.0% of frames decayed
-    linearly against 72.9% at the constant rate (``mdm eval --suite moving-digits``, 100 clips; experiments/video-coherence).
+    linearly against 72.9% at the constant rate (``mdm eval --suite moving-digits``, 100 clips;
+    experiments/video-coherence).
     """
     rate = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
     if config.lr_decay == "constant":
