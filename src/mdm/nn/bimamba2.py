@@ -16,7 +16,7 @@ averaged before the gated norm and the output projection, so one block costs one
 two scans are identically distributed, and the mean keeps the block's output
 scale that of a one-way Mamba-2 block, so the adaLN gates need no retuning.
 
-The same pre-norm residual wrapper and per-position adaLN as :class:`MambaBlock`.
+The same residual adaLN wrapper as every block type (:class:`mdm.nn.adaln_block.AdaLNBlock`).
 The whole sequence is scanned at once: ``backbone.segment_len`` does not apply
 here (the backward scan would have to take its pieces from the end), which
 forgoes :class:`MambaBlock`'s piecewise speed-up on sequences of 16K+ tokens.
@@ -26,13 +26,11 @@ Shape letters as in :mod:`mdm.nn.mamba2`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdm.nn.embeddings import modulate, per_position
+from mdm.nn.adaln_block import AdaLNBlock
 from mdm.nn.mamba2 import GatedRMSNorm, init_ssm_parameters
 from mdm.nn.ssd import Discretization, ssd
 
@@ -109,17 +107,9 @@ class BidirectionalMamba2Mixer(nn.Module):
         return self.out_proj(self.norm((0.5 * (y_fwd + y_bwd)).to(u.dtype), z))
 
 
-class BiMambaBlock(nn.Module):
-    """Pre-norm residual bidirectional block with per-position adaLN (the interface of :class:`MambaBlock`)."""
-
-    n_modulation = 3
+class BiMambaBlock(AdaLNBlock):
+    """Pre-norm residual bidirectional block with per-position adaLN (the interface of
+    :class:`mdm.nn.mamba2.MambaBlock`, without its segments)."""
 
     def __init__(self, d_model: int, **mixer_kwargs) -> None:
-        super().__init__()
-        self.norm = nn.RMSNorm(d_model, elementwise_affine=False, eps=1e-6)
-        self.mixer = BidirectionalMamba2Mixer(d_model, **mixer_kwargs)
-        self.modulation_table = nn.Parameter(torch.randn(self.n_modulation, d_model) / math.sqrt(d_model))
-
-    def forward(self, h: Tensor, modulation: Tensor, levels: Tensor) -> Tensor:
-        shift, scale, gate = per_position(modulation + self.modulation_table, levels).unbind(-2)
-        return torch.addcmul(h, gate, self.mixer(modulate(self.norm(h), shift, scale)))
+        super().__init__(d_model, {"mixer": BidirectionalMamba2Mixer(d_model, **mixer_kwargs)})

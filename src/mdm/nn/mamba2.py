@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdm.nn.embeddings import modulate, per_position
+from mdm.nn.adaln_block import AdaLNBlock
+from mdm.nn.embeddings import per_position
 from mdm.nn.ssd import Discretization, ssd
 
 
@@ -156,8 +157,9 @@ class Mamba2Mixer(nn.Module):
         return (out, MixerState(next_conv, ssm)) if return_state else out
 
 
-class MambaBlock(nn.Module):
-    """Pre-norm residual Mamba-2 block with per-position adaLN: ``h + gate * mixer(modulate(norm(h)))``.
+class MambaBlock(AdaLNBlock):
+    """Pre-norm residual Mamba-2 block with per-position adaLN (:class:`AdaLNBlock`):
+    ``h + gate * mixer(modulate(norm(h), shift, scale))``.
 
     ``modulation`` (u, 3, d) holds (shift, scale, gate) for each of ``u`` noise
     levels and ``levels`` (b, l) the level of each position, in the order the block
@@ -170,26 +172,20 @@ class MambaBlock(nn.Module):
     2x slower at 16-64K tokens on this project's CPU (DESIGN.md §1.5).
     """
 
-    n_modulation = 3
-
     def __init__(self, d_model: int, segment_len: int = 2048, **mixer_kwargs) -> None:
-        super().__init__()
         if segment_len < 1:
             raise ValueError(f"MambaBlock: segment_len must be >= 1, got {segment_len}")
+        super().__init__(d_model, {"mixer": Mamba2Mixer(d_model, **mixer_kwargs)})
         self.segment_len = segment_len
-        self.norm = nn.RMSNorm(d_model, elementwise_affine=False, eps=1e-6)
-        self.mixer = Mamba2Mixer(d_model, **mixer_kwargs)
-        self.modulation_table = nn.Parameter(torch.randn(self.n_modulation, d_model) / math.sqrt(d_model))
 
     def forward(self, h: Tensor, modulation: Tensor, levels: Tensor) -> Tensor:
-        modulation = modulation + self.modulation_table
         if h.shape[1] <= self.segment_len:
-            shift, scale, gate = per_position(modulation, levels).unbind(-2)
-            return torch.addcmul(h, gate, self.mixer(modulate(self.norm(h), shift, scale)))
+            return super().forward(h, modulation, levels)
+        modulation = modulation + self.modulation_table  # added once: the table's gradient is one sum
         out, state = [], None
         for start in range(0, h.shape[1], self.segment_len):
-            h_seg = h[:, start:start + self.segment_len]
+            h_piece = h[:, start:start + self.segment_len]  # one view: its two gradients sum before reaching h
             shift, scale, gate = per_position(modulation, levels[:, start:start + self.segment_len]).unbind(-2)
-            y, state = self.mixer(modulate(self.norm(h_seg), shift, scale), state, return_state=True)
-            out.append(torch.addcmul(h_seg, gate, y))
+            y, state = self.mixer(self.modulated_input(h_piece, shift, scale), state, return_state=True)
+            out.append(self.gated_residual(h_piece, gate, y))
         return torch.cat(out, dim=1)
