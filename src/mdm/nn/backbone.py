@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mdm.config import BackboneConfig, BackboneKind
+from mdm.nn.adaln_block import AdaLNBlock
 from mdm.nn.bimamba2 import BiMambaBlock
 from mdm.nn.embeddings import (AdaLNSingle, TimestepEmbedder, grid_position_embedding, modulate, per_position,
                                sincos_position_embedding)
@@ -38,7 +39,8 @@ from mdm.nn.scan import ScanSwitch, block_patterns, inverse_permutation, permute
 from mdm.nn.transformer import TransformerBlock
 
 
-def build_block(config: BackboneConfig) -> nn.Module:
+def build_block(config: BackboneConfig) -> AdaLNBlock:
+    """One block of ``config.kind``: a mixer (or attention and an MLP) inside the shared residual adaLN wrapper."""
     ssm = {"d_state": config.d_state, "d_conv": config.d_conv, "expand": config.expand, "head_dim": config.head_dim,
            "n_groups": config.n_groups, "chunk_size": config.chunk_size, "discretization": config.discretization,
            "dt_min": config.dt_init[0], "dt_max": config.dt_init[1], "A_init_range": tuple(config.a_init)}
