@@ -32,6 +32,7 @@ from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
+from mdm.training.run_lock import run_folder_lock
 
 
 @dataclass
@@ -102,13 +103,11 @@ def check_resume_config(requested: MDMConfig, saved: MDMConfig) -> None:
                          + why)
 
 
-def _check_out(folder: Path, resume: bool, create: bool = True) -> None:
+def _check_out(folder: Path, resume: bool) -> None:
     if has_checkpoint(folder) and not resume:
         raise ValueError(f"{folder} already holds a run: pass --resume to continue it, or choose another --out")
     if resume:
         _require_checkpoint(folder)
-    if create:
-        make_writable_folder(folder, "the output folder")
 
 
 def check_config(config: MDMConfig) -> None:
@@ -121,12 +120,27 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
               time_budget_s: float | None = None, device: str | torch.device | None = None,
               log: Callable[[str], None] = print,
               on_log: Callable[[Trainer, dict], None] | None = None) -> RunResult:
-    """Train ``config`` in folder ``out`` (new, or continued with ``resume``); returns the trainer and data."""
+    """Train ``config`` in folder ``out`` (new, or continued with ``resume``); returns the trainer and data.
+
+    The writing process holds the folder's lock (:mod:`mdm.training.run_lock`) from before its first check
+    to its last write, so a second training into ``out`` is refused instead of corrupting this one.
+    """
     check_config(config)
     out = Path(out)
     dist = DistributedContext.from_env(device, config.train.distributed)
+    if resume:
+        _require_checkpoint(out)
+    if dist.is_main:
+        make_writable_folder(out, "the output folder")
+    with run_folder_lock(out, "mdm train", enabled=dist.is_main):
+        return _train_locked(config, out, dist, resume, progress, time_budget_s, device, log, on_log)
+
+
+def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume: bool, progress: bool,
+                  time_budget_s: float | None, device: str | torch.device | None, log: Callable[[str], None],
+                  on_log: Callable[[Trainer, dict], None] | None) -> RunResult:
     say = log if dist.is_main else (lambda _msg: None)
-    _check_out(out, resume, create=dist.is_main)
+    _check_out(out, resume)
     if resume:
         check_resume_config(config, resume_config(out))
     device = dist.device() if device is None or torch.device(device).type == "cuda" else torch.device(device)
