@@ -89,7 +89,12 @@ def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, model_st
         (tmp / TRAINER_JSON).write_text(json.dumps(trainer_meta or {}, indent=1) + "\n")
     # config.json last: a folder with it is complete even if a rename below is interrupted.
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    for f in tmp.rglob("*"):  # flush to disk before the rename makes the folder visible
+    fsync_files(tmp)  # flush to disk before the rename makes the folder visible
+
+
+def fsync_files(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk, so a rename that publishes it never shows half a file."""
+    for f in folder.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -146,12 +151,12 @@ def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwor
         os.rename(folder, previous)
     # (if only NAME.previous exists, a save was killed between the renames: keep it until the new one is in place)
     os.rename(tmp, folder)
-    _fsync_dir(parent)
+    fsync_dir(parent)
     shutil.rmtree(previous, ignore_errors=True)
     return folder
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make the renames durable (a directory's entries are flushed through the directory itself)."""
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -30,11 +30,13 @@ from typing import Any
 
 import torch
 
+from mdm.checkpoint import has_checkpoint
 from mdm.config import ConfigError, MDMConfig
 from mdm.data.sample import Sample
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
+from mdm.training.stage0_files import clear_interrupted, load_stage0, save_stage0
 
 BUILTIN_DATA = ("shapesworld", "digits", "moving-digits")
 FILE_DATA = ("imagefolder", "coco", "vqav2", "chat")
@@ -157,7 +159,10 @@ def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | No
         return None
     with warnings.catch_warnings():  # a small corpus supports fewer pieces than asked: expected here
         warnings.simplefilter("ignore")
-        return TextTokenizer.train(corpus, config.data.vocab_size, folder, character_coverage=1.0)
+        tokenizer = TextTokenizer.train(corpus, config.data.vocab_size, character_coverage=1.0)
+    if folder is not None:
+        save_stage0(folder, config, tokenizer.save)
+    return tokenizer
 
 
 def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, progress: bool,
@@ -174,8 +179,11 @@ def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, pro
     vq.eval()
     report = vq_fidelity(vq, config, samples, log)
     if folder is not None:
-        vq.save(folder)
-        (folder / FIDELITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        def write(tmp: Path) -> None:
+            vq.save(tmp)
+            (tmp / FIDELITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+
+        save_stage0(folder, config, write)
     return vq
 
 
@@ -245,8 +253,11 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
         raise ValueError(f"data {config.data.name!r} has no training samples")
     check_clips(samples, config, f"data {config.data.name!r}")
     tok_dir, vq_dir = (folder / "tokenizer", folder / "vq") if folder else (None, None)
-    if tok_dir is not None and (tok_dir / "tokenizer.model").is_file():
-        tokenizer = TextTokenizer.load(tok_dir)
+    trusted = folder is not None and has_checkpoint(folder)  # a resumed run: its config matched the checkpoint
+    if folder is not None:
+        clear_interrupted(folder)
+    if tok_dir is not None and tok_dir.is_dir():
+        tokenizer = load_stage0(tok_dir, config, TextTokenizer.load, ("tokenizer.model",), trusted)
         log(f"text tokenizer: loaded {tok_dir} ({tokenizer.vocab_size} pieces)")
     else:
         tokenizer = _train_tokenizer(samples, config, tok_dir)
@@ -261,8 +272,8 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     if pixel_patch is not None:
         vq = None
         log(f"image tokens: raw {pixel_patch}x{pixel_patch} pixel patches (the continuous path, no VQ-VAE)")
-    elif vq_dir is not None and (vq_dir / "model.safetensors").is_file():
-        vq = VQVAE.load(vq_dir)
+    elif vq_dir is not None and vq_dir.is_dir():
+        vq = load_stage0(vq_dir, config, VQVAE.load, ("config.json", "model.safetensors"), trusted)
         log(f"image tokenizer: loaded {vq_dir}")
     else:
         log(f"image tokenizer: training a VQ-VAE ({config.data.codebook_size} codes, {config.data.vq_steps} steps)")
