@@ -98,8 +98,24 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
                            [:data.train_size].tolist())
         if data.name == "chat":
             return [formats.text_to_text_sample(ds[i]) for i in index]
-        return [ds[i] for i in index]
+        return _decodable(ds, index, data.name)
     raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
+
+
+def _decodable(ds, index, name: str) -> list[Sample]:
+    """The samples of ``ds`` at ``index`` whose images decode. A file can pass the dataset's eager check (PNG
+    checksums) and still fail to decode; it is skipped and counted with the files that check skipped."""
+    samples, failed = [], []
+    for i in index:
+        try:
+            samples.append(ds[i])
+        except OSError as e:  # load_image names the file
+            failed.append(str(e))
+    if failed:
+        ds.skipped_files = list(getattr(ds, "skipped_files", [])) + [(msg, "decode") for msg in failed]
+        warnings.warn(f"data {name!r}: skipped {len(failed)} of {len(failed) + len(samples)} images that failed to "
+                      f"decode, first: {failed[0]}", stacklevel=3)
+    return samples
 
 
 def check_level_image_size(config: MDMConfig) -> None:
@@ -251,6 +267,10 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     samples = load_samples(config, "train")
     if not samples:
         raise ValueError(f"data {config.data.name!r} has no training samples")
+    if config.train.batch_size > len(samples):  # before the tokenizers train: a batch this size cannot be drawn
+        raise ValueError(f"train.batch_size = {config.train.batch_size} is larger than the {len(samples)} training "
+                         f"samples of data {config.data.name!r}: set train.batch_size <= {len(samples)}"
+                         + (" or raise data.train_size" if config.data.name in BUILTIN_DATA else ""))
     check_clips(samples, config, f"data {config.data.name!r}")
     tok_dir, vq_dir = (folder / "tokenizer", folder / "vq") if folder else (None, None)
     trusted = folder is not None and has_checkpoint(folder)  # a resumed run: its config matched the checkpoint
