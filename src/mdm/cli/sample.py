@@ -47,13 +47,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.video and args.fps < 1:
         raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
     pipe = _pipeline(args)
-    pipe.require_trained(Task.TEXT_TO_IMAGE if args.prompt is not None else Task.CLASS_TO_IMAGE)
     if args.video != pipe.is_video:
         raise ValueError(f"mdm sample: {args.checkpoint} is a video model (layout.frames = {pipe.frames}); add --video"
                          if pipe.is_video else
                          f"mdm sample --video: {args.checkpoint} is an image model (layout.frames = 1); sample it "
                          f"without --video, or give a video checkpoint (trained with a video config such as "
                          f"moving-digits)")
+    pipe.require_trained(Task.TEXT_TO_IMAGE if args.prompt is not None else Task.CLASS_TO_IMAGE)
     # A video model's image tasks return clips (b, T, c, s, s): the same calls serve both.
     if args.prompt is not None:
         images = pipe.text_to_image([args.prompt] * args.n, _sampler(args), seed=args.seed)
