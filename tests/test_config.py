@@ -352,3 +352,14 @@ def test_mdm_train_refuses_a_bad_name_before_stage_0(tmp_path, capsys, override,
     assert main(["train", "--config", "tiny", "--out", str(tmp_path / "run"), override]) == 2
     assert f"config error: {key}: " in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("override, key", [("train.lr=.nan", "train.lr"), ("train.lr=.inf", "train.lr"),
+                                           ("train.grad_clip=-.inf", "train.grad_clip"),
+                                           ("train.task_weights.vqa=.nan", "train.task_weights.vqa"),
+                                           ("train.weight_decay=.nan", "train.weight_decay")])
+def test_a_number_that_is_not_finite_is_refused_at_load(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key) + " must be a finite number"):
+        load_config("tiny", [override])
+    with pytest.raises(ConfigError, match="train.lr must be a finite number > 0, got 0"):
+        load_config("tiny", ["train.lr=0"])

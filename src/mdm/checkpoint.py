@@ -2,7 +2,7 @@
 
 One folder (DESIGN.md §8)::
 
-    config.json            format tag, the MDMConfig, vocab sizes, text lengths, step
+    config.json            format tag, the MDMConfig, vocab sizes, text lengths, step, the trained tasks
     model.safetensors      the trained weights
     ema.safetensors        the EMA weights (used for sampling when present)
     tokenizer/             SentencePiece model (text)
@@ -65,6 +65,7 @@ class Checkpoint:
     step: int
     trainer: dict | None = None  # {"tensors": {...}, "meta": {...}} for resumption
     folder: Path = field(default_factory=Path)
+    trained_tasks: list[str] | None = None  # the tasks the weights were trained on (None: not recorded)
 
 
 def _plain_state(module_or_state) -> dict[str, Tensor]:
@@ -73,10 +74,13 @@ def _plain_state(module_or_state) -> dict[str, Tensor]:
 
 
 def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, model_state, ema_state, tokenizer, vq,
-                  text_lens, step: int, trainer_tensors: dict[str, Tensor] | None, trainer_meta: dict | None) -> None:
+                  text_lens, step: int, trainer_tensors: dict[str, Tensor] | None, trainer_meta: dict | None,
+                  trained_tasks: list[str] | None) -> None:
     tmp.mkdir(parents=True)
     meta = {"format": FORMAT, "step": step, "config": to_dict(config),
             "vocab_sizes": {m.value: v for m, v in network.vocab_sizes.items()}, "text_lens": dict(text_lens)}
+    if trained_tasks is not None:
+        meta["trained_tasks"] = list(trained_tasks)
     save_file(_plain_state(network if model_state is None else model_state), str(tmp / MODEL_FILE))
     if ema_state is not None:
         save_file(_plain_state(ema_state), str(tmp / EMA_FILE))
@@ -89,7 +93,12 @@ def _write_folder(tmp: Path, *, config: MDMConfig, network: MDMNetwork, model_st
         (tmp / TRAINER_JSON).write_text(json.dumps(trainer_meta or {}, indent=1) + "\n")
     # config.json last: a folder with it is complete even if a rename below is interrupted.
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    for f in tmp.rglob("*"):  # flush to disk before the rename makes the folder visible
+    fsync_files(tmp)  # flush to disk before the rename makes the folder visible
+
+
+def fsync_files(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk, so a rename that publishes it never shows half a file."""
+    for f in folder.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -124,10 +133,12 @@ def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwor
                     model_state: dict[str, Tensor] | None = None, ema_state: dict[str, Tensor] | None = None,
                     tokenizer: TextTokenizer | None = None, vq: VQVAE | None = None,
                     text_lens: dict[str, int] | None = None, step: int = 0,
-                    trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict | None = None) -> Path:
+                    trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict | None = None,
+                    trained_tasks: list[str] | None = None) -> Path:
     """Write a checkpoint folder atomically (see the module docstring); returns its path.
 
     ``model_state``: the weights to write when not ``network.state_dict()`` (gathered from shards).
+    ``trained_tasks``: the tasks the weights learned, so that sampling another one can be refused.
     """
     folder = Path(folder)
     parent = folder.parent
@@ -137,7 +148,7 @@ def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwor
     try:
         _write_folder(tmp, config=config, network=network, model_state=model_state, ema_state=ema_state,
                       tokenizer=tokenizer, vq=vq, text_lens=text_lens or {}, step=step,
-                      trainer_tensors=trainer_tensors, trainer_meta=trainer_meta)
+                      trainer_tensors=trainer_tensors, trainer_meta=trainer_meta, trained_tasks=trained_tasks)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -146,12 +157,12 @@ def save_checkpoint(folder: str | Path, *, config: MDMConfig, network: MDMNetwor
         os.rename(folder, previous)
     # (if only NAME.previous exists, a save was killed between the renames: keep it until the new one is in place)
     os.rename(tmp, folder)
-    _fsync_dir(parent)
+    fsync_dir(parent)
     shutil.rmtree(previous, ignore_errors=True)
     return folder
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make the renames durable (a directory's entries are flushed through the directory itself)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -241,10 +252,12 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
                          config.diffusion.masked_modalities())
     state = _read_safetensors(folder / MODEL_FILE)
     _load_state(network, state, folder / MODEL_FILE)
+    _check_finite(state, folder / MODEL_FILE)
     ema_state = None
     if (folder / EMA_FILE).exists():
         ema_state = _read_safetensors(folder / EMA_FILE)
         _check_state(network.state_dict(), ema_state, folder / EMA_FILE)  # same shapes as the model
+        _check_finite(ema_state, folder / EMA_FILE)
     tokenizer = TextTokenizer.load(folder / TOKENIZER_DIR) if (folder / TOKENIZER_DIR).is_dir() else None
     vq = VQVAE.load(folder / VQ_DIR) if (folder / VQ_DIR).is_dir() else None
     trainer = None
@@ -259,12 +272,20 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
             raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     network.to(map_location)
     return Checkpoint(config, network, ema_state, tokenizer, vq, {k: int(v) for k, v in meta["text_lens"].items()},
-                      int(meta["step"]), trainer, folder)
+                      int(meta["step"]), trainer, folder, meta.get("trained_tasks"))
 
 
 def _load_state(network: MDMNetwork, state: dict[str, Tensor], path: Path) -> None:
     _check_state(network.state_dict(), state, path)
     network.load_state_dict(state)
+
+
+def _check_finite(state: dict[str, Tensor], path: Path) -> None:
+    """Refuse weights holding NaN or inf: they sample blank images without any other sign of trouble."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} of {len(state)} tensors hold NaN or inf values (first: "
+                              f"{bad[0]}); these weights cannot sample")
 
 
 def _check_state(own: dict[str, Tensor], state: dict[str, Tensor], path: Path) -> None:

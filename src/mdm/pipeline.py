@@ -37,7 +37,8 @@ class MDMPipeline:
     """
 
     def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, tokenizer: TextTokenizer | None,
-                 vq: VQVAE | None, text_lens: dict[str, int], config: MDMConfig) -> None:
+                 vq: VQVAE | None, text_lens: dict[str, int], config: MDMConfig,
+                 trained_tasks: list[str] | None = None) -> None:
         if config.layout.patch_size != 1:
             raise NotImplementedError(f"layout.patch_size = {config.layout.patch_size}: grouping VQ codes "
                                       f"into multi-code tokens (App. C's 2x2) is not implemented yet; use 1")
@@ -46,6 +47,7 @@ class MDMPipeline:
         self.text_lens = dict(text_lens)
         self.device = next(network.parameters()).device
         self.progress = False  # a progress bar over the solver steps of every call (mdm eval turns it on)
+        self.trained_tasks = None if trained_tasks is None else list(trained_tasks)  # None: not recorded
 
     # -- files ---------------------------------------------------------------
     @classmethod
@@ -58,12 +60,19 @@ class MDMPipeline:
         network = ckpt.network.to(device).eval()
         vq = ckpt.vq.to(device) if ckpt.vq is not None else None
         return cls(network, MultimodalDiffusion(ckpt.config.diffusion, ckpt.config.vae), ckpt.tokenizer, vq,
-                   ckpt.text_lens, ckpt.config)
+                   ckpt.text_lens, ckpt.config, ckpt.trained_tasks)
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write the network (as the sampling weights), its config and tokenizers as a checkpoint folder."""
         return save_checkpoint(folder, config=self.config, network=self.network, tokenizer=self.tokenizer,
-                               vq=self.vq, text_lens=self.text_lens)
+                               vq=self.vq, text_lens=self.text_lens, trained_tasks=self.trained_tasks)
+
+    def require_trained(self, task: Task) -> None:
+        """Refuse ``task`` when the checkpoint records the tasks it trained and ``task`` is not among them: the
+        network still returns something for it, an image no training asked for, with nothing to say so."""
+        if self.trained_tasks is not None and task.value not in self.trained_tasks:
+            raise ValueError(f"this checkpoint never trained {task.value} (it trained "
+                             f"{', '.join(self.trained_tasks) or 'nothing'}); ask for one of those")
 
     # -- encoding / decoding -------------------------------------------------
     def encode_text(self, texts: list[str], role: str) -> Tensor:

@@ -291,3 +291,30 @@ def test_valid_data_gives_no_warning(tmp_path, coco):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert CocoCaptionsDataset(ann, images, 4).skipped == 0
+
+
+def test_16_bit_and_palette_images_keep_their_values(tmp_path):
+    import numpy as np
+
+    ramp = (np.arange(16 * 16).reshape(16, 16) * 256).astype(np.uint16)  # 0 .. 65280, mean ~ 0.5
+    Image.fromarray(ramp).save(tmp_path / "gray16.png")
+    assert Image.open(tmp_path / "gray16.png").mode.startswith("I")
+    image = load_image(tmp_path / "gray16.png", 16)
+    assert abs(image.mean().item() - ramp.mean() / 65535) < 0.01  # PIL's convert("RGB") gives ~1.0
+    palette = Image.new("P", (16, 16), 1)
+    palette.putpalette([0, 0, 0, 200, 40, 10] + [0] * 762)
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "palette.png", transparency=0)
+    image = load_image(tmp_path / "palette.png", 16)
+    assert torch.allclose(image[:, 8, 8], torch.tensor([200, 40, 10]) / 255.0, atol=1e-6)
+
+
+def test_coco_fields_of_the_wrong_type_are_named(tmp_path):
+    for body, said in (({"images": 5, "annotations": []}, "field 'images' is a int, expected a list"),
+                       ({"images": [{"id": [1], "file_name": "a.png"}], "annotations": []},
+                        "images record 0 field 'id' is a list"),
+                       ({"images": [{"id": 1, "file_name": 7}], "annotations": []},
+                        "images record 0 field 'file_name' is a int")):
+        (tmp_path / "c.json").write_text(json.dumps(body))
+        with pytest.raises(ValueError, match=said):
+            CocoCaptionsDataset(tmp_path / "c.json", tmp_path, 8)

@@ -115,3 +115,38 @@ def test_psnr_of_a_known_error():
 
     images = torch.zeros(2, 3, 4, 4)
     assert psnr(images + 0.1, images) == pytest.approx(20.0)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_stage_0(monkeypatch):
+    import mdm.training.prepare as prepare
+
+    monkeypatch.setattr(prepare, "_train_tokenizer", lambda *a, **k: pytest.fail("stage 0 ran"))
+    config = load_config("tiny", ["data.train_size=16", "train.batch_size=100000"])
+    with pytest.raises(ValueError, match=r"train.batch_size = 100000 is larger than the 16 training samples"):
+        prepare_data(config, None, progress=False, log=lambda _: None)
+
+
+def test_an_image_that_fails_to_decode_after_the_check_is_skipped_and_counted(tmp_path):
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    for cls, colour in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (16, 16), colour).save(tmp_path / cls / f"{i}.png")
+    bad = tmp_path / "b" / "1.png"  # right checksums, pixel data that does not inflate: it passes verify()
+    data = bad.read_bytes()
+    at = data.index(b"IDAT") - 4
+    n = struct.unpack(">I", data[at:at + 4])[0]
+    junk = bytes(range(7, 7 + n))
+    bad.write_bytes(data[:at] + struct.pack(">I", n) + b"IDAT" + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk))
+                    + data[at + 12 + n:])
+    config = load_config("tiny", ["data.name=imagefolder", f"data.path={tmp_path}", "data.train_size=0",
+                                  "layout.image_size=16", "train.batch_size=2", "data.vq_steps=2",
+                                  "data.codebook_size=16"])
+    with pytest.warns(UserWarning, match=r"skipped 1 of 6 images that failed to decode, first: cannot read image "
+                                         + str(bad)):
+        data = prepare_data(config, None, progress=False, log=lambda _: None)
+    assert len(data.train) == 5

@@ -25,7 +25,7 @@ def tiny(steps: int, *extra: str):
 
 
 def losses(folder) -> dict[int, float]:
-    """Loss per step from log.jsonl; a step logged twice (before a crash and after resuming) keeps the last."""
+    """Loss per step from log.jsonl."""
     out = {}
     for line in (folder / "log.jsonl").read_text().splitlines():
         entry = json.loads(line)
@@ -241,3 +241,18 @@ def test_a_class_folder_on_disk_trains_class_to_image(tmp_path):
     with pytest.raises(ValueError, match="the data has 2 classes but backbone.n_classes is 1"):
         train_run(tiny(1, "data.name=imagefolder", f"data.path={tmp_path / 'images'}", "backbone.n_classes=1"),
                   tmp_path / "run1", progress=False, log=lambda _: None)
+
+
+def test_log_jsonl_holds_each_step_once_after_a_resume(tmp_path):
+    def crash_at_5(trainer, entry):
+        if trainer.step == 5:  # steps 4 and 5 were logged after the step-3 checkpoint, then lost
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_run(tiny(6, "train.checkpoint_every=3"), tmp_path, progress=False, log=lambda _: None,
+                  on_log=crash_at_5)
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')  # a line the kill cut short
+    train_run(tiny(6, "train.checkpoint_every=3"), tmp_path, resume=True, progress=False, log=lambda _: None)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]

@@ -34,15 +34,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """The command's exit code; the errors a user can cause become a message and code 2."""
+    """The command's exit code: an error a user can cause becomes one line naming the file or key, and code 2.
+
+    A user's errors are the config's, the files' (missing, unreadable, not what they claim to be, a folder
+    another process holds) and the values' (``ValueError``, which the library raises with the file or key
+    named). Anything else is a bug in MDM and keeps its traceback; ``--debug`` keeps every traceback.
+    """
+    from mdm.training.run_lock import RunFolderLockedError
+
+    if getattr(args, "debug", False):
+        return args.func(args)
     try:
         return args.func(args)
     except ConfigError as e:
-        print(f"mdm: config error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ModuleNotFoundError, ValueError) as e:
-        print(f"mdm: error: {e}", file=sys.stderr)
-        return 2
-    except PermissionError as e:
-        print(f"mdm: error: {e}", file=sys.stderr)
-        return 2
+        print(f"mdm: config error: {_one_line(e)}", file=sys.stderr)
+    except (OSError, ModuleNotFoundError, ValueError, RunFolderLockedError) as e:
+        print(f"mdm: error: {_one_line(e)}", file=sys.stderr)
+    return 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (an error without a message says its type)."""
+    return " ".join(str(error).split()) or type(error).__name__

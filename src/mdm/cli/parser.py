@@ -58,6 +58,27 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1 (a count of samples), so ``-n 0`` fails at parsing, naming the option."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_debug(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--debug`` on ``parser`` and every subcommand below it, before or after the subcommand's name."""
+    parser.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="show the Python traceback of an error instead of its one-line message")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdm", description="Multi-modal Diffusion Mamba (arXiv 2510.13253)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("preview", help="write a PNG grid of samples with their captions/questions/answers")
     p.add_argument("name", choices=["shapesworld", "digits", "moving-digits"])
     p.add_argument("--out", default=None, help="PNG path (default preview-NAME.png)")
-    p.add_argument("-n", type=int, default=12, help="number of samples")
+    p.add_argument("-n", type=positive_int, default=12, help="number of samples")
     p.add_argument("--split", default="train", help="train, val or test")
     p.add_argument("--seed", type=int, default=0, help="random seed of the generated scenes")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -169,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(p)
     p.add_argument("--prompt", default=None, help="a caption to draw")
     p.add_argument("--label", type=int, default=None, help="a class label to draw")
-    p.add_argument("-n", type=int, default=8, help="images (clips)")
+    p.add_argument("-n", type=positive_int, default=8, help="images (clips)")
     p.add_argument("--video", action="store_true",
                    help="a video checkpoint (DiM): write the clips as one animation (--out .gif or .mp4; MP4 needs "
                         "ffmpeg or mdm[video]) and their frames as OUT-frames.png")
@@ -200,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "class->image accuracy, FID, IS, precision, recall (Table 1); moving-digits: per-frame "
                         "digit accuracy, trajectory consistency, frame FID of generated clips; multiple-choice: "
                         "ELBO ranking of --data")
-    p.add_argument("-n", type=int, default=64, help="samples per task (multiple-choice: the first n questions)")
+    p.add_argument("-n", type=positive_int, default=64,
+                   help="samples per task (multiple-choice: the first n questions)")
     p.add_argument("--data", default=None,
                    help="multiple-choice suite: a JSONL file in the HellaSwag, PIQA, ARC or BoolQ format")
     p.add_argument("--inception", default=None,
@@ -217,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="images and their captions generated together (joint) to a PNG")
     _add_sampler_args(p)
-    p.add_argument("-n", type=int, default=8, help="image+caption pairs")
+    p.add_argument("-n", type=positive_int, default=8, help="image+caption pairs")
     p.add_argument("--out", default="generated.png", help="PNG path")
     p.set_defaults(func=cmd_generate)
+    _add_debug(parser, top=True)
     return parser

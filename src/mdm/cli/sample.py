@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mdm.cli.common import set_threads
+from mdm.cli.common import FIGURE_SUFFIXES, output_file, set_threads
 
 
 def _sampler(args: argparse.Namespace):
@@ -38,12 +38,12 @@ def _load_images(paths: list[str], pipe) -> "torch.Tensor":
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from mdm.evaluation.figures import image_caption_grid
+    from mdm.tasks import Task
 
     if (args.prompt is None) == (args.label is None):
         raise ValueError("mdm sample: give exactly one of --prompt TEXT (text->image) or --label N (class->image)")
-    out = Path(args.out or ("samples.gif" if args.video else "samples.png"))
-    if args.video and out.suffix.lower() not in (".gif", ".mp4"):
-        raise ValueError(f"mdm sample --video: --out {out} must end in .gif or .mp4 (the frame strip goes beside it)")
+    default = "samples.gif" if args.video else "samples.png"
+    out = output_file(args.out or default, default, (".gif", ".mp4") if args.video else FIGURE_SUFFIXES)
     if args.video and args.fps < 1:
         raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
     pipe = _pipeline(args)
@@ -53,6 +53,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                          f"mdm sample --video: {args.checkpoint} is an image model (layout.frames = 1); sample it "
                          f"without --video, or give a video checkpoint (trained with a video config such as "
                          f"moving-digits)")
+    pipe.require_trained(Task.TEXT_TO_IMAGE if args.prompt is not None else Task.CLASS_TO_IMAGE)
     # A video model's image tasks return clips (b, T, c, s, s): the same calls serve both.
     if args.prompt is not None:
         images = pipe.text_to_image([args.prompt] * args.n, _sampler(args), seed=args.seed)
@@ -73,7 +74,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
+    from mdm.tasks import Task
+
     pipe = _pipeline(args)
+    pipe.require_trained(Task.IMAGE_TO_TEXT)
     captions = pipe.image_to_text(_load_images(args.images, pipe), _sampler(args), seed=args.seed)
     for path, caption in zip(args.images, captions):
         print(f"{path}\t{caption}")
@@ -81,9 +85,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
-    pipe = _pipeline(args)
+    from mdm.tasks import Task
+
     if (args.image is None) == (args.scene is None):
         raise ValueError("mdm answer: give exactly one of --image FILE (VQA) or --scene TEXT (text->text)")
+    pipe = _pipeline(args)
+    pipe.require_trained(Task.VQA if args.image is not None else Task.TEXT_TO_TEXT)
     if args.image is not None:
         answer = pipe.vqa(_load_images([args.image], pipe), [args.question], _sampler(args), seed=args.seed)[0]
     else:
@@ -94,12 +101,15 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from mdm.evaluation.figures import image_caption_grid, judged_grid_title
+    from mdm.tasks import Task
     from mdm.training.prepare import referee_kwargs
 
+    out = output_file(args.out, "generated.png")
     pipe = _pipeline(args)
+    pipe.require_trained(Task.JOINT)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
     title, referee = judged_grid_title("image and caption generated together", pipe.config.data.name)
-    path = image_caption_grid(images, captions, args.out, title=title, referee=referee,
+    path = image_caption_grid(images, captions, out, title=title, referee=referee,
                               referee_options=referee_kwargs(pipe.config))
     for caption in captions:
         print(caption)

@@ -7,7 +7,8 @@ noise schedule? a task?) lives in that module and runs where it is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
@@ -244,8 +245,10 @@ class TrainConfig:
                                                         "class_to_image": 1.0})
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
-            raise ConfigError("train: steps, batch_size and log_every must be >= 1 and lr > 0")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr must be a finite number > 0, got {self.lr}")
+        if self.steps < 1 or self.batch_size < 1 or self.log_every < 1:
+            raise ConfigError("train: steps, batch_size and log_every must be >= 1")
         if self.checkpoint_every < 0 or self.sample_every < 0:
             raise ConfigError("train: checkpoint_every and sample_every must be >= 0")
         if self.lr_decay not in LR_DECAYS:
@@ -342,6 +345,7 @@ class MDMConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.layout.image_tokens is ImageTokens.PIXELS and self.diffusion.image_process != "gaussian":
             raise ConfigError(f"diffusion.image_process = {self.diffusion.image_process} needs image states: "
                               f"layout.image_tokens = pixels feeds raw patches, which only the Gaussian noise MSE "
@@ -350,6 +354,23 @@ class MDMConfig:
             raise ConfigError("diffusion.clean_frames_prob needs VQ-coded clips (layout.image_tokens = vq): "
                               "pixel-patch clips train with one noise level for the whole clip, and the frame "
                               "passes that use clean frames need VQ codes")
+
+
+def check_finite(config: MDMConfig) -> None:
+    """Refuse a NaN or infinite number anywhere in ``config``: a range check such as ``lr > 0`` is false for NaN
+    only when written to be, and a NaN learning rate otherwise fails in torch after stage 0 has run."""
+    for section in fields(config):
+        value = getattr(config, section.name)
+        if not is_dataclass(value):
+            continue
+        for f in fields(value):
+            v = getattr(value, f.name)
+            items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, (list, tuple)) else [("", v)]
+            for key, x in items:
+                if isinstance(x, float) and not math.isfinite(x):
+                    name = f"{section.name}.{f.name}" + (f".{key}" if isinstance(key, str) and key else
+                                                         f"[{key}]" if not isinstance(key, str) else "")
+                    raise ConfigError(f"{name} must be a finite number, got {x}")
 
 
 # Fields removed after checkpoints were written with them, each with the one value that behaves as the code does

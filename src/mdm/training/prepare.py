@@ -30,11 +30,13 @@ from typing import Any
 
 import torch
 
+from mdm.checkpoint import has_checkpoint
 from mdm.config import ConfigError, MDMConfig
 from mdm.data.sample import Sample
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
+from mdm.training.stage0_files import clear_interrupted, load_stage0, save_stage0
 
 BUILTIN_DATA = ("shapesworld", "digits", "moving-digits")
 FILE_DATA = ("imagefolder", "coco", "vqav2", "chat")
@@ -96,8 +98,24 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
                            [:data.train_size].tolist())
         if data.name == "chat":
             return [formats.text_to_text_sample(ds[i]) for i in index]
-        return [ds[i] for i in index]
+        return _decodable(ds, index, data.name)
     raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
+
+
+def _decodable(ds, index, name: str) -> list[Sample]:
+    """The samples of ``ds`` at ``index`` whose images decode. A file can pass the dataset's eager check (PNG
+    checksums) and still fail to decode; it is skipped and counted with the files that check skipped."""
+    samples, failed = [], []
+    for i in index:
+        try:
+            samples.append(ds[i])
+        except OSError as e:  # load_image names the file
+            failed.append(str(e))
+    if failed:
+        ds.skipped_files = list(getattr(ds, "skipped_files", [])) + [(msg, "decode") for msg in failed]
+        warnings.warn(f"data {name!r}: skipped {len(failed)} of {len(failed) + len(samples)} images that failed to "
+                      f"decode, first: {failed[0]}", stacklevel=3)
+    return samples
 
 
 def check_level_image_size(config: MDMConfig) -> None:
@@ -157,7 +175,10 @@ def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | No
         return None
     with warnings.catch_warnings():  # a small corpus supports fewer pieces than asked: expected here
         warnings.simplefilter("ignore")
-        return TextTokenizer.train(corpus, config.data.vocab_size, folder, character_coverage=1.0)
+        tokenizer = TextTokenizer.train(corpus, config.data.vocab_size, character_coverage=1.0)
+    if folder is not None:
+        save_stage0(folder, config, tokenizer.save)
+    return tokenizer
 
 
 def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, progress: bool,
@@ -174,8 +195,11 @@ def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, pro
     vq.eval()
     report = vq_fidelity(vq, config, samples, log)
     if folder is not None:
-        vq.save(folder)
-        (folder / FIDELITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        def write(tmp: Path) -> None:
+            vq.save(tmp)
+            (tmp / FIDELITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+
+        save_stage0(folder, config, write)
     return vq
 
 
@@ -243,10 +267,17 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     samples = load_samples(config, "train")
     if not samples:
         raise ValueError(f"data {config.data.name!r} has no training samples")
+    if config.train.batch_size > len(samples):  # before the tokenizers train: a batch this size cannot be drawn
+        raise ValueError(f"train.batch_size = {config.train.batch_size} is larger than the {len(samples)} training "
+                         f"samples of data {config.data.name!r}: set train.batch_size <= {len(samples)}"
+                         + (" or raise data.train_size" if config.data.name in BUILTIN_DATA else ""))
     check_clips(samples, config, f"data {config.data.name!r}")
     tok_dir, vq_dir = (folder / "tokenizer", folder / "vq") if folder else (None, None)
-    if tok_dir is not None and (tok_dir / "tokenizer.model").is_file():
-        tokenizer = TextTokenizer.load(tok_dir)
+    trusted = folder is not None and has_checkpoint(folder)  # a resumed run: its config matched the checkpoint
+    if folder is not None:
+        clear_interrupted(folder)
+    if tok_dir is not None and tok_dir.is_dir():
+        tokenizer = load_stage0(tok_dir, config, TextTokenizer.load, ("tokenizer.model",), trusted)
         log(f"text tokenizer: loaded {tok_dir} ({tokenizer.vocab_size} pieces)")
     else:
         tokenizer = _train_tokenizer(samples, config, tok_dir)
@@ -261,8 +292,8 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     if pixel_patch is not None:
         vq = None
         log(f"image tokens: raw {pixel_patch}x{pixel_patch} pixel patches (the continuous path, no VQ-VAE)")
-    elif vq_dir is not None and (vq_dir / "model.safetensors").is_file():
-        vq = VQVAE.load(vq_dir)
+    elif vq_dir is not None and vq_dir.is_dir():
+        vq = load_stage0(vq_dir, config, VQVAE.load, ("config.json", "model.safetensors"), trusted)
         log(f"image tokenizer: loaded {vq_dir}")
     else:
         log(f"image tokenizer: training a VQ-VAE ({config.data.codebook_size} codes, {config.data.vq_steps} steps)")

@@ -3,10 +3,13 @@
 The run folder::
 
     config.yaml        the resolved config of the run
-    tokenizer/, vq/    stage 0, trained once and reused by a resumed run
+    tokenizer/, vq/    stage 0, trained once, written atomically and reused only under the data and
+                       layout settings that made it (:mod:`mdm.training.stage0_files`)
     checkpoint/        the latest checkpoint (see :mod:`mdm.checkpoint`); also what
                        ``MDMPipeline.from_pretrained(run folder)`` loads
-    log.jsonl          one line per ``train.log_every`` steps, every loss term of Eq. 18
+    log.jsonl          one line per ``train.log_every`` steps, every loss term of Eq. 18 (each step once:
+                       a resumed run drops the lines after its checkpoint before logging them again)
+    .lock              while a training writes the folder: its PID and host (:mod:`mdm.training.run_lock`)
     tensorboard/       the same scalars, when tensorboard is installed
     samples/           image+caption grids every ``train.sample_every`` steps
 
@@ -16,6 +19,8 @@ ranks wait for it (and get its errors) and load what it wrote.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +37,7 @@ from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
+from mdm.training.run_lock import run_folder_lock
 
 
 @dataclass
@@ -53,7 +59,7 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, config: M
 
     pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens, config)
     sampler = SamplerConfig(steps=20)
-    trained = {Task(t) for t, w in trainer.config.task_weights.items() if w > 0 and data.train.supports(Task(t))}
+    trained = {Task(t) for t in trained_tasks(trainer.config.task_weights, data)}
     if Task.JOINT in trained:
         images, titles = pipe.joint(n, sampler, seed=0)
         title, referee = judged_grid_title(f"step {trainer.step}: image + caption together",
@@ -68,6 +74,12 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, config: M
         return video_strip(images, titles, path, title=title)
     return image_caption_grid(images, titles, path, title=title, referee=referee,
                               referee_options=referee_kwargs(config))
+
+
+def trained_tasks(task_weights: dict[str, float], data: PreparedData) -> list[str]:
+    """The tasks a run trains: a positive weight, and data that has their parts (a ShapesWorld run trains no
+    class->image whatever its weight)."""
+    return [t for t, w in task_weights.items() if w > 0 and data.train.supports(Task(t))]
 
 
 def _require_checkpoint(folder: str | Path) -> None:
@@ -102,13 +114,32 @@ def check_resume_config(requested: MDMConfig, saved: MDMConfig) -> None:
                          + why)
 
 
-def _check_out(folder: Path, resume: bool, create: bool = True) -> None:
+def trim_log(path: Path, step: int) -> None:
+    """Keep the lines of ``log.jsonl`` up to ``step``, the checkpoint a run resumes from.
+
+    The steps after that checkpoint were logged and then lost with the process; the resumed run trains
+    and logs them again, and each step must appear once. A line cut short by the kill is dropped too.
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".saving")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def _check_out(folder: Path, resume: bool) -> None:
     if has_checkpoint(folder) and not resume:
         raise ValueError(f"{folder} already holds a run: pass --resume to continue it, or choose another --out")
     if resume:
         _require_checkpoint(folder)
-    if create:
-        make_writable_folder(folder, "the output folder")
 
 
 def check_config(config: MDMConfig) -> None:
@@ -121,12 +152,27 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
               time_budget_s: float | None = None, device: str | torch.device | None = None,
               log: Callable[[str], None] = print,
               on_log: Callable[[Trainer, dict], None] | None = None) -> RunResult:
-    """Train ``config`` in folder ``out`` (new, or continued with ``resume``); returns the trainer and data."""
+    """Train ``config`` in folder ``out`` (new, or continued with ``resume``); returns the trainer and data.
+
+    The writing process holds the folder's lock (:mod:`mdm.training.run_lock`) from before its first check
+    to its last write, so a second training into ``out`` is refused instead of corrupting this one.
+    """
     check_config(config)
     out = Path(out)
     dist = DistributedContext.from_env(device, config.train.distributed)
+    if resume:
+        _require_checkpoint(out)
+    if dist.is_main:
+        make_writable_folder(out, "the output folder")
+    with run_folder_lock(out, "mdm train", enabled=dist.is_main):
+        return _train_locked(config, out, dist, resume, progress, time_budget_s, device, log, on_log)
+
+
+def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume: bool, progress: bool,
+                  time_budget_s: float | None, device: str | torch.device | None, log: Callable[[str], None],
+                  on_log: Callable[[Trainer, dict], None] | None) -> RunResult:
     say = log if dist.is_main else (lambda _msg: None)
-    _check_out(out, resume, create=dist.is_main)
+    _check_out(out, resume)
     if resume:
         check_resume_config(config, resume_config(out))
     device = dist.device() if device is None or torch.device(device).type == "cuda" else torch.device(device)
@@ -162,6 +208,8 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
     if ckpt is not None:
         trainer.load_state(ckpt.trainer["tensors"], ckpt.trainer["meta"], ckpt.ema_state)
         resumed_from = trainer.step
+        if dist.is_main:
+            trim_log(out / "log.jsonl", resumed_from)
         say(f"resumed {out} at step {resumed_from}")
     dist.on_main(save_config, config, out / "config.yaml")
 
@@ -171,7 +219,8 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
         tensors, meta = tr.state()
         dist.on_main(save_checkpoint, out / CHECKPOINT_DIR, config=config, network=network, model_state=model_state,
                      ema_state=ema_state, tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens,
-                     step=tr.step, trainer_tensors=tensors, trainer_meta=meta)
+                     step=tr.step, trainer_tensors=tensors, trainer_meta=meta,
+                     trained_tasks=trained_tasks(config.train.task_weights, data))
 
     def whole_ema() -> torch.nn.Module | None:
         """Rank 0's whole copy of a sharded EMA, to sample from (None when the EMA is not sharded)."""

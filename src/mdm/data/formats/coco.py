@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mdm.data.formats.common import (ImageDataset, PathLike, existing, field, load_image, load_json, size_hw,
-                                     text_field)
+from mdm.data.formats.common import (ImageDataset, PathLike, existing, id_field, list_field, load_image, load_json,
+                                     size_hw, text_field)
 from mdm.data.sample import Role, Sample, TextSegment
 
 
@@ -26,16 +26,16 @@ class CocoCaptionsDataset(ImageDataset):
         self.images_dir = existing(images_dir, "COCO images folder", is_dir=True)
         self.image_size = size_hw(image_size)
         data = load_json(path)
-        images = field(data, "images", path, "top-level object")
-        annotations = field(data, "annotations", path, "top-level object")
+        images = list_field(data, "images", path, "top-level object")
+        annotations = list_field(data, "annotations", path, "top-level object")
         files: dict[int, Path] = {}
         for i, rec in enumerate(images):
-            image_id = field(rec, "id", path, f"images record {i}")
-            files[image_id] = self.images_dir / field(rec, "file_name", path, f"images record {i}")
+            image_id = id_field(rec, "id", path, f"images record {i}")
+            files[image_id] = self.images_dir / text_field(rec, "file_name", path, f"images record {i}")
         captions: dict[int, list[str]] = {image_id: [] for image_id in files}
         pairs: list[tuple[int, str]] = []
         for i, rec in enumerate(annotations):
-            image_id = field(rec, "image_id", path, f"annotations record {i}")
+            image_id = id_field(rec, "image_id", path, f"annotations record {i}")
             caption = text_field(rec, "caption", path, f"annotations record {i}").strip()
             if image_id not in files:
                 raise ValueError(f"{path}: annotations record {i} refers to image_id {image_id} not in 'images'")

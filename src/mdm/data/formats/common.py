@@ -9,8 +9,9 @@ ones; they are skipped, counted in ``dataset.skipped`` (paths and reasons in
 ``strict=True`` makes the first one an error naming it. Verifying lazily in
 ``__getitem__`` could not skip (the index is already promised), so a file that
 passes verification but fails to decode later raises there, naming itself.
-Images become float tensors (3, H, W) in [0, 1]: RGB, centre-cropped to the
-target aspect ratio, then resized (bicubic), as ImageNet generative models do.
+Images become float tensors (3, H, W) in [0, 1]: RGB (16-bit images scaled from
+their own range, :func:`to_rgb`), centre-cropped to the target aspect ratio, then
+resized (bicubic), as ImageNet generative models do.
 """
 
 from __future__ import annotations
@@ -69,6 +70,23 @@ def text_field(record: Any, key: str, path: Path, where: str) -> str:
     return value
 
 
+def list_field(record: Any, key: str, path: Path, where: str) -> list:
+    """A list field (of records), checked so that ``"images": 5`` is named, not a ``TypeError`` from a loop."""
+    value = field(record, key, path, where)
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: {where} field {key!r} is a {type(value).__name__}, expected a list")
+    return value
+
+
+def id_field(record: Any, key: str, path: Path, where: str) -> int | str:
+    """An id field: an int or a string (a list or object cannot index the records it should join)."""
+    value = field(record, key, path, where)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{path}: {where} field {key!r} is a {type(value).__name__} ({value!r}), expected an "
+                         f"int or a string id")
+    return value
+
+
 def size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     """``image_size`` (a side, or (height, width)) as (height, width), checked."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -87,7 +105,7 @@ def load_image(path: PathLike, image_size: int | Sequence[int]) -> Tensor:
     h, w = size_hw(image_size)
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             iw, ih = im.size
             scale = min(iw / w, ih / h)  # largest centred box with the target aspect
             cw, ch = round(w * scale), round(h * scale)
@@ -97,6 +115,26 @@ def load_image(path: PathLike, image_size: int | Sequence[int]) -> Tensor:
     except (OSError, SyntaxError, ValueError) as err:  # PIL raises all three on bad files
         raise OSError(f"cannot read image {path}: {err}") from err
     return torch.from_numpy(array).permute(2, 0, 1).clamp_(0.0, 1.0).contiguous()
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB, its full range kept.
+
+    PIL's own ``convert("RGB")`` clips 16-bit and 32-bit integer pixels at 255 (a 16-bit grayscale PNG turns
+    almost all white), so those are scaled from their range first; a palette image with a transparent
+    colour goes through RGBA, as PIL asks, and keeps its palette colours.
+    """
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        array = np.asarray(im, dtype=np.float64)
+        array = np.clip(array, 0, 65535) / 257.0  # 16-bit PNGs decode to I;16 or I, in [0, 65535]
+        return Image.fromarray(np.round(array).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        array = np.asarray(im, dtype=np.float64)
+        peak = 1.0 if array.max(initial=0.0) <= 1.0 else 255.0  # float TIFFs are stored in [0, 1] or [0, 255]
+        return Image.fromarray(np.round(np.clip(array / peak, 0, 1) * 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        return im.convert("RGBA").convert("RGB")
+    return im.convert("RGB")
 
 
 class ImageDataset(Dataset[Sample]):

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mdm.data.formats.common import (ImageDataset, PathLike, existing, field, load_image, load_json, size_hw,
-                                     text_field)
+from mdm.data.formats.common import (ImageDataset, PathLike, existing, field, id_field, list_field, load_image,
+                                     load_json, size_hw, text_field)
 from mdm.data.sample import Role, Sample, TextSegment
 
 
@@ -35,7 +35,7 @@ class VQAv2Dataset(ImageDataset):
         self.images_dir = existing(images_dir, "VQAv2 images folder", is_dir=True)
         self.image_size = size_hw(image_size)
         qdata = load_json(qpath)
-        questions = field(qdata, "questions", qpath, "top-level object")
+        questions = list_field(qdata, "questions", qpath, "top-level object")
         if image_name is None:
             subtype = qdata.get("data_subtype", "val2014")
             image_name = f"COCO_{subtype}_{{image_id:012d}}.jpg"
@@ -43,14 +43,14 @@ class VQAv2Dataset(ImageDataset):
 
         answers_by_qid: dict[int, dict[str, Any]] = {}
         if apath is not None:
-            for i, rec in enumerate(field(load_json(apath), "annotations", apath, "top-level object")):
+            for i, rec in enumerate(list_field(load_json(apath), "annotations", apath, "top-level object")):
                 where = f"annotations record {i}"
-                qid = field(rec, "question_id", apath, where)
+                qid = id_field(rec, "question_id", apath, where)
                 human = field(rec, "answers", apath, where)
                 if not isinstance(human, list) or not human:
                     raise ValueError(f"{apath}: {where} field 'answers' is not a non-empty list")
                 answers_by_qid[qid] = {
-                    "image_id": field(rec, "image_id", apath, where),
+                    "image_id": id_field(rec, "image_id", apath, where),
                     "answer": text_field(rec, "multiple_choice_answer", apath, where),
                     "answers": [text_field(a, "answer", apath, f"{where} answer {j}") for j, a in enumerate(human)],
                     "answer_type": rec.get("answer_type"),
@@ -60,8 +60,8 @@ class VQAv2Dataset(ImageDataset):
         for i, rec in enumerate(questions):
             where = f"questions record {i}"
             entry = {
-                "question_id": field(rec, "question_id", qpath, where),
-                "image_id": field(rec, "image_id", qpath, where),
+                "question_id": id_field(rec, "question_id", qpath, where),
+                "image_id": id_field(rec, "image_id", qpath, where),
                 "question": text_field(rec, "question", qpath, where),
             }
             if apath is not None:
