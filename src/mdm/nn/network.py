@@ -18,6 +18,13 @@ A modality whose states are diffused by masking (``diffusion.text_process`` or
 of a masked position. Only those modalities have one, so a checkpoint of the
 Gaussian processes keeps its parameters.
 
+With ``diffusion.self_conditioning`` the network also reads the previous estimate
+``x0_hat`` of every position through ``self_cond_in``, a projection initialised at
+zero (it starts as the network without it); with ``diffusion.time_warping`` it keeps a
+(2, LEVEL_BINS) buffer per Gaussian-latent modality, the loss by noise level the warp
+is fitted from (:mod:`mdm.diffusion.time_warp`), so that checkpoints and the EMA carry
+it. Both exist only when switched on: other checkpoints keep their parameters.
+
 Shape letters: ``b`` batch, ``n`` content positions (all segments), ``e`` d_latent,
 ``d`` d_model, ``v`` states of a modality.
 """
@@ -31,6 +38,8 @@ from mdm.config import MDMConfig
 from mdm.nn.backbone import Backbone
 from mdm.nn.layout import Modality, SequenceLayout
 from mdm.nn.vae import UnifiedVAE
+
+LEVEL_BINS = 100  # noise-level bins of the time warp's loss statistic
 
 
 class MDMNetwork(nn.Module):
@@ -59,6 +68,19 @@ class MDMNetwork(nn.Module):
         masked = [m for m in self.vocab_sizes if m not in self.continuous
                   and m.value in config.diffusion.masked_modalities()]
         self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in masked})
+        self.self_cond_in = None
+        if config.diffusion.self_conditioning:
+            self.self_cond_in = nn.Linear(e, d)
+            nn.init.zeros_(self.self_cond_in.weight)
+            nn.init.zeros_(self.self_cond_in.bias)
+        warped = [m for m in self.vocab_sizes if m not in self.continuous
+                  and m.value in config.diffusion.gaussian_modalities()] if config.diffusion.time_warping else []
+        for m in warped:
+            self.register_buffer(f"level_stats_{m.value}", torch.zeros(2, LEVEL_BINS))
+
+    def level_stats(self, modality: Modality) -> Tensor | None:
+        """(2, LEVEL_BINS) loss by noise level of ``modality`` (mean, count), or None when it is not warped."""
+        return getattr(self, f"level_stats_{Modality(modality).value}", None)
 
     def mask_latent(self, modality: Modality) -> Tensor:
         """(e,) the learned latent of the MASK state of ``modality``."""
@@ -78,7 +100,7 @@ class MDMNetwork(nn.Module):
         return torch.cat(ids).to(device)
 
     def forward(self, z: Tensor, tau: Tensor, segment_tau: Tensor, layout: SequenceLayout,
-                class_labels: Tensor | None = None) -> list[Tensor]:
+                class_labels: Tensor | None = None, x0_prev: Tensor | None = None) -> list[Tensor]:
         """Logits over each segment's candidate states (a continuous segment: its predicted noise, (b, n_k, e)).
 
         Args:
@@ -87,6 +109,8 @@ class MDMNetwork(nn.Module):
             segment_tau: (b, n_segments) network time of every segment, for its TIME token.
             layout: the shared segment structure.
             class_labels: (b,) or None (null class).
+            x0_prev: (b, n, e) the previous estimate of every position's clean latent, zeros where there is
+                none (self-conditioning); ignored by a network built without it.
         Returns:
             One (b, n_k, v_k) tensor of logits per segment; (b, n_k, e) predicted noise for a continuous one.
         """
@@ -98,5 +122,7 @@ class MDMNetwork(nn.Module):
                 raise ValueError(f"MDMNetwork: the layout has a {seg.spec.modality.value} segment but the model "
                                  f"was built for {[m.value for m in self.vocab_sizes]}")
         x = self.latent_in(z) + self.modality_in(self.modality_ids(layout, z.device))
+        if self.self_cond_in is not None and x0_prev is not None:
+            x = x + self.self_cond_in(x0_prev)
         h = self.backbone(x, tau, segment_tau, layout, class_labels)
         return [self.heads[seg.spec.modality.value](h[:, seg.content]) for seg in layout.segments]
