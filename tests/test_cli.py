@@ -83,7 +83,7 @@ def test_vq_train_cli_reports_l2_against_baseline(tmp_path, capsys):
     assert (tmp_path / "vq" / "model.safetensors").is_file()
     assert main(["vq", "train", "--data", "shapesworld", "--size", "64", "--image-size", "16", "--steps", "3",
                  "--batch-size", "8", "--codebook-size", "16", "--local", "--out", str(tmp_path / "local")]) == 0
-    from mdm.data.vq import VQVAE
+    from mdm.nn.vq import VQVAE
     assert VQVAE.load(tmp_path / "local").config.local and not VQVAE.load(tmp_path / "vq").config.local
 
 

@@ -6,10 +6,11 @@ import torch
 from mdm.config import load_config
 from mdm.data.shapesworld import ShapesWorld, ShapesWorldConfig
 from mdm.data.text_tokenizer import TextTokenizer
-from mdm.data.vq import VQVAE, VQConfig
+from mdm.nn.vq import VQVAE, VQConfig
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.nn.layout import Modality
-from mdm.tasks import MDMPipeline, Task, task_segments, tokenize_samples
+from mdm.pipeline import MDMPipeline
+from mdm.tasks import Task, task_segments, tokenize_samples
 from mdm.training.loop import build_model, train_loop
 
 LENS = {"caption": 48, "question": 24, "answer": 8, "scene": 48}
@@ -46,7 +47,7 @@ def test_train_loop_runs_and_logs(setup, tmp_path):
 
 def test_every_task_returns_types_and_shapes(setup):
     samples, tokenizer, vq, data, config, network, diffusion = setup
-    pipe = MDMPipeline(network, diffusion, tokenizer, vq, LENS)
+    pipe = MDMPipeline(network, diffusion, tokenizer, vq, LENS, config)
     fast = SamplerConfig(steps=2)
     images = torch.stack([s.image for s in samples[:2]])
     out = pipe.text_to_image(["a red circle", "a small blue square"], fast)
@@ -65,7 +66,7 @@ def test_every_task_returns_types_and_shapes(setup):
 
 def test_bad_input_is_rejected_with_a_message(setup):
     samples, tokenizer, vq, data, config, network, diffusion = setup
-    pipe = MDMPipeline(network, diffusion, tokenizer, vq, LENS)
+    pipe = MDMPipeline(network, diffusion, tokenizer, vq, LENS, config)
     with pytest.raises(ValueError, match="non-empty"):
         pipe.text_to_image([""])
     with pytest.raises(ValueError, match="non-empty"):
@@ -85,11 +86,10 @@ def test_bad_input_is_rejected_with_a_message(setup):
 def test_patch_size_above_one_is_refused_not_ignored(setup):
     samples, tokenizer, vq, data, config, network, diffusion = setup
     from mdm.config import apply_overrides
-    from mdm.nn.network import MDMNetwork
 
-    patched = MDMNetwork(apply_overrides(config, ["layout.patch_size=2"]), {"text": 10, "image": 16})
+    patched = apply_overrides(config, ["layout.patch_size=2"])
     with pytest.raises(NotImplementedError, match="patch_size = 2"):
-        MDMPipeline(patched, diffusion, tokenizer, vq, LENS)
+        MDMPipeline(network, diffusion, tokenizer, vq, LENS, patched)
 
 
 def test_question_first_moves_only_the_questions_of_vqa_and_text_to_text():
@@ -108,14 +108,14 @@ def test_question_first_moves_only_the_questions_of_vqa_and_text_to_text():
 def test_training_and_answering_lay_out_the_question_alike(setup, monkeypatch, question_first):
     """The pipeline answers in the order the checkpoint trained with (``layout.question_first``)."""
     samples, tokenizer, vq, data, config, network, diffusion = setup
-    monkeypatch.setattr(network.config.layout, "question_first", question_first)
+    monkeypatch.setattr(config.layout, "question_first", question_first)
     seen = []
 
     def run(segs, *args):
         seen.append([(s.spec.modality.value, s.spec.n_content, s.target) for s in segs])
         return [torch.zeros(2, s.spec.n_content, dtype=torch.long) for s in segs]
 
-    pipe = MDMPipeline(network, diffusion, tokenizer, vq, LENS)
+    pipe = MDMPipeline(network, diffusion, tokenizer, vq, LENS, config)
     monkeypatch.setattr(pipe, "_run", run)
     images = torch.stack([s.image for s in samples[:2]])
     pipe.vqa(images, ["what color is the circle?"] * 2)

@@ -12,7 +12,7 @@ import time
 import torch
 
 from mdm.config import load_config
-from mdm.data.vq import VQConfig, VQVAE, train_vq
+from mdm.nn.vq import VQConfig, VQVAE, train_vq
 from mdm.training.prepare import load_samples, referee_kwargs
 
 from probe import fidelity

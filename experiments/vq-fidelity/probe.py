@@ -13,8 +13,8 @@ from collections import defaultdict
 import torch
 
 from mdm.config import load_config
-from mdm.data.referee import score_generation
-from mdm.data.vq import VQConfig, VQVAE, codebook_usage
+from mdm.evaluation.judges.referee import score_generation
+from mdm.nn.vq import VQConfig, VQVAE, codebook_usage
 from mdm.training.prepare import load_samples, referee_kwargs
 
 

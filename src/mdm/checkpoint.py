@@ -36,7 +36,7 @@ from torch import Tensor
 
 from mdm.config import ConfigError, MDMConfig, from_dict, to_dict
 from mdm.data.text_tokenizer import TextTokenizer
-from mdm.data.vq import VQVAE
+from mdm.nn.vq import VQVAE
 from mdm.nn.network import MDMNetwork
 
 FORMAT = "mdm-checkpoint/1"
@@ -237,7 +237,8 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
         if diff:
             raise CheckpointError(f"{folder}: its config does not match the requested one (requested != "
                                   f"checkpoint): " + "; ".join(diff))
-    network = MDMNetwork(config, meta["vocab_sizes"])
+    network = MDMNetwork(config.backbone, config.layout, config.vae, meta["vocab_sizes"],
+                         config.diffusion.masked_modalities())
     state = _read_safetensors(folder / MODEL_FILE)
     _load_state(network, state, folder / MODEL_FILE)
     ema_state = None

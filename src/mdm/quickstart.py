@@ -18,7 +18,7 @@ from mdm.config import MDMConfig, load_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.figures import image_caption_grid, judged_grid_title
 from mdm.evaluation.shapesworld import format_scores, score_tasks
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.checkpoint import checkpoint_folder, has_checkpoint, read_config
 from mdm.training.run import resume_config, train_run
 from mdm.training.prepare import load_samples, referee_kwargs
@@ -57,7 +57,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float | None = None
     log("[2/3] sampling images together with their captions")
     images, captions = pipe.joint(12, sampler, seed=1)
     title, referee = judged_grid_title("MDM on ShapesWorld: image and caption generated together",
-                                       pipe.network.config.data.name)
+                                       pipe.config.data.name)
     figure = image_caption_grid(images, captions, out / "quickstart.png", title=title, referee=referee,
                                 referee_options=referee_kwargs(config))
     log(f"      wrote {figure}")

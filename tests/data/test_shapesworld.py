@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdm.data.referee import answer_from_objects
+from mdm.evaluation.judges.referee import answer_from_objects
 from mdm.data.sample import Role, Sample
 from mdm.data.shapesworld import (CAPTION_TEMPLATES, COLORS, NUMBER_WORDS, POSITIONS, QUESTION_KINDS, RGB, SHAPES,
                                   SIZES, ShapesWorld, ShapesWorldConfig, caption, describe_scene, level_config,

@@ -21,7 +21,8 @@ TXT, IMG = SegmentSpec.text(6), SegmentSpec.image(3, 3)
 def build(text="absorbing", image="absorbing", vocab=(30, 16)):
     torch.manual_seed(0)
     config = load_config("tiny", [f"diffusion.text_process={text}", f"diffusion.image_process={image}"])
-    network = MDMNetwork(config, {Modality.TEXT: vocab[0], Modality.IMAGE: vocab[1]})
+    network = MDMNetwork(config.backbone, config.layout, config.vae, {Modality.TEXT: vocab[0], Modality.IMAGE: vocab[1]},
+                         config.diffusion.masked_modalities())
     return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 
@@ -120,7 +121,8 @@ def test_sampler_draws_a_known_joint(selection):
     with sampled commits in confidence order (multi-step selection) it stays close too."""
     torch.manual_seed(0)
     config = load_config("tiny", ["diffusion.text_process=absorbing"])
-    oracle = _Oracle(config, {Modality.TEXT: 3})
+    oracle = _Oracle(config.backbone, config.layout, config.vae, {Modality.TEXT: 3},
+                     config.diffusion.masked_modalities())
     diffusion = MultimodalDiffusion(config.diffusion, config.vae)
     n = 4000
     sampler = SamplerConfig(steps=24, selection=selection, commit_sample=True)

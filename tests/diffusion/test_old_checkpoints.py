@@ -73,7 +73,7 @@ def forward(network) -> list[torch.Tensor]:
     s = specs()
     layout = network.make_layout([s["text"], s["image"]])
     b, n = META["batch"], s["text"].n_content + s["image"].n_content
-    z = torch.randn(b, n, network.config.vae.d_latent, generator=g)
+    z = torch.randn(b, n, network.vae_config.d_latent, generator=g)
     tau = torch.randint(0, 1001, (b, n), generator=g).float()
     seg_tau = torch.randint(1, 1001, (b, 2), generator=g).float()
     with torch.no_grad():

@@ -26,8 +26,9 @@ def build(name):
     overrides, image_vocab, _ = PROCESSES[name]
     torch.manual_seed(0)
     config = load_config("tiny", overrides)
-    return MDMNetwork(config, {Modality.TEXT: 30, Modality.IMAGE: image_vocab}), MultimodalDiffusion(config.diffusion,
-                                                                                                   config.vae)
+    network = MDMNetwork(config.backbone, config.layout, config.vae, {Modality.TEXT: 30, Modality.IMAGE: image_vocab},
+                         config.diffusion.masked_modalities())
+    return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 
 @pytest.mark.parametrize("name", list(PROCESSES))

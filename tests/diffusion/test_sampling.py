@@ -15,8 +15,9 @@ IMG, TXT = SegmentSpec.image(3, 3), SegmentSpec.text(6)
 def build(kind="mamba2"):
     torch.manual_seed(0)
     config = load_config("tiny", [f"backbone.kind={kind}"])
-    return MDMNetwork(config, {Modality.TEXT: 30, Modality.IMAGE: 16}), MultimodalDiffusion(config.diffusion,
-                                                                                          config.vae)
+    network = MDMNetwork(config.backbone, config.layout, config.vae, {Modality.TEXT: 30, Modality.IMAGE: 16},
+                         config.diffusion.masked_modalities())
+    return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 
 @pytest.mark.parametrize("kind", ["mamba2", "transformer"])
@@ -141,13 +142,14 @@ PIX = 4  # values in one 2x2x1 pixel patch
 def build_pixels():
     torch.manual_seed(0)
     config = load_config("tiny", ["layout.image_tokens=pixels", "layout.image_channels=1", "layout.vq_factor=2"])
-    return MDMNetwork(config, {Modality.TEXT: 30, Modality.IMAGE: PIX}), MultimodalDiffusion(config.diffusion,
-                                                                                           config.vae)
+    network = MDMNetwork(config.backbone, config.layout, config.vae, {Modality.TEXT: 30, Modality.IMAGE: PIX},
+                         config.diffusion.masked_modalities())
+    return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 
 def test_pixel_patches_train_by_noise_mse_on_a_batch_they_overfit():
     net, diffusion = build_pixels()
-    assert net.continuous == {Modality.IMAGE} and net.heads["image"].out_features == net.config.vae.d_latent
+    assert net.continuous == {Modality.IMAGE} and net.heads["image"].out_features == net.vae_config.d_latent
     g = torch.Generator().manual_seed(0)
     text = torch.randint(0, 30, (4, 6), generator=g)
     image = (text[:, :1, None].float() / 30).expand(4, 9, PIX).contiguous()  # the caption sets the patches

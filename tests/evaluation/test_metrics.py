@@ -136,7 +136,7 @@ def test_precision_recall_of_a_collapsed_generator():
 
 def test_image_quality_on_the_digit_classifier():
     from mdm.data.digits import DigitsDataset
-    from mdm.evaluation.digit_classifier import train_digit_classifier
+    from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 
     classifier, accuracy = train_digit_classifier(8, steps=300)
     real = DigitsDataset("test", 8).images

@@ -12,7 +12,7 @@ from mdm.diffusion.multimodal import Segment
 from mdm.evaluation.multiple_choice import (MultipleChoiceFormatError, choice_losses, load_multiple_choice,
                                             multiple_choice_accuracy)
 from mdm.nn.layout import Modality, SegmentSpec
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.loop import build_model
 
 RECORDS = [
@@ -66,7 +66,7 @@ def toy(tmp_path_factory):
     tokenizer = TextTokenizer.train(corpus, 26, tmp_path_factory.mktemp("tok"), character_coverage=1.0)
     config = load_config("tiny")
     network, diffusion = build_model(config, {Modality.TEXT: tokenizer.vocab_size})
-    pipe = MDMPipeline(network.eval(), diffusion, tokenizer, None, {"scene": 24, "caption": 8})
+    pipe = MDMPipeline(network.eval(), diffusion, tokenizer, None, {"scene": 24, "caption": 8}, config)
     return pipe, tokenizer
 
 

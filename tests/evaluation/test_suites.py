@@ -8,7 +8,7 @@ import torch
 from mdm.cli import main
 from mdm.config import load_config
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.evaluation.digit_classifier import train_digit_classifier
+from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 from mdm.evaluation.suites import run_suite
 from mdm.training.run import train_run
 
@@ -80,7 +80,7 @@ def test_multiple_choice_suite_and_its_errors(shapes_run, tmp_path):
     assert record["n"] == 2 and set(record["scores"]) == {"piqa", "all"} and record["images_per_s"] is None
     # The suite's accuracy is the share of the first n questions whose lowest-loss choice is the label.
     from mdm.evaluation.multiple_choice import choice_losses, load_multiple_choice
-    from mdm.tasks import MDMPipeline
+    from mdm.pipeline import MDMPipeline
 
     pipe = MDMPipeline.from_pretrained(shapes_run)
     items = load_multiple_choice(data)[:2]

@@ -5,7 +5,8 @@ import torch
 
 from mdm.config import ConfigError, load_config
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.tasks import MDMPipeline, Task, task_segments
+from mdm.pipeline import MDMPipeline
+from mdm.tasks import Task, task_segments
 from mdm.training.run import train_run
 
 PIXELS = ["layout.image_tokens=pixels", "layout.image_size=8", "layout.vq_factor=2", "layout.image_channels=1",

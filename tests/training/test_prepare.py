@@ -83,7 +83,7 @@ def test_vq_fidelity_warns_when_the_codes_lose_what_the_referee_judges():
     """An untrained VQ-VAE reconstructs no scene right: the report says so, and the log names the remedy."""
     import torch
 
-    from mdm.data.vq import VQConfig, VQVAE
+    from mdm.nn.vq import VQConfig, VQVAE
     from mdm.training.prepare import vq_fidelity
 
     torch.manual_seed(0)
@@ -111,7 +111,7 @@ def test_vq_fidelity_of_a_faithful_tokenizer_says_no_warning(monkeypatch):
 def test_psnr_of_a_known_error():
     import torch
 
-    from mdm.data.vq import psnr
+    from mdm.nn.vq import psnr
 
     images = torch.zeros(2, 3, 4, 4)
     assert psnr(images + 0.1, images) == pytest.approx(20.0)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from mdm.config import load_config
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.loop import NonFiniteLossError, build_model, cpu_compiler, lr_at
 from mdm.training.run import train_run
 

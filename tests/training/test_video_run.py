@@ -6,7 +6,7 @@ import torch
 from mdm.cli import main
 from mdm.config import load_config
 from mdm.diffusion.sampling import SamplerConfig
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import check_clips, load_samples
 from mdm.training.run import train_run
 

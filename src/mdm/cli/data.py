@@ -38,8 +38,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
 def cmd_vq_train(args: argparse.Namespace) -> int:
     import torch
 
-    from mdm.data.preview import load_builtin
-    from mdm.data.vq import VQVAE, VQConfig, codebook_usage, train_vq
+    from mdm.data.registry import load_builtin
+    from mdm.nn.vq import VQVAE, VQConfig, codebook_usage, train_vq
 
     dataset = load_builtin(args.data, "train", size=args.size, seed=args.seed, image_size=args.image_size)
     images = torch.stack([dataset[i].image for i in range(len(dataset))])

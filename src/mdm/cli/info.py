@@ -1,13 +1,11 @@
-"""``mdm info`` and ``mdm bench``: what a config costs, and how fast it runs."""
+"""``mdm info``: what a config costs, counted on the meta device."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-from mdm.config import apply_overrides, load_config
+from mdm.config import load_config
 
 
 def _human(x: float) -> str:
@@ -55,78 +53,4 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"-> {length} positions")
         print(f"  FLOPs per token     {_human(flops)}FLOP (matmuls; 2 per multiply-add)")
         print(f"  FLOPs per sequence  {_human(flops * length)}FLOP")
-    return 0
-
-
-def cmd_bench_throughput(args: argparse.Namespace) -> int:
-    from mdm.evaluation.throughput import bench_throughput, default_config, format_throughput, plot_throughput
-
-    config = default_config() if args.config is None else load_config(args.config)
-    config = apply_overrides(config, args.overrides) if args.overrides else config
-    try:
-        resolutions = tuple(int(x) for x in args.resolutions.split(","))
-        lengths = tuple(int(x) for x in args.lengths.split(","))
-    except ValueError:
-        raise ValueError(f"--resolutions and --lengths must be comma-separated integers, got "
-                         f"{args.resolutions!r} and {args.lengths!r}") from None
-    if any(n < 8 for n in lengths):
-        raise ValueError(f"--lengths must be >= 8 tokens, got {lengths}")
-    bad = [r for r in resolutions if r <= 0 or r % config.layout.vq_factor]
-    if bad:
-        raise ValueError(f"--resolutions {bad} must be positive multiples of layout.vq_factor "
-                         f"{config.layout.vq_factor}")
-    if args.batch < 1 or args.steps < 1:
-        raise ValueError("--batch and --steps must be >= 1")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = bench_throughput(config, resolutions, args.batch, args.steps, args.threads, args.max_seconds,
-                              lengths=lengths)
-    (out / "throughput.json").write_text(json.dumps(result, indent=2))
-    table = format_throughput(result)
-    (out / "throughput.md").write_text(table)
-    plot_throughput(result, out / "throughput.png")
-    print(table)
-    print(f"plot: {out / 'throughput.png'}")
-    return 0
-
-
-def cmd_bench_video(args: argparse.Namespace) -> int:
-    from mdm.evaluation.video_scaling import bench_video, format_video, parse_shapes, plot_video
-
-    config = load_config(args.config, args.overrides)
-    shapes = parse_shapes(args.shapes)
-    if args.memory_limit_gb <= 0 or args.max_seconds <= 0:
-        raise ValueError("--memory-limit-gb and --max-seconds must be > 0")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = bench_video(config, shapes, threads=args.threads, max_seconds=args.max_seconds,
-                         memory_limit_gb=args.memory_limit_gb, progress=lambda m: print(m, file=sys.stderr))
-    (out / "video.json").write_text(json.dumps(result, indent=2))
-    table = format_video(result)
-    (out / "video.md").write_text(table + "\n")
-    plot_video(result, out / "video.png")
-    print(table)
-    print(f"plot: {out / 'video.png'}")
-    return 0
-
-
-def cmd_bench_backbone(args: argparse.Namespace) -> int:
-    from mdm.bench import bench_backbone, format_table, plot
-
-    config = load_config(args.config, args.overrides)
-    lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    kwargs = {"lengths": lengths} if lengths else {}
-    result = bench_backbone(config.backbone, threads=args.threads, max_seconds=args.max_seconds,
-                            ref_max_length=args.ref_max_length, progress=lambda m: print(m, file=sys.stderr),
-                            isolate=not args.in_process, **kwargs)
-    (out / "backbone.json").write_text(json.dumps(result, indent=2))
-    table = format_table(result)
-    (out / "backbone.md").write_text(table + "\n")
-    print(table)
-    if args.plot:
-        plot(result, out / "backbone.png")
-        print(f"plot: {out / 'backbone.png'}")
-    print(f"results: {out / 'backbone.json'}")
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from mdm.cli.data import cmd_data_preview, cmd_tokenizer_train, cmd_vq_train
-from mdm.cli.info import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_video, cmd_info
+from mdm.cli.bench import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_video
+from mdm.cli.info import cmd_info
 from mdm.cli.sample import cmd_answer, cmd_caption, cmd_compare, cmd_eval, cmd_generate, cmd_sample
 from mdm.cli.train import cmd_quickstart, cmd_train
 from mdm.config import PRESETS
@@ -16,6 +17,13 @@ def _add_config_args(p: argparse.ArgumentParser, default: str) -> None:
                    help=f"a preset ({', '.join(PRESETS)}) or a YAML file (default: {default})")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. backbone.d_model=256 backbone.scan_patterns=12/1")
+
+
+def _add_bench_args(p: argparse.ArgumentParser, name: str, max_seconds: float, max_seconds_help: str) -> None:
+    """The options every ``mdm bench`` command shares: threads, the time budget, and the folder of its records."""
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--max-seconds", type=float, default=max_seconds, help=max_seconds_help)
+    p.add_argument("--out", default="bench-results", help=f"folder for {name}.json / .md / .png")
 
 
 def _add_sampler_args(p: argparse.ArgumentParser) -> None:
@@ -64,12 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("backbone", help="latency and memory of Mamba vs Transformer backbones and the SSD scan")
     _add_config_args(p, "small")
     p.add_argument("--lengths", default=None, help="comma-separated sequence lengths (default 256,...,65536)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--max-seconds", type=float, default=30.0,
-                   help="skip a Transformer length whose predicted latency exceeds this")
+    _add_bench_args(p, "backbone", 30.0, "skip a Transformer length whose predicted latency exceeds this")
     p.add_argument("--ref-max-length", type=int, default=16384,
                    help="longest length at which to time the sequential SSD reference")
-    p.add_argument("--out", default="bench-results", help="folder for backbone.json / .md / .png")
     p.add_argument("--plot", action="store_true", help="also write backbone.png")
     p.add_argument("--in-process", action="store_true",
                    help="measure in this process instead of one fresh process per measurement (faster; memory "
@@ -86,22 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated token lengths for the forward latency")
     p.add_argument("--batch", type=int, default=4, help="images sampled together")
     p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--max-seconds", type=float, default=120.0,
-                   help="stop a backbone after the first resolution slower than this")
-    p.add_argument("--out", default="bench-results", help="folder for throughput.json / .md / .png")
+    _add_bench_args(p, "throughput", 120.0, "stop a backbone after the first resolution slower than this")
     p.set_defaults(func=cmd_bench_throughput)
 
     p = bench.add_parser("video", help="latency and memory of DiM vs full spatio-temporal attention as clips grow")
     _add_config_args(p, "moving-digits")
     p.add_argument("--shapes", default="4x8x8,8x8x8,8x16x16,16x16x16,16x32x32,32x32x32,64x32x32,64x64x64",
                    help="comma-separated clip shapes FRAMESxROWSxCOLS in VQ codes")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="skip a shape whose predicted latency exceeds this")
+    _add_bench_args(p, "video", 60.0, "skip a shape whose predicted latency exceeds this")
     p.add_argument("--memory-limit-gb", type=float, default=24.0,
                    help="address-space cap of each measuring process: a clip that needs more does not fit")
-    p.add_argument("--out", default="bench-results", help="folder for video.json / .md / .png")
     p.set_defaults(func=cmd_bench_video)
 
     data = sub.add_parser("data", help="built-in datasets").add_subparsers(dest="what", required=True)

@@ -19,7 +19,7 @@ def _sampler(args: argparse.Namespace):
 
 
 def _pipeline(args: argparse.Namespace):
-    from mdm.tasks import MDMPipeline
+    from mdm.pipeline import MDMPipeline
 
     set_threads(args)
     return MDMPipeline.from_pretrained(args.checkpoint, use_ema=not args.raw_weights, device=args.device)
@@ -30,9 +30,9 @@ def _load_images(paths: list[str], pipe) -> "torch.Tensor":
 
     from mdm.data.formats import load_image
 
-    size = pipe.network.config.layout.image_size
+    size = pipe.config.layout.image_size
     images = [load_image(p, size) for p in paths]
-    c = pipe.network.config.layout.image_channels
+    c = pipe.config.layout.image_channels
     return torch.stack([im[:1] if c == 1 else im for im in images])
 
 
@@ -98,9 +98,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = _pipeline(args)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
-    title, referee = judged_grid_title("image and caption generated together", pipe.network.config.data.name)
+    title, referee = judged_grid_title("image and caption generated together", pipe.config.data.name)
     path = image_caption_grid(images, captions, args.out, title=title, referee=referee,
-                              referee_options=referee_kwargs(pipe.network.config))
+                              referee_options=referee_kwargs(pipe.config))
     for caption in captions:
         print(caption)
     print(f"wrote {path}")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mdm.config.sections import ConfigError, MDMConfig, _enum
+from mdm.config.sections import REMOVED_FIELDS, ConfigError, MDMConfig, _enum
 
 
 PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "shapesworld-medium", "digits", "coco",
@@ -46,10 +46,19 @@ T = TypeVar("T")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys and wrong types by name."""
+    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys and wrong types by name.
+
+    A removed field (``REMOVED_FIELDS``) still loads when it holds the value that behaves as the code does now.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the top level'} must be a mapping, "
                           f"got {type(data).__name__}")
+    removed = REMOVED_FIELDS.get(cls, {})
+    for name in sorted(set(data) & set(removed)):
+        if data[name] != removed[name]:
+            raise ConfigError(f"{source}: {prefix + name} was removed; only {removed[name]!r}, which the code does "
+                              f"now, can still be read, got {data[name]!r}")
+    data = {k: v for k, v in data.items() if k not in removed}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

@@ -15,7 +15,7 @@ seeded by ``seed``: every split built with the same seed is disjoint from the
 others and the union is the whole set. Resizing (8 -> 16 or 32) is bilinear
 (``torch.nn.functional.interpolate``) with values clamped to [0, 1], so the
 image stays a valid Sample image; ``channels=3`` repeats the grey channel so
-an RGB tokenizer (:mod:`mdm.data.vq`) can read it.
+an RGB tokenizer (:mod:`mdm.nn.vq`) can read it.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class DigitsDataset:
 
     All images are built once in ``__init__`` (at most 1438 x 3 x 32 x 32
     floats); ``images`` (n, C, H, W) and ``labels`` (n,) are exposed for batched
-    use (e.g. :func:`mdm.data.vq.train_vq` takes the tensor directly).
+    use (e.g. :func:`mdm.nn.vq.train_vq` takes the tensor directly).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """The continuous-patch path for images (DESIGN.md §1.1, §2.3).
 
-Besides VQ code ids (:mod:`mdm.data.vq`), an image can enter MDM as raw pixel
+Besides VQ code ids (:mod:`mdm.nn.vq`), an image can enter MDM as raw pixel
 patches (or patches of a user-supplied VAE's latents), embedded by a linear
 layer and trained with an MSE objective; it is the comparison baseline of §1.1.
 Fig. 2 of the paper uses a 2x2 patch, which at scale applies to the code or

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,57 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from mdm.data.registry import load_builtin  # noqa: E402
 from mdm.data.sample import Role, Sample  # noqa: E402
-
-if TYPE_CHECKING:
-    from mdm.data.shapesworld import ShapesWorldConfig
-
-BUILTIN = ("shapesworld", "digits", "moving-digits")
-
-
-def shapesworld_config(level: str = "hard", image_size: int | None = None,
-                       question_kinds: tuple[str, ...] = ()) -> ShapesWorldConfig:
-    """The ShapesWorld generator settings of a level (:mod:`mdm.data.shapesworld_levels`), drawn at
-    ``image_size`` (None: the level's own) with questions of ``question_kinds`` (empty: the level's)."""
-    from mdm.data.shapesworld import level_config
-
-    options = {}
-    if image_size:
-        options["image_size"] = image_size
-    if question_kinds:
-        options["question_kinds"] = tuple(question_kinds)
-    return level_config(level, **options)
-
-
-def load_builtin(name: str, split: str = "train", size: int = 1000, seed: int = 0, image_size: int | None = None,
-                 channels: int = 1, frames: int = 8, motion_step: int = 1, digit_size: int = 0,
-                 question_kinds: tuple[str, ...] = (), level: str = "hard"):
-    """A built-in dataset by name (``shapesworld``, ``digits``, ``moving-digits``).
-
-    ``channels`` is the digits'; ``frames`` the clip length of moving digits, whose
-    canvas is ``image_size`` (default 32) with digits of ``digit_size`` px (0: half the
-    canvas), moving by multiples of ``motion_step`` px at up to 3 px (or one step) a frame.
-    ShapesWorld draws ``level``'s scenes (:func:`shapesworld_config`) with questions of
-    ``question_kinds`` (empty: the level's).
-    """
-    if name == "shapesworld":
-        from mdm.data.shapesworld import ShapesWorld
-
-        config = shapesworld_config(level, image_size, question_kinds)
-        return ShapesWorld(split, size=size, config=config, seed=seed)
-    if name == "digits":
-        from mdm.data.digits import DigitsDataset
-
-        return DigitsDataset(split, image_size=image_size or 16, channels=channels, seed=seed)
-    if name == "moving-digits":
-        from mdm.data.moving_digits import MovingDigitsDataset
-
-        canvas = image_size or 32
-        digit = digit_size or canvas // 2
-        return MovingDigitsDataset(split, length=size, frames=frames, canvas_size=canvas, digit_size=digit,
-                                   channels=channels, seed=seed, motion_step=motion_step,
-                                   max_speed=max(motion_step, min(3, canvas - digit) // motion_step * motion_step))
-    raise ValueError(f"unknown dataset {name!r}; built-in datasets: {', '.join(BUILTIN)}")
 
 
 def _show(ax, image: Tensor) -> None:

@@ -9,7 +9,7 @@ position) tuple. The difficulty levels (``data.level``) are presets of
   exact (threshold each channel at 0.5) and a noisy generated pixel still has an
   unambiguous nearest palette colour;
 * shapes are drawn from integer pixel offsets with hard edges (no anti-aliasing,
-  no PIL): the referee (:mod:`mdm.data.referee`) re-draws the same masks as
+  no PIL): the referee (:mod:`mdm.evaluation.judges.referee`) re-draws the same masks as
   templates, so parsing a clean render is exact;
 * an object of half-width ``r`` covers a (2r+1)x(2r+1) box around a centre pixel
   and fills every row and column of it, so the box centre is the object centre;
@@ -280,7 +280,7 @@ def caption(objects: Sequence[Mapping[str, Any]], rng: np.random.Generator, temp
     """One caption from a template (random if None); objects are mentioned in a random order.
 
     Objects are joined by " and " or "; " and never by a comma, so that
-    :func:`mdm.data.referee.parse_caption` can split a caption into one clause per object.
+    :func:`mdm.evaluation.judges.referee.parse_caption` can split a caption into one clause per object.
     """
     template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))] if template is None else template
     check_choice(template, CAPTION_TEMPLATES, "caption template")

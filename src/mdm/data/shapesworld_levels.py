@@ -5,8 +5,8 @@ A level is one config key, ``data.level``, and only a preset of
 scenes, captions, questions, answers and scene texts come from the same
 generator and the same templates, which speak each level's vocabulary (its
 colours, shapes, sizes and position words). The referee
-(:mod:`mdm.data.referee`) reads every level: it needs only the level's position
-grid (:func:`mdm.data.referee.referee_options`); the image size it reads off the
+(:mod:`mdm.evaluation.judges.referee`) reads every level: it needs only the level's position
+grid (:func:`mdm.evaluation.judges.referee.referee_options`); the image size it reads off the
 image.
 
 =======  =====  ========  =======  =======  ======  ======  ==================================

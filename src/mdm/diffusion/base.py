@@ -84,7 +84,7 @@ def clean_frames(config: DiffusionConfig, spec: SegmentSpec, rng: BatchRandom, b
 
 def clean_latent(network: MDMNetwork, vae_out: VAEOutput) -> Tensor:
     """The clean latent ``mu`` a segment is fed, cut from the VAE's graph unless ``vae.detach_latents`` is off."""
-    return vae_out.mu.detach() if network.config.vae.detach_latents else vae_out.mu
+    return vae_out.mu.detach() if network.vae_config.detach_latents else vae_out.mu
 
 
 class SegmentSampler(ABC):

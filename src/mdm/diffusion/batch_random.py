@@ -1,9 +1,9 @@
 """Random draws for one process's rows of a global batch.
 
 Data-parallel training splits a global batch of B samples across ranks. For the
-run to be the same computation whatever the number of processes (the test of
-issue 5: two CPU processes give the parameters of one process with the same
-global batch), sample i must get the same noise, time and dropout draws on
+run to be the same computation whatever the number of processes (tested: two
+CPU processes give the parameters of one process with the same global batch,
+``tests/training/test_distributed.py``), sample i must get the same noise, time and dropout draws on
 whichever rank holds it. :class:`BatchRandom` therefore draws every random
 tensor for the whole global batch from the shared seed and keeps this rank's
 rows. The extra draws are a few small tensors per step.

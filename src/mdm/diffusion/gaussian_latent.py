@@ -62,14 +62,14 @@ class GaussianLatent(DiffusionProcess):
         super().__init__(config, modality)
         text = self.modality is Modality.TEXT
         self.schedule = NoiseSchedule(config.text_schedule if text else config.image_schedule, self.T,
-                                      config.text_snr_shift if text else config.image_snr_shift)
+                                      config.text_snr_shift if text else 1.0)
 
     # -- training ------------------------------------------------------------
     def corrupt(self, network: MDMNetwork, spec: SegmentSpec, states: Tensor, vae_out: VAEOutput,
                 rng: BatchRandom) -> Corrupted:
         cfg, T = self.config, self.T
         mu = clean_latent(network, vae_out)
-        z0 = vae_out.z0.detach() if network.config.vae.detach_latents else vae_out.z0
+        z0 = vae_out.z0.detach() if network.vae_config.detach_latents else vae_out.z0
         b, n = states.shape[:2]
         warp = self.warp(network)
         t = (rng.randint(T, b, 1) if warp is None else warp.timesteps(rng.rand(b, 1), T)).expand(b, n)
@@ -160,7 +160,7 @@ class _LatentSampler(SegmentSampler):
                  config: SamplerConfig, generator: torch.Generator | None,
                  kept: tuple[Tensor, Tensor] | None) -> None:
         device = next(network.parameters()).device
-        n, e = spec.n_content, network.config.vae.d_latent
+        n, e = spec.n_content, network.vae_config.d_latent
         self.config, self.b, self.n = config, b, n
         self.selection = config.selection
         if process.modality is Modality.IMAGE and config.image_selection is not None:

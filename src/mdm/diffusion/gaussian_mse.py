@@ -70,7 +70,7 @@ class _NoiseSampler(SegmentSampler):
                  generator: torch.Generator | None) -> None:
         device = next(network.parameters()).device
         self.process, self.network, self.b = process, network, b
-        self.z = torch.randn(b, n, network.config.vae.d_latent, generator=generator, device=device)
+        self.z = torch.randn(b, n, network.vae_config.d_latent, generator=generator, device=device)
         self.scheduler = process.make_scheduler(config)
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
         self.n_steps = len(self.timesteps)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mdm.config import DiffusionConfig, VAEConfig
+from mdm.config import MASKING_PROCESSES, PROCESS_NAMES, DiffusionConfig, VAEConfig
 from mdm.diffusion.base import DiffusionProcess, clean_latent
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.registry import make_process, process_name
@@ -92,8 +92,11 @@ class MultimodalDiffusion:
             raise ValueError(f"{key[0].value} tokens of this network are pixel patches, which only the Gaussian "
                              f"noise MSE diffuses; diffusion.{key[0].value}_process is "
                              f"{process_name(self.config, key[0])}")
-        trained = process_name(network.config.diffusion, key[0])
-        if not key[1] and trained != process_name(self.config, key[0]):
+        # The network knows its processes only by their MASK latents; one process of each kind is registered
+        # (config.choices), so the one it was trained with follows from whether it learned a MASK latent.
+        trained_masked = key[0].value in network.mask_latents
+        if not key[1] and trained_masked != (process_name(self.config, key[0]) in MASKING_PROCESSES):
+            trained = next(p for p in PROCESS_NAMES if (p in MASKING_PROCESSES) == trained_masked)
             raise ValueError(f"this network was trained with diffusion.{key[0].value}_process = {trained}; it "
                              f"cannot be sampled or scored as {process_name(self.config, key[0])}")
         if key not in self._processes:

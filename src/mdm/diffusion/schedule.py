@@ -16,7 +16,7 @@ Hoogeboom et al. 2023 and SD3). Why: a token's latent has ``d_latent`` dimension
 and only ``vocab`` candidates, so it stays identifiable from z_t far into the
 schedule, and with s = 1 few training draws force the model to read the context.
 Measured on associative recall trained through this diffusion (16-d latents, 68 ids;
-benchmarks/diffusion_recall_probe.py): a token's own latent names it at 59% of the
+experiments/copy-through-diffusion): a token's own latent names it at 59% of the
 text levels with s = 1 and at 14% with s = 64 (upper bounds), and only the shifted model learned
 to copy the answer from the context within 3000 steps.
 The shifted schedule is handed to diffusers as ``trained_betas`` so its noising and

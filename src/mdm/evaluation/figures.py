@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from mdm.data.referee import score_caption  # noqa: E402
+from mdm.evaluation.judges.referee import score_caption  # noqa: E402
 
 REFEREE_LEGEND = "green: the ShapesWorld referee finds every claim true, red: not"
 

@@ -5,7 +5,7 @@ features. Inception's weights cannot be downloaded here, so the feature network 
 pluggable (DESIGN.md §7): any :class:`FeatureNetwork` -- a classifier whose
 ``embed`` gives the features (FID, precision, recall) and whose ``forward`` gives
 class logits (IS). The project trains its own on each dataset
-(:mod:`mdm.evaluation.digit_classifier`, :mod:`mdm.evaluation.shapes_classifier`),
+(:mod:`mdm.evaluation.judges.digit_classifier`, :mod:`mdm.evaluation.judges.shapes_classifier`),
 and every result names the network it used: an FID on one feature network is not
 comparable with an FID on another.
 

@@ -31,14 +31,14 @@ from typing import Any
 
 import torch
 
-from mdm.data.referee import score_caption, score_generation
+from mdm.evaluation.judges.referee import score_caption, score_generation
 from mdm.data.sample import Sample
 from mdm.data.shapesworld import reference_captions
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.captioning import cider
 from mdm.evaluation.image_quality import FeatureNetwork, image_quality
 from mdm.evaluation.vqa_accuracy import exact_match
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 
 TASKS = ("text_to_image", "image_to_text", "vqa", "text_to_text", "joint")
 
@@ -63,7 +63,7 @@ def score_tasks(pipe: MDMPipeline, samples: list[Sample], sampler: SamplerConfig
     ``feature_network``: also FID / precision / recall of text->image (needs >= 4 samples)
     against ``reference`` real images (default: the samples' own images).
     ``referee_options``: the referee's keyword arguments for the samples' level, its position
-    grid (:func:`mdm.data.referee.referee_options`; none for the default 3x3 grid).
+    grid (:func:`mdm.evaluation.judges.referee.referee_options`; none for the default 3x3 grid).
     """
     if not samples:
         raise ValueError("score_tasks: no samples to score")

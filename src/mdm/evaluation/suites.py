@@ -6,11 +6,11 @@ suite          what is measured
 shapesworld    every task on held-out ShapesWorld scenes, scored by the referee
                (:mod:`mdm.evaluation.shapesworld`): Table 1's text->image row
                (GenEval-style attributes; FID, precision, recall on a scene parser
-               the project trains, :mod:`mdm.evaluation.shapes_classifier`) and
+               the project trains, :mod:`mdm.evaluation.judges.shapes_classifier`) and
                Table 2 (caption CIDEr and truth, VQA accuracy)
 digits         class->image, Table 1's class-conditional row: the share of generated
                digits that a classifier trained on the real digits
-               (:mod:`mdm.evaluation.digit_classifier`) recognises as the requested
+               (:mod:`mdm.evaluation.judges.digit_classifier`) recognises as the requested
                class, and FID, IS, precision, recall against the held-out real digits
                on that classifier's features
 moving-       DiM video (DESIGN.md §5): class->video and caption->video clips judged
@@ -43,7 +43,7 @@ from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation import SUITES
 from mdm.evaluation.image_quality import FeatureNetwork, InceptionFeatures
 from mdm.evaluation.shapesworld import format_score
-from mdm.tasks import MDMPipeline
+from mdm.pipeline import MDMPipeline
 
 REFERENCE_SCENES = 500  # real training scenes: the reference distribution of ShapesWorld's FID
 
@@ -79,13 +79,13 @@ def _multiple_choice(pipe: MDMPipeline, checkpoint, data, n: int, seed: int,
 
 def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
                  inception: FeatureNetwork | None) -> tuple[dict, dict, str | None]:
-    from mdm.data.preview import load_builtin, shapesworld_config
+    from mdm.data.registry import load_builtin, shapesworld_config
     from mdm.evaluation.image_quality import frechet_distance
-    from mdm.evaluation.shapes_classifier import train_shapes_classifier
+    from mdm.evaluation.judges.shapes_classifier import train_shapes_classifier
     from mdm.evaluation.shapesworld import score_tasks
     from mdm.training.prepare import load_samples, referee_kwargs
 
-    config = pipe.network.config
+    config = pipe.config
     if config.data.name != "shapesworld":
         raise ValueError(f"suite shapesworld needs a ShapesWorld checkpoint; {checkpoint} was trained on "
                          f"{config.data.name!r}")
@@ -119,10 +119,10 @@ def _shapesworld(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, 
 def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
             inception: FeatureNetwork | None) -> tuple[dict, dict, str]:
     from mdm.data.digits import DigitsDataset
-    from mdm.evaluation.digit_classifier import train_digit_classifier
+    from mdm.evaluation.judges.digit_classifier import train_digit_classifier
     from mdm.evaluation.image_quality import frechet_distance, image_quality
 
-    config = pipe.network.config
+    config = pipe.config
     if config.data.name != "digits" or config.backbone.n_classes < 10:
         raise ValueError(f"suite digits needs a class-conditional Digits checkpoint (data.name digits, "
                          f"backbone.n_classes 10); {checkpoint} was trained on {config.data.name!r} with "
@@ -148,12 +148,12 @@ def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed:
 
 def _moving_digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
                    inception: FeatureNetwork | None) -> tuple[dict, dict, str]:
-    from mdm.evaluation.digit_classifier import train_digit_classifier
+    from mdm.evaluation.judges.digit_classifier import train_digit_classifier
     from mdm.evaluation.image_quality import _fid_of_features
     from mdm.evaluation.video import score_clips, start_directions
     from mdm.training.prepare import load_samples
 
-    config = pipe.network.config
+    config = pipe.config
     if config.data.name != "moving-digits" or not pipe.is_video or config.backbone.n_classes < 10:
         raise ValueError(f"suite moving-digits needs a class-conditional video checkpoint (data.name moving-digits, "
                          f"layout.frames > 1, backbone.n_classes 10); {checkpoint} was trained on "
@@ -225,7 +225,7 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
     features = None if inception is None else InceptionFeatures(inception)
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
     pipe.progress = progress
-    config = pipe.network.config
+    config = pipe.config
     if suite == "multiple-choice":
         scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed, progress)
     elif suite == "shapesworld":

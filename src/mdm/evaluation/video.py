@@ -7,7 +7,7 @@ A clip is judged frame by frame, without knowing where the generator put the dig
 2. **Which.** The ``digit_size`` window centred on the centroid is cropped (kept
    inside the canvas), resized to the 8 x 8 of the real digits with antialiasing,
    and classified by the digit CNN trained on the real digits
-   (:mod:`mdm.evaluation.digit_classifier`). *Frame accuracy* is the share of
+   (:mod:`mdm.evaluation.judges.digit_classifier`). *Frame accuracy* is the share of
    frames recognised as the requested class.
 3. **How it moves.** A clip is *consistent* when its centroids fit constant
    velocity with reflections off the walls

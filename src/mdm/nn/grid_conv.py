@@ -3,15 +3,16 @@
 Why: a scan is local in its own order only. In the frame-major order of a 4 x 4-code clip, the code that
 frame t + 1 takes over when the digit moves by one code in each axis lies 16 +- 4 +- 1 positions back, and
 in the space-major order 8 x (4 +- 1) +- 1 positions away: too far for the mixer's 4-tap conv, so the SSM
-state has to carry it. The motion probe (``benchmarks/video_motion_probe.py``) found that failure: the
+state has to carry it. The motion probe (``experiments/video-coherence``) found that failure: the
 moving-digits models copy frame t to frame t + 4 but do not move the digit one place from t to t + 1.
 VMamba (Liu et al., arXiv 2401.10166) gives its 2-D scans a depthwise 2-D conv for the same reason,
 locality in the grid rather than in the scan order; there the conv sits inside the mixer, here it is a
 3-D conv placed as a residual before each block, so that any backbone kind can take it.
 
 ``backbone.grid_conv = k`` adds one before every block, as a pre-norm residual whose weights start at
-zero, so that a new network computes what it would without it. Off (0) by default: on moving digits it
-did not teach the move (benchmarks/results/video-cpu-2core/README.md, sixth session).
+zero, so that a new network computes what it would without it. Off (0) by default: it did not teach the move
+(moving digits at 16 px, 27 min on 2 CPU threads: frame t + 1 is frame t moved in 15.0% of frames with k = 3,
+24.6% without, by the motion probe of experiments/video-coherence).
 """
 
 from __future__ import annotations

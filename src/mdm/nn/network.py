@@ -31,10 +31,12 @@ Shape letters: ``b`` batch, ``n`` content positions (all segments), ``e`` d_late
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
-from mdm.config import MDMConfig
+from mdm.config import BackboneConfig, LayoutConfig, VAEConfig
 from mdm.nn.backbone import Backbone
 from mdm.nn.layout import Modality, SequenceLayout
 from mdm.nn.vae import UnifiedVAE
@@ -46,27 +48,31 @@ class MDMNetwork(nn.Module):
     """Unified VAE + latent-in projection + backbone + per-modality heads (logits over candidate states,
     or the predicted noise of a continuous modality).
 
-    ``vocab_sizes`` gives the states of each modality; for images on the continuous
-    path (``config.layout.image_tokens = pixels``) it gives the values of one patch.
+    It takes only its own config sections: ``backbone`` (the denoiser), ``layout`` (whether images come as
+    pixel patches, ``layout.image_tokens = pixels``) and ``vae`` (the latent width). ``vocab_sizes`` gives the
+    states of each modality; for images on the continuous path it gives the values of one patch.
+    ``masked_modalities`` names the modalities whose states are diffused by masking
+    (``DiffusionConfig.masked_modalities()``): each gets a learned MASK latent.
     """
 
-    def __init__(self, config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> None:
+    def __init__(self, backbone: BackboneConfig, layout: LayoutConfig, vae: VAEConfig,
+                 vocab_sizes: dict[Modality | str, int], masked_modalities: Iterable[Modality | str] = ()) -> None:
         super().__init__()
-        self.config = config
+        self.layout_config, self.vae_config = layout, vae
         self.vocab_sizes = {Modality(m): int(v) for m, v in vocab_sizes.items()}
         self.continuous = frozenset({Modality.IMAGE} & set(self.vocab_sizes)
-                                    if config.layout.continuous_images else ())
-        d, e = config.backbone.d_model, config.vae.d_latent
-        self.vae = UnifiedVAE(self.vocab_sizes, d_latent=e, d_hidden=config.vae.d_hidden,
+                                    if layout.continuous_images else ())
+        d, e = backbone.d_model, vae.d_latent
+        self.vae = UnifiedVAE(self.vocab_sizes, d_latent=e, d_hidden=vae.d_hidden,
                               continuous=self.continuous)
         self.latent_in = nn.Linear(e, d)
         self.modality_in = nn.Embedding(len(Modality), d)
-        self.backbone = Backbone(config.backbone)
+        self.backbone = Backbone(backbone)
         self.heads = nn.ModuleDict({m.value: nn.Linear(d, e if m in self.continuous else v)
                                     for m, v in self.vocab_sizes.items()})
         self._modality_index = {m: i for i, m in enumerate(Modality)}
-        masked = [m for m in self.vocab_sizes if m not in self.continuous
-                  and m.value in config.diffusion.masked_modalities()]
+        masking = {Modality(m) for m in masked_modalities}
+        masked = [m for m in self.vocab_sizes if m not in self.continuous and m in masking]
         self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in masked})
         self.self_cond_in = None
         if config.diffusion.self_conditioning:
@@ -114,7 +120,7 @@ class MDMNetwork(nn.Module):
         Returns:
             One (b, n_k, v_k) tensor of logits per segment; (b, n_k, e) predicted noise for a continuous one.
         """
-        e = self.config.vae.d_latent
+        e = self.vae_config.d_latent
         if z.dim() != 3 or z.shape[-1] != e:
             raise ValueError(f"MDMNetwork: z must be (batch, n_content, {e}), got {tuple(z.shape)}")
         for seg in layout.segments:

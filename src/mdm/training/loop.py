@@ -47,7 +47,8 @@ from mdm.training.distributed import DistributedContext
 def build_model(config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> tuple[MDMNetwork, MultimodalDiffusion]:
     """The network (initialised from ``config.train.seed``) and its diffusion."""
     torch.manual_seed(config.train.seed)
-    return MDMNetwork(config, vocab_sizes), MultimodalDiffusion(config.diffusion, config.vae)
+    network = MDMNetwork(config.backbone, config.layout, config.vae, vocab_sizes, config.diffusion.masked_modalities())
+    return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 
 def compile_blocks(network: MDMNetwork) -> None:
@@ -56,7 +57,7 @@ def compile_blocks(network: MDMNetwork) -> None:
     Only the blocks: there the SSD's many small elementwise kernels (the decay
     matrix, its masks and exponentials, the gate) fuse. On ``moving-digits`` at
     2 threads a step took 0.35 s instead of 0.42 s, and a 27-minute run made 4792
-    steps instead of 3753 (benchmarks/results/video-cpu-2core). Compiling the whole loss
+    steps instead of 3753 (experiments/video-coherence). Compiling the whole loss
     as well made a ``moving-digits`` step only 3% faster again but took five times
     as long to compile (250 s against 48 s, 2 threads), which a 27-minute run
     cannot afford. In place (``nn.Module.compile``), so the parameter names and
@@ -123,9 +124,10 @@ def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> floa
     multiplied by the warm-up ramp (so the decay's clock starts at step 0, not after warm-up).
     Why offer it: the runs here are cut by a time budget long before any plateau, and
     decaying to zero by the end of a budget has done better than a constant rate for the
-    same compute (Li et al., "Budgeted Training", ICLR 2020). Not measured to help here: on
-    ``moving-digits`` one decayed run sampled worse than the constant rate
-    (``benchmarks/results/video-cpu-2core/``, ninth session), so the presets keep it constant.
+    same compute (Li et al., "Budgeted Training", ICLR 2020). Not measured to help here, so the presets keep it
+    constant: ``moving-digits`` seed 2, 27 min on 2 CPU threads, drew the requested digit in 48.0% of frames decayed
+    linearly against 72.9% at the constant rate (``mdm eval --suite moving-digits``, 100 clips;
+    experiments/video-coherence).
     """
     rate = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
     if config.lr_decay == "constant":
@@ -175,7 +177,7 @@ class Trainer:
         self.draw_task = task_sampler(self.data, config.task_weights, self.generator)
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
-        self.elapsed = 0.0  # training seconds over all sessions of the run
+        self.elapsed = 0.0  # training seconds over every call of run(), resumptions included
         self.log_path = Path(log_path) if log_path and self.dist.is_main else None
         self.tensorboard_dir = tensorboard_dir if self.dist.is_main else None
         self._stop_requested = False
@@ -223,7 +225,7 @@ class Trainer:
         rng = BatchRandom(self.noise_generator, self.device, rows if dist.world_size > 1 else None,
                           config.batch_size if dist.world_size > 1 else None)
         with self.autocast:
-            segments = task_segments(task, batch, question_first=self.network.config.layout.question_first)
+            segments = task_segments(task, batch, question_first=self.network.layout_config.question_first)
             losses = self.objective(segments, labels, rng)
         loss = dist.mean(losses["loss"].detach())
         if not torch.isfinite(loss):
@@ -311,15 +313,15 @@ class Trainer:
         self.network.eval()
         return self.history
 
-    def _run_progress(self, session_s: float, time_budget_s: float | None) -> float | None:
+    def _run_progress(self, call_s: float, time_budget_s: float | None) -> float | None:
         """The share of the run done, for ``train.lr_decay``: steps done of ``train.steps``, or of the time budget.
 
         ``train.steps`` rather than the ``steps`` a caller passes to :meth:`run`, which only
         says where this call stops: scripts that train in chunks keep one decay. With a time
         budget the decay follows whichever ends first, so a run cut at 27 minutes ends near
         ``lr * lr_final_fraction``; its rates then depend on the machine's speed (not
-        reproducible step for step). Each session measures its own time: resuming such a run
-        restarts the decay (a warm restart), over the new session's budget or, without one,
+        reproducible step for step). Each call measures its own time: resuming such a run
+        restarts the decay (a warm restart), over the new call's budget or, without one,
         from ``step / train.steps``. Under data parallelism the processes average their
         clocks, so every process sets the same rate.
         """
@@ -327,7 +329,7 @@ class Trainer:
             return None
         done = self.step / self.config.steps
         if time_budget_s is not None:
-            clock = torch.tensor(session_s / time_budget_s, dtype=torch.float64, device=self.device)
+            clock = torch.tensor(call_s / time_budget_s, dtype=torch.float64, device=self.device)
             done = max(done, float(self.dist.mean(clock)))
         return done
 

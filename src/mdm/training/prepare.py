@@ -7,10 +7,11 @@ For ``data.name``:
   (scikit-learn's bundled 8x8 digits), ``moving-digits`` (clips of
   ``layout.frames`` frames of those digits bouncing on a ``layout.image_size``
   canvas, for DiM video): built in, nothing to download.
-* ``imagefolder``, ``coco``, ``vqav2``: local files in the formats of
+* ``imagefolder``, ``coco``, ``vqav2``, ``chat``: local files in the formats of
   :mod:`mdm.data.formats`, given by ``data.path`` (the class folder, the
-  annotations JSON, the questions JSON), ``data.images`` (the images folder) and
-  for VQAv2 ``data.annotations``.
+  annotations JSON, the questions JSON, the chat JSONL), ``data.images`` (the images folder) and
+  for VQAv2 ``data.annotations``. A chat dialogue trains text->text: its last reply is the answer
+  (:func:`mdm.data.formats.text_to_text_sample`).
 
 The SentencePiece tokenizer is trained on the training texts and the VQ-VAE on
 the training images (none on the continuous path, ``layout.image_tokens = pixels``,
@@ -32,11 +33,11 @@ import torch
 from mdm.config import ConfigError, MDMConfig
 from mdm.data.sample import Sample
 from mdm.data.text_tokenizer import TextTokenizer
-from mdm.data.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
+from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
 
 BUILTIN_DATA = ("shapesworld", "digits", "moving-digits")
-FILE_DATA = ("imagefolder", "coco", "vqav2")
+FILE_DATA = ("imagefolder", "coco", "vqav2", "chat")
 
 
 @dataclass
@@ -52,7 +53,7 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
     """The samples of ``config.data`` (a list; the built-in sets are small enough to hold)."""
     data, size = config.data, config.layout.image_size
     if data.name in BUILTIN_DATA:
-        from mdm.data.preview import load_builtin
+        from mdm.data.registry import load_builtin
 
         if data.name == "shapesworld":
             n = data.train_size if split == "train" else 500
@@ -85,12 +86,16 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
             ds = formats.ImageFolderDataset(data.path, size)
         elif data.name == "coco":
             ds = formats.CocoCaptionsDataset(data.path, data.images, size)
+        elif data.name == "chat":
+            ds = formats.ChatJsonlDataset(data.path)
         else:
             ds = formats.VQAv2Dataset(data.path, data.annotations or None, data.images, size)
         index = range(len(ds))
         if data.train_size and data.train_size < len(ds):  # a seeded random subset: folders are sorted by class
             index = sorted(torch.randperm(len(ds), generator=torch.Generator().manual_seed(data.seed))
                            [:data.train_size].tolist())
+        if data.name == "chat":
+            return [formats.text_to_text_sample(ds[i]) for i in index]
         return [ds[i] for i in index]
     raise ValueError(f"data.name {data.name!r} is not one of {', '.join(BUILTIN_DATA + FILE_DATA)}")
 
@@ -118,10 +123,10 @@ def check_level_image_size(config: MDMConfig) -> None:
 
 def referee_kwargs(config: MDMConfig) -> dict[str, Any]:
     """The referee's keyword arguments for a model of ``config``: its ShapesWorld level's position grid
-    (:func:`mdm.data.referee.referee_options`; empty for ``hard`` and for other data)."""
+    (:func:`mdm.evaluation.judges.referee.referee_options`; empty for ``hard`` and for other data)."""
     if config.data.name != "shapesworld":
         return {}
-    from mdm.data.referee import referee_options
+    from mdm.evaluation.judges.referee import referee_options
     from mdm.data.shapesworld import level_config
 
     return referee_options(level_config(config.data.level))
@@ -200,7 +205,7 @@ def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: list[Sample], log=print) 
     which = "held-out" if builtin else "training"
     line = f"image tokenizer: {len(images)} {which} images reconstructed at {report['psnr_db']:.1f} dB PSNR"
     if config.data.name == "shapesworld":
-        from mdm.data.referee import score_generation
+        from mdm.evaluation.judges.referee import score_generation
 
         kw = referee_kwargs(config)
         right = [score_generation(r, s.meta["objects"], **kw)["all"] for r, s in zip(rec, scenes)]

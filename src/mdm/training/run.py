@@ -27,7 +27,8 @@ from mdm.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_folder, 
 from mdm.config import MDMConfig, apply_overrides, save_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.diffusion.schedule import check_schedules
-from mdm.tasks import MDMPipeline, Task, check_task_weights
+from mdm.pipeline import MDMPipeline
+from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
@@ -41,7 +42,7 @@ class RunResult:
     resumed_from: int  # the step the run resumed from (0 for a new run)
 
 
-def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Path, n: int = 8,
+def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, config: MDMConfig, path: Path, n: int = 8,
                       network=None) -> Path | None:
     """A grid from the EMA weights of a task the run trains: image+caption together, or one image per class;
     for a video model one row of frames per clip.
@@ -50,15 +51,15 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Pat
     """
     from mdm.evaluation.figures import image_caption_grid, judged_grid_title, video_strip  # matplotlib, when asked
 
-    pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens)
+    pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens, config)
     sampler = SamplerConfig(steps=20)
     trained = {Task(t) for t, w in trainer.config.task_weights.items() if w > 0 and data.train.supports(Task(t))}
     if Task.JOINT in trained:
         images, titles = pipe.joint(n, sampler, seed=0)
         title, referee = judged_grid_title(f"step {trainer.step}: image + caption together",
-                                           trainer.network.config.data.name)
+                                           config.data.name)
     elif Task.CLASS_TO_IMAGE in trained:
-        labels = [i % trainer.network.config.backbone.n_classes for i in range(n)]
+        labels = [i % config.backbone.n_classes for i in range(n)]
         images, titles = pipe.class_to_image(labels, sampler, seed=0), [f"class {c}" for c in labels]
         title, referee = f"step {trainer.step}", False
     else:
@@ -66,7 +67,7 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, path: Pat
     if pipe.is_video:
         return video_strip(images, titles, path, title=title)
     return image_caption_grid(images, titles, path, title=title, referee=referee,
-                              referee_options=referee_kwargs(trainer.network.config))
+                              referee_options=referee_kwargs(config))
 
 
 def _require_checkpoint(folder: str | Path) -> None:
@@ -187,7 +188,7 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
     def sample_hook(tr: Trainer) -> None:
         every = config.train.sample_every
         if every and tr.step % every == 0:
-            path = dist.on_main(write_sample_grid, tr, diffusion, data,
+            path = dist.on_main(write_sample_grid, tr, diffusion, data, config,
                                 out / "samples" / f"step-{tr.step:07d}.png", network=whole_ema())
             if path is not None:
                 say(f"step {tr.step}: wrote {path}")
