@@ -198,6 +198,10 @@ class DiffusionConfig:
         return tuple(m for m, p in (("text", self.text_process), ("image", self.image_process))
                      if p in MASKING_PROCESSES)
 
+    def warped_modalities(self) -> tuple[str, ...]:
+        """The modalities whose training levels and sampler steps follow a fitted time warp."""
+        return self.gaussian_modalities() if self.time_warping else ()
+
     def gaussian_modalities(self) -> tuple[str, ...]:
         """The modalities ("text", "image") diffused as Gaussian latents: those self-conditioning and warping serve."""
         return tuple(m for m, p in (("text", self.text_process), ("image", self.image_process)) if p == "gaussian")

@@ -37,6 +37,8 @@ seen the condition.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
@@ -142,6 +144,9 @@ class GaussianLatent(DiffusionProcess):
             s = DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2,
                                                         prediction_type="sample", timestep_spacing="trailing",
                                                         lower_order_final=True)
+        if warp is not None and not warp.fitted:
+            warnings.warn(f"the {self.modality.value} time warp of this network is not fitted (its training has not "
+                          f"seen every noise level yet): sampling on the plain schedule", stacklevel=2)
         if warp is not None and warp.fitted:
             s.set_timesteps(timesteps=warp.sampler_timesteps(config.steps, self.T))
         else:

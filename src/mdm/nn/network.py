@@ -52,11 +52,13 @@ class MDMNetwork(nn.Module):
     pixel patches, ``layout.image_tokens = pixels``) and ``vae`` (the latent width). ``vocab_sizes`` gives the
     states of each modality; for images on the continuous path it gives the values of one patch.
     ``masked_modalities`` names the modalities whose states are diffused by masking
-    (``DiffusionConfig.masked_modalities()``): each gets a learned MASK latent.
+    (``DiffusionConfig.masked_modalities()``): each gets a learned MASK latent. ``self_conditioning`` and
+    ``warped_modalities`` (``DiffusionConfig.warped_modalities()``) add what those switches need.
     """
 
     def __init__(self, backbone: BackboneConfig, layout: LayoutConfig, vae: VAEConfig,
-                 vocab_sizes: dict[Modality | str, int], masked_modalities: Iterable[Modality | str] = ()) -> None:
+                 vocab_sizes: dict[Modality | str, int], masked_modalities: Iterable[Modality | str] = (),
+                 self_conditioning: bool = False, warped_modalities: Iterable[Modality | str] = ()) -> None:
         super().__init__()
         self.layout_config, self.vae_config = layout, vae
         self.vocab_sizes = {Modality(m): int(v) for m, v in vocab_sizes.items()}
@@ -75,12 +77,12 @@ class MDMNetwork(nn.Module):
         masked = [m for m in self.vocab_sizes if m not in self.continuous and m in masking]
         self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in masked})
         self.self_cond_in = None
-        if config.diffusion.self_conditioning:
+        if self_conditioning:
             self.self_cond_in = nn.Linear(e, d)
             nn.init.zeros_(self.self_cond_in.weight)
             nn.init.zeros_(self.self_cond_in.bias)
-        warped = [m for m in self.vocab_sizes if m not in self.continuous
-                  and m.value in config.diffusion.gaussian_modalities()] if config.diffusion.time_warping else []
+        warping = {Modality(m) for m in warped_modalities}
+        warped = [m for m in self.vocab_sizes if m not in self.continuous and m in warping]
         for m in warped:
             self.register_buffer(f"level_stats_{m.value}", torch.zeros(2, LEVEL_BINS))
 

@@ -27,6 +27,8 @@ from mdm.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_folder, 
 from mdm.config import MDMConfig, apply_overrides, save_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.diffusion.schedule import check_schedules
+from mdm.diffusion.time_warp import TimeWarp
+from mdm.nn.layout import Modality
 from mdm.pipeline import MDMPipeline
 from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
@@ -68,6 +70,15 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, config: M
         return video_strip(images, titles, path, title=title)
     return image_caption_grid(images, titles, path, title=title, referee=referee,
                               referee_options=referee_kwargs(config))
+
+
+def write_time_warp(network: torch.nn.Module, path: Path) -> Path | None:
+    """The plot of the network's fitted time warps (``diffusion.time_warping``), or None without one."""
+    warps = {m.value: TimeWarp(network.level_stats(m)) for m in Modality if network.level_stats(m) is not None}
+    if not warps:
+        return None
+    from mdm.evaluation.figures import time_warp_figure  # matplotlib, when asked
+    return time_warp_figure(warps, path)
 
 
 def _require_checkpoint(folder: str | Path) -> None:
@@ -172,6 +183,7 @@ def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress
         dist.on_main(save_checkpoint, out / CHECKPOINT_DIR, config=config, network=network, model_state=model_state,
                      ema_state=ema_state, tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens,
                      step=tr.step, trainer_tensors=tensors, trainer_meta=meta)
+        dist.on_main(write_time_warp, network, out / "time-warp.png")
 
     def whole_ema() -> torch.nn.Module | None:
         """Rank 0's whole copy of a sharded EMA, to sample from (None when the EMA is not sharded)."""
