@@ -56,6 +56,16 @@ def test_mixer_equals_the_sequential_reference(length):
     torch.testing.assert_close(mixer(u), _reference(mixer, u), rtol=1e-9, atol=1e-10)
 
 
+def test_mixer_gradients_equal_the_sequential_reference():
+    mixer = BidirectionalMamba2Mixer(16, **KW).double()
+    u = torch.randn(2, 29, 16, dtype=F64, requires_grad=True)
+    out, ref = mixer(u), _reference(mixer, u)
+    leaves = [u, *mixer.parameters()]
+    cotangent = torch.randn_like(out)  # one shared random cotangent
+    for g, g_ref in zip(torch.autograd.grad(out, leaves, cotangent), torch.autograd.grad(ref, leaves, cotangent)):
+        torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-9)  # 10x the output tolerance
+
+
 def test_reversing_the_input_and_swapping_the_directions_reverses_the_output():
     mixer = BidirectionalMamba2Mixer(16, **KW).double()
     swapped = BidirectionalMamba2Mixer(16, **KW).double()

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import mdm.nn.mamba2 as mamba2
-from mdm.nn.mamba2 import GatedRMSNorm, Mamba2Mixer, MambaBlock, MixerState
+from mdm.nn.bimamba2 import BidirectionalMamba2Mixer
+from mdm.nn.mamba2 import CausalScan, GatedRMSNorm, Mamba2Base, Mamba2Mixer, MambaBlock, MixerState
 from mdm.nn.ssd import ssd_ref
 
 F64 = torch.float64
@@ -226,6 +227,69 @@ def test_gated_rmsnorm_normalises_per_group():
     out = norm(y, z).unflatten(-1, (4, 16))
     rms = out.pow(2).mean(-1).sqrt()
     assert torch.allclose(rms, torch.ones_like(rms), atol=1e-3)  # eps 1e-5 against mean squares ~0.1
+
+
+# --------------------------------------------------------------------------- the conv + SSD both mixers share
+
+def conv_ssd_ref(mixer: Mamba2Base, scan: CausalScan, xBC: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    """One causal pass written out: left-padded depthwise conv, SiLU, and the sequential scan ``ssd_ref``."""
+    d_inner, g, n, h = mixer.d_inner, mixer.n_groups, mixer.d_state, mixer.n_heads
+    k = scan.conv1d.weight.shape[-1]
+    conv = F.conv1d(F.pad(xBC.transpose(1, 2), (k - 1, 0)), scan.conv1d.weight, scan.conv1d.bias,
+                    groups=xBC.shape[-1])
+    x, B, C = torch.split(F.silu(conv).transpose(1, 2), [d_inner, g * n, g * n], dim=-1)
+    b, l = x.shape[:2]
+    y, _ = ssd_ref(x.reshape(b, l, h, -1), F.softplus(dt + scan.dt_bias), -torch.exp(scan.A_log),
+                   B.reshape(b, l, g, n), C.reshape(b, l, g, n), scan.D, discretization=mixer.discretization)
+    return y.reshape(b, l, d_inner)
+
+
+def _scans(kind: str, n_groups: int) -> tuple[Mamba2Base, list[CausalScan]]:
+    kw = {"d_state": D_STATE, "d_conv": D_CONV, "expand": EXPAND, "head_dim": HEAD_DIM, "n_groups": n_groups,
+          "chunk_size": 16}
+    if kind == "one-way":
+        mixer = Mamba2Mixer(D_MODEL, **kw).double()
+        return mixer, [mixer]
+    mixer = BidirectionalMamba2Mixer(D_MODEL, **kw).double()
+    return mixer, [mixer.forward_scan, mixer.backward_scan]
+
+
+@pytest.mark.parametrize("kind", ["one-way", "bidirectional"])
+@pytest.mark.parametrize("n_groups,length", [(1, 5), (2, 37), (1, 48)])  # under, across and on chunk borders
+def test_both_mixers_conv_ssd_equals_the_sequential_reference_with_gradients(kind, n_groups, length):
+    mixer, scans = _scans(kind, n_groups)
+    with torch.no_grad():  # D, dt_bias and the conv off their init, so that every parameter counts
+        for p in mixer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    for scan in scans:
+        xBC = torch.randn(2, length, mixer.conv_dim, dtype=F64, requires_grad=True)
+        dt = torch.randn(2, length, mixer.n_heads, dtype=F64, requires_grad=True)
+        y, state = mixer.conv_ssd(scan, xBC, dt)
+        ref = conv_ssd_ref(mixer, scan, xBC, dt)
+        torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-12)  # float64 end to end
+        assert torch.equal(state.conv, xBC.detach().transpose(1, 2)[..., length - (D_CONV - 1):])
+
+        leaves = [xBC, dt, scan.conv1d.weight, scan.conv1d.bias, scan.dt_bias, scan.A_log, scan.D]
+        cotangent = torch.randn_like(y)  # one shared random cotangent
+        grads = torch.autograd.grad(y, leaves, cotangent)
+        grads_ref = torch.autograd.grad(ref, leaves, cotangent)
+        for name, g, g_ref in zip(["xBC", "dt", "conv", "conv bias", "dt_bias", "A_log", "D"], grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-11, msg=name)  # 10x the output tolerance
+
+
+def test_conv_ssd_continues_from_a_carried_state():
+    mixer, (scan,) = _scans("one-way", 2)
+    xBC = torch.randn(2, 29, mixer.conv_dim, dtype=F64)
+    dt = torch.randn(2, 29, mixer.n_heads, dtype=F64)
+    with torch.no_grad():
+        full, full_state = mixer.conv_ssd(scan, xBC, dt)
+        first, state = mixer.conv_ssd(scan, xBC[:, :11], dt[:, :11])
+        second, last_state = mixer.conv_ssd(scan, xBC[:, 11:], dt[:, 11:], state)
+        fresh, _ = mixer.conv_ssd(scan, xBC[:, 11:], dt[:, 11:])  # without the state: the test can fail
+    torch.testing.assert_close(torch.cat([first, second], dim=1), full, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(last_state.ssm, full_state.ssm, rtol=1e-10, atol=1e-12)
+    assert torch.equal(last_state.conv, full_state.conv)
+    assert rel_err(fresh, full[:, 11:]) > 1e-3
 
 
 # --------------------------------------------------------------------------- bad input / construction

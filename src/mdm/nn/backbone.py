@@ -14,10 +14,6 @@ sequence -- a 128-token clip -- reaches the far positions only through the
 scans' decaying state, and the backward scan of a bidirectional block reads it
 last. The modulation is computed once per distinct (class, noise level) pair.
 
-With ``grid_conv = k`` each block is preceded by a depthwise k x k x k convolution over the
-(frame, row, column) grid of image and video tokens (:mod:`mdm.nn.grid_conv`), applied in the
-order the block reads, so that a token sees its neighbours in the grid wherever the scan puts them.
-
 Shape letters: ``b`` batch, ``l`` layout length, ``n`` content positions, ``d`` d_model,
 ``k`` modulation vectors per block, ``u`` distinct noise levels in a batch.
 """
@@ -28,17 +24,18 @@ import torch
 from torch import Tensor, nn
 
 from mdm.config import BackboneConfig, BackboneKind
+from mdm.nn.adaln_block import AdaLNBlock
 from mdm.nn.bimamba2 import BiMambaBlock
 from mdm.nn.embeddings import (AdaLNSingle, TimestepEmbedder, grid_position_embedding, modulate, per_position,
                                sincos_position_embedding)
-from mdm.nn.grid_conv import GridCells, GridConv
 from mdm.nn.layout import N_SPECIAL, SequenceLayout
 from mdm.nn.mamba2 import MambaBlock
-from mdm.nn.scan import ScanSwitch, block_patterns, inverse_permutation, permute_positions
+from mdm.nn.scan import ScanSwitch, block_patterns, permute_positions
 from mdm.nn.transformer import TransformerBlock
 
 
-def build_block(config: BackboneConfig) -> nn.Module:
+def build_block(config: BackboneConfig) -> AdaLNBlock:
+    """One block of ``config.kind``: a mixer (or attention and an MLP) inside the shared residual adaLN wrapper."""
     ssm = {"d_state": config.d_state, "d_conv": config.d_conv, "expand": config.expand, "head_dim": config.head_dim,
            "n_groups": config.n_groups, "chunk_size": config.chunk_size, "discretization": config.discretization,
            "dt_min": config.dt_init[0], "dt_max": config.dt_init[1], "A_init_range": tuple(config.a_init)}
@@ -65,8 +62,6 @@ class Backbone(nn.Module):
         self.special_embed = nn.Embedding(N_SPECIAL, d)
         self.time_embed = TimestepEmbedder(d)
         self.blocks = nn.ModuleList(build_block(config) for _ in range(config.n_layers))
-        self.grid_convs = (nn.ModuleList(GridConv(d, config.grid_conv) for _ in range(config.n_layers))
-                           if config.grid_conv else None)
         self.adaln = AdaLNSingle(d, self.blocks[0].n_modulation)
         n_skips = config.n_layers // 2 if config.long_skips else 0
         self.skip_proj = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(n_skips))
@@ -75,7 +70,6 @@ class Backbone(nn.Module):
         self.patterns = (block_patterns(config.scan_patterns, config.n_layers, mirror=config.long_skips)
                          if config.kind.scans else None)
         self._switches: dict[tuple, ScanSwitch] = {}
-        self._grid_cells: dict[tuple, list[GridCells]] = {}
 
     @property
     def null_class(self) -> int:
@@ -89,18 +83,6 @@ class Backbone(nn.Module):
         if key not in self._switches:
             self._switches[key] = ScanSwitch(layout, self.patterns).to(device)
         return self._switches[key]
-
-    def grid_cells(self, layout: SequenceLayout, block: int, device: torch.device) -> list[GridCells]:
-        """Where each image/video grid of ``layout`` sits in the order block ``block`` reads, frame-major, with
-        its (frames, rows, cols); cached."""
-        key = (layout.key, block, device)
-        if key not in self._grid_cells:
-            switch = self.scan_switch(layout, device)  # the forward pass's own (cached) switch
-            where = None if switch is None else inverse_permutation(switch.orders[block])  # canonical -> order
-            bodies = [(seg.body.to(device), (seg.spec.frames, *seg.padded_grid))
-                      for seg in layout.segments if seg.padded_grid is not None]
-            self._grid_cells[key] = [(body if where is None else where[body], shape) for body, shape in bodies]
-        return self._grid_cells[key]
 
     def forward(self, content: Tensor, content_t: Tensor, segment_t: Tensor, layout: SequenceLayout,
                 class_labels: Tensor | None = None) -> Tensor:
@@ -160,8 +142,6 @@ class Backbone(nn.Module):
                 order = switch.orders[i]
             if i >= n_layers - n_skips:
                 x = self.skip_proj[n_layers - 1 - i](torch.cat([x, skips.pop()], dim=-1))
-            if self.grid_convs is not None:
-                x = self.grid_convs[i](x, self.grid_cells(layout, i, device))
             levels_here = cond_of if order is None else cond_of[:, order]
             x = block(x, modulation, levels_here)
             if i < n_skips:

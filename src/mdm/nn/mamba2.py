@@ -3,6 +3,8 @@
 ``in_proj -> (z, x, B, C, dt)``; a depthwise causal conv1d over (x, B, C); SiLU;
 the SSD scan (:mod:`mdm.nn.ssd`) with ``A = -exp(A_log)``,
 ``dt = softplus(dt + dt_bias)`` and a D skip; a gated RMSNorm; ``out_proj``.
+The widths, the ``in_proj`` split and the conv + SSD pass live in
+:class:`Mamba2Base`, which the bidirectional mixer (:mod:`mdm.nn.bimamba2`) shares.
 
 Parameter names, shapes and the ``in_proj`` split order (z, x, B, C, dt) are
 those of the public Mamba-2 (``mamba_ssm.modules.mamba2.Mamba2``), so its
@@ -16,13 +18,14 @@ Shape letters: ``b`` batch, ``l`` length, ``d`` d_model, ``h`` n_heads,
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdm.nn.embeddings import modulate, per_position
+from mdm.nn.adaln_block import AdaLNBlock
+from mdm.nn.embeddings import per_position
 from mdm.nn.ssd import Discretization, ssd
 
 
@@ -68,8 +71,19 @@ def init_ssm_parameters(dt_bias: Tensor, A_log: Tensor, D: Tensor, dt_min: float
     D.fill_(1.0)
 
 
-class Mamba2Mixer(nn.Module):
-    """One Mamba-2 mixer: (b, l, d_model) -> (b, l, d_model), causal along l.
+class CausalScan(Protocol):
+    """The parameters of one causal conv + SSD pass (:meth:`Mamba2Base.conv_ssd`)."""
+
+    conv1d: nn.Conv1d  # depthwise over the conv_dim channels of (x, B, C)
+    dt_bias: Tensor  # (n_heads,)
+    A_log: Tensor  # (n_heads,): A = -exp(A_log) < 0
+    D: Tensor  # (n_heads,): the skip of Eq. 11
+
+
+class Mamba2Base(nn.Module):
+    """What the one-way and the bidirectional Mamba-2 mixers share: their widths, the ``in_proj`` split and the
+    causal conv + SSD pass. A subclass builds its own parameters, in the order (and so the random stream) of
+    its public layout.
 
     Args:
         d_model: width of the residual stream.
@@ -80,7 +94,73 @@ class Mamba2Mixer(nn.Module):
         n_groups: groups of heads sharing B and C.
         chunk_size: the longest SSD chunk (64 is fastest on CPU; see ``ssd_chunked``).
         discretization: ``zoh`` (Eq. 12-13, the paper) or ``euler`` (public checkpoints).
+    """
+
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, head_dim: int, n_groups: int,
+                 chunk_size: int, discretization: Discretization | str) -> None:
+        super().__init__()
+        name = type(self).__name__
+        d_inner = expand * d_model
+        if d_inner % head_dim:
+            raise ValueError(f"{name}: expand * d_model = {d_inner} is not a multiple of head_dim {head_dim}")
+        n_heads = d_inner // head_dim
+        if n_heads % n_groups:
+            raise ValueError(f"{name}: n_heads = {n_heads} is not a multiple of n_groups {n_groups}")
+        self.d_model, self.d_state, self.d_conv, self.d_inner = d_model, d_state, d_conv, d_inner
+        self.head_dim, self.n_heads, self.n_groups = head_dim, n_heads, n_groups
+        self.chunk_size = chunk_size
+        self.discretization = Discretization(discretization)
+        self.conv_dim = d_inner + 2 * n_groups * d_state  # the channels of (x, B, C)
+        self.in_proj_dim = 2 * d_inner + 2 * n_groups * d_state + n_heads  # (z, x, B, C, dt)
+
+    def _check_input(self, u: Tensor) -> None:
+        """Refuse anything but a (b, l, d_model) input, naming the mixer and the width it expects."""
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"{type(self).__name__}: expected input (batch, length, {self.d_model}), "
+                             f"got {tuple(u.shape)}")
+
+    def split_projection(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``in_proj``'s (b, l, in_proj_dim) output -> the gate z (b, l, d_inner), the conv input xBC
+        (b, l, conv_dim) and the raw step dt (b, l, h), in the public Mamba-2 order."""
+        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+        return z, xBC, dt
+
+    def conv_ssd(self, scan: CausalScan, xBC: Tensor, dt: Tensor,
+                 state: MixerState | None = None) -> tuple[Tensor, MixerState]:
+        """One causal pass of ``scan`` over (b, l, conv_dim) inputs ``xBC`` with raw steps ``dt`` (b, l, h).
+
+        Returns y (b, l, d_inner), in the scan's dtype (float32 for half-precision inputs), and the state after
+        the last position; ``state`` continues a sequence from its previous segment (None = its start).
+        """
+        b, l, _ = xBC.shape
+        g, n, k = self.n_groups, self.d_state, self.d_conv
+        # 1. Causal depthwise conv (Sec 4.2.1): the last d_conv - 1 inputs of the previous segment
+        #    (zeros at the start) stand in for the left padding; then SiLU.
+        xBC = xBC.transpose(1, 2)  # (b, conv_dim, l)
+        context = xBC.new_zeros(b, self.conv_dim, k - 1) if state is None else state.conv.to(xBC.dtype)
+        xBC = torch.cat([context, xBC], dim=-1)
+        next_conv = xBC[..., xBC.shape[-1] - (k - 1):]
+        xBC = F.silu(F.conv1d(xBC, scan.conv1d.weight, scan.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
+        x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
+        # 2. The SSM parameters of Eq. 10-13, accumulated in >= float32.
+        f32 = torch.float32 if xBC.dtype in (torch.float16, torch.bfloat16) else xBC.dtype
+        A = -torch.exp(scan.A_log.to(f32))
+        dt = F.softplus(dt.to(f32) + scan.dt_bias.to(f32))
+        # 3. The SSD scan with the D skip (Eq. 10-11).
+        y, ssm = ssd(x.reshape(b, l, self.n_heads, self.head_dim).to(f32), dt, A,
+                     B.reshape(b, l, g, n).to(f32), C.reshape(b, l, g, n).to(f32), scan.D.to(f32),
+                     initial_state=None if state is None else state.ssm,
+                     discretization=self.discretization, chunk_size=self.chunk_size)
+        return y.reshape(b, l, self.d_inner), MixerState(next_conv, ssm)
+
+
+class Mamba2Mixer(Mamba2Base):
+    """One Mamba-2 mixer: (b, l, d_model) -> (b, l, d_model), causal along l.
+
+    Args: those of :class:`Mamba2Base`, and
         dt_min, dt_max, dt_init_floor, A_init_range: the public Mamba-2 initialisation.
+        norm_eps: epsilon of the gated RMSNorm.
+        device, dtype: where and how the parameters are made (``meta`` skips the SSM init).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, d_conv: int = 4, expand: int = 2,
@@ -89,21 +169,10 @@ class Mamba2Mixer(nn.Module):
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
                  A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        d_inner = expand * d_model
-        if d_inner % head_dim:
-            raise ValueError(f"Mamba2Mixer: expand * d_model = {d_inner} is not a multiple of head_dim {head_dim}")
-        n_heads = d_inner // head_dim
-        if n_heads % n_groups:
-            raise ValueError(f"Mamba2Mixer: n_heads = {n_heads} is not a multiple of n_groups {n_groups}")
-        self.d_model, self.d_state, self.d_conv, self.d_inner = d_model, d_state, d_conv, d_inner
-        self.head_dim, self.n_heads, self.n_groups = head_dim, n_heads, n_groups
-        self.chunk_size = chunk_size
-        self.discretization = Discretization(discretization)
+        super().__init__(d_model, d_state, d_conv, expand, head_dim, n_groups, chunk_size, discretization)
         kw = {"device": device, "dtype": dtype}
-
-        conv_dim = d_inner + 2 * n_groups * d_state
-        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * n_groups * d_state + n_heads, bias=False, **kw)
+        d_inner, conv_dim, n_heads = self.d_inner, self.conv_dim, self.n_heads
+        self.in_proj = nn.Linear(d_model, self.in_proj_dim, bias=False, **kw)
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1, bias=True, **kw)
         self.dt_bias = nn.Parameter(torch.empty(n_heads, **kw))
         self.A_log = nn.Parameter(torch.empty(n_heads, **kw))
@@ -126,38 +195,23 @@ class Mamba2Mixer(nn.Module):
         With ``return_state`` also returns the state after the last position, so a
         long sequence can be processed in segments with exactly the same result.
         """
-        if u.dim() != 3 or u.shape[-1] != self.d_model:
-            raise ValueError(f"Mamba2Mixer: expected input (batch, length, {self.d_model}), got {tuple(u.shape)}")
+        self._check_input(u)
         b, l, _ = u.shape
-        g, n, k = self.n_groups, self.d_state, self.d_conv
         if l == 0:  # nothing to scan: the state passes through unchanged
             if state is None:
-                conv_dim = self.d_inner + 2 * g * n
-                state = MixerState(u.new_zeros(b, conv_dim, k - 1), u.new_zeros(b, self.n_heads, self.head_dim, n))
+                state = MixerState(u.new_zeros(b, self.conv_dim, self.d_conv - 1),
+                                   u.new_zeros(b, self.n_heads, self.head_dim, self.d_state))
             out = u.new_zeros(b, 0, self.d_model)
             return (out, state) if return_state else out
-        z, xBC, dt = torch.split(self.in_proj(u), [self.d_inner, self.d_inner + 2 * g * n, self.n_heads], dim=-1)
-        # Causal depthwise conv: the last d_conv - 1 inputs of the previous segment
-        # (zeros at the start) stand in for the left padding.
-        xBC = xBC.transpose(1, 2)  # (b, conv_dim, l)
-        context = xBC.new_zeros(b, xBC.shape[1], k - 1) if state is None else state.conv.to(xBC.dtype)
-        xBC = torch.cat([context, xBC], dim=-1)
-        next_conv = xBC[..., xBC.shape[-1] - (k - 1):]
-        xBC = F.silu(F.conv1d(xBC, self.conv1d.weight, self.conv1d.bias, groups=xBC.shape[1])).transpose(1, 2)
-        x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
-        f32 = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype  # scan accumulates in >= fp32
-        A = -torch.exp(self.A_log.to(f32))
-        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))
-        y, ssm = ssd(x.reshape(b, l, self.n_heads, self.head_dim).to(f32), dt, A,
-                     B.reshape(b, l, g, n).to(f32), C.reshape(b, l, g, n).to(f32), self.D.to(f32),
-                     initial_state=None if state is None else state.ssm,
-                     discretization=self.discretization, chunk_size=self.chunk_size)
-        out = self.out_proj(self.norm(y.reshape(b, l, self.d_inner).to(u.dtype), z))
-        return (out, MixerState(next_conv, ssm)) if return_state else out
+        z, xBC, dt = self.split_projection(self.in_proj(u))
+        y, state = self.conv_ssd(self, xBC, dt, state)
+        out = self.out_proj(self.norm(y.to(u.dtype), z))
+        return (out, state) if return_state else out
 
 
-class MambaBlock(nn.Module):
-    """Pre-norm residual Mamba-2 block with per-position adaLN: ``h + gate * mixer(modulate(norm(h)))``.
+class MambaBlock(AdaLNBlock):
+    """Pre-norm residual Mamba-2 block with per-position adaLN (:class:`AdaLNBlock`):
+    ``h + gate * mixer(modulate(norm(h), shift, scale))``.
 
     ``modulation`` (u, 3, d) holds (shift, scale, gate) for each of ``u`` noise
     levels and ``levels`` (b, l) the level of each position, in the order the block
@@ -170,26 +224,20 @@ class MambaBlock(nn.Module):
     2x slower at 16-64K tokens on this project's CPU (DESIGN.md §1.5).
     """
 
-    n_modulation = 3
-
     def __init__(self, d_model: int, segment_len: int = 2048, **mixer_kwargs) -> None:
-        super().__init__()
         if segment_len < 1:
             raise ValueError(f"MambaBlock: segment_len must be >= 1, got {segment_len}")
+        super().__init__(d_model, {"mixer": Mamba2Mixer(d_model, **mixer_kwargs)})
         self.segment_len = segment_len
-        self.norm = nn.RMSNorm(d_model, elementwise_affine=False, eps=1e-6)
-        self.mixer = Mamba2Mixer(d_model, **mixer_kwargs)
-        self.modulation_table = nn.Parameter(torch.randn(self.n_modulation, d_model) / math.sqrt(d_model))
 
     def forward(self, h: Tensor, modulation: Tensor, levels: Tensor) -> Tensor:
-        modulation = modulation + self.modulation_table
         if h.shape[1] <= self.segment_len:
-            shift, scale, gate = per_position(modulation, levels).unbind(-2)
-            return torch.addcmul(h, gate, self.mixer(modulate(self.norm(h), shift, scale)))
+            return super().forward(h, modulation, levels)
+        modulation = modulation + self.modulation_table  # added once: the table's gradient is one sum
         out, state = [], None
         for start in range(0, h.shape[1], self.segment_len):
-            h_seg = h[:, start:start + self.segment_len]
+            h_piece = h[:, start:start + self.segment_len]  # one view: its two gradients sum before reaching h
             shift, scale, gate = per_position(modulation, levels[:, start:start + self.segment_len]).unbind(-2)
-            y, state = self.mixer(modulate(self.norm(h_seg), shift, scale), state, return_state=True)
-            out.append(torch.addcmul(h_seg, gate, y))
+            y, state = self.mixer(self.modulated_input(h_piece, shift, scale), state, return_state=True)
+            out.append(self.gated_residual(h_piece, gate, y))
         return torch.cat(out, dim=1)
