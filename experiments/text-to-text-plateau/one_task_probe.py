@@ -8,7 +8,8 @@ Prints its settings first (task, overrides, batch, rate, backbone, text SNR shif
 EVERY steps, the task's referee score on 64 held-out scenes with the EMA and the raw weights
 (DPM-Solver++ 20 steps), one thread; for VQA and text->text also per question kind.
 After every evaluation, RUN_FOLDER/wrong-answers.txt lists the EMA model's wrong answers then
-(VQA, text->text). Used to separate "the backbone is slow" from
+(VQA, text->text), and RUN_FOLDER/checkpoint holds the weights (raw and EMA) of the last evaluation,
+for `mdm eval`. Used to separate "the backbone is slow" from
 "the objective teaches this task slowly" (experiments/text-to-text-plateau/).
 """
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from mdm.checkpoint import save_checkpoint
 from mdm.config import load_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.evaluation.shapesworld import TASKS, score_tasks
@@ -63,6 +65,8 @@ def main(task: str, steps: int, every: int, out: str, overrides: list[str]) -> N
             if weights == "ema" and task in ("vqa", "text_to_text"):
                 write_wrong_answers(result.examples[task], held_out, Path(out) / "wrong-answers.txt", trainer.step)
         print(f"step {trainer.step} t={time.time() - start:.0f}s se={trainer.history[-1]['se']} {scores}", flush=True)
+        save_checkpoint(Path(out) / "checkpoint", config=config, network=network, ema_state=trainer.ema.model.state_dict(),
+                        tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens, step=trainer.step)
 
 
 if __name__ == "__main__":
