@@ -249,7 +249,8 @@ def load_checkpoint(folder: str | Path, expect_config: MDMConfig | None = None,
             raise CheckpointError(f"{folder}: its config does not match the requested one (requested != "
                                   f"checkpoint): " + "; ".join(diff))
     network = MDMNetwork(config.backbone, config.layout, config.vae, meta["vocab_sizes"],
-                         config.diffusion.masked_modalities())
+                         config.diffusion.masked_modalities(), config.diffusion.self_conditioning,
+                         config.diffusion.warped_modalities())
     state = _read_safetensors(folder / MODEL_FILE)
     _load_state(network, state, folder / MODEL_FILE)
     _check_finite(state, folder / MODEL_FILE)

@@ -186,11 +186,23 @@ class DiffusionConfig:
     # how the absorbing process averages its loss: "elbo" (the weighted CE over all positions, SEDD's / MDLM's
     # bound per position) or "masked_mean" (the plain CE averaged over the masked positions)
     absorbing_loss: str = "elbo"
+    # For the Gaussian latents only (DESIGN.md §2.5; mdm.diffusion.gaussian_latent says how):
+    self_conditioning: bool = False  # the previous step's x0_hat is an input (Analog Bits, arXiv 2208.04202)
+    self_conditioning_prob: float = 0.5  # share of training samples whose x0_hat comes from a no-gradient pass
+    time_warping: bool = False  # levels drawn, and sampler steps placed, where the loss changes (CDCD)
 
     def masked_modalities(self) -> tuple[str, ...]:
         """The modalities ("text", "image") whose process has a MASK state: the network learns its latent."""
         return tuple(m for m, p in (("text", self.text_process), ("image", self.image_process))
                      if p in MASKING_PROCESSES)
+
+    def warped_modalities(self) -> tuple[str, ...]:
+        """The modalities whose training levels and sampler steps follow a fitted time warp."""
+        return self.gaussian_modalities() if self.time_warping else ()
+
+    def gaussian_modalities(self) -> tuple[str, ...]:
+        """The modalities ("text", "image") diffused as Gaussian latents: those self-conditioning and warping serve."""
+        return tuple(m for m, p in (("text", self.text_process), ("image", self.image_process)) if p == "gaussian")
 
     def __post_init__(self) -> None:
         # the schedule names are checked by mdm.diffusion.schedule.check_schedules, where the diffusion is built
@@ -203,7 +215,11 @@ class DiffusionConfig:
             raise ConfigError(f"diffusion.absorbing_loss must be elbo or masked_mean, got {self.absorbing_loss!r}")
         if self.clean_frames not in ("random", "prefix"):
             raise ConfigError(f"diffusion.clean_frames must be random or prefix, got {self.clean_frames!r}")
-        for name in ("per_position_t_prob", "clean_frames_prob", "cond_dropout"):
+        for name in ("self_conditioning", "time_warping"):
+            if getattr(self, name) and not self.gaussian_modalities():
+                raise ConfigError(f"diffusion.{name} serves the gaussian process only (Gaussian latents); "
+                                  f"text_process and image_process are {self.text_process} and {self.image_process}")
+        for name in ("per_position_t_prob", "clean_frames_prob", "cond_dropout", "self_conditioning_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.num_train_timesteps < 2:

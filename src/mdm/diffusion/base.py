@@ -58,6 +58,7 @@ class StepInput:
     z: Tensor  # (b, n, e)
     tau: Tensor  # (b, n)
     segment_tau: Tensor  # (b,)
+    x0_prev: Tensor | None = None  # (b, n, e) the previous step's x0_hat, for a self-conditioned network
 
 
 def clean_frames(config: DiffusionConfig, spec: SegmentSpec, rng: BatchRandom, b: int,
@@ -133,6 +134,9 @@ class DiffusionProcess(ABC):
     def loss(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> tuple[Tensor, Tensor]:
         """Per sample (b,): the summed loss and the count it is averaged over."""
 
+    def observe(self, network: MDMNetwork, out: Tensor, states: Tensor, corrupted: Corrupted) -> None:
+        """Keep what a process learns from a training step's output (the time warp's loss by level); nothing here."""
+
     def likelihood(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> Tensor:
         """Per sample (b,): the loss of the targets at one level, summed over positions (ELBO scoring)."""
         return self.loss(out, states, corrupted)[0]
@@ -149,6 +153,11 @@ class DiffusionProcess(ABC):
     def adjust_output(self, network: MDMNetwork, out: Tensor, z: Tensor, tau: Tensor) -> Tensor:
         """A process's fixed term on the network's (guided) output; none by default."""
         return out
+
+    def estimate_x0(self, network: MDMNetwork, out: Tensor) -> Tensor | None:
+        """(b, n, e) the clean latent a target's output estimates, the self-condition of the next call; None
+        for a process without one (only the Gaussian latents self-condition)."""
+        return None
 
     # -- sampling ------------------------------------------------------------
     @abstractmethod

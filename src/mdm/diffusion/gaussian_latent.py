@@ -18,12 +18,26 @@ share of its whole frames clean (``clean_frames = "prefix"``: the first k, as th
 sampler's frame passes feed them), so that frames given as conditions teach the
 relation between frames directly.
 
+Self-conditioning (``diffusion.self_conditioning``; Chen et al., Analog Bits, arXiv
+2208.04202; DESIGN.md §2.5): the network also reads the previous estimate
+``x0_hat = sum_y s(y) c_y``. In training a share of the samples get it from a first,
+no-gradient pass at the same input (:class:`~mdm.diffusion.multimodal.MultimodalDiffusion`
+runs it), the rest get zeros, as the first sampler step does; at sampling each step
+feeds the x0_hat its solver stepped on (guided, with commits in place).
+
+Time warping (``diffusion.time_warping``; CDCD, :mod:`mdm.diffusion.time_warp`):
+timesteps are drawn as ``F^-1(u)`` of the loss-by-level CDF the network's buffer holds,
+updated from every training step's per-position loss, and the solver's timesteps are
+evenly spaced in ``u``.
+
 A dropped condition (classifier-free guidance) is pure noise at the last level, as a
 target starts at sampling: the unconditional model is the joint model that has not yet
 seen the condition.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
@@ -35,6 +49,7 @@ from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.objective import expected_latent, gaussian_offset, score_entropy_onehot
 from mdm.diffusion.sampler_config import SamplerConfig, Solver, commit_most_confident, committed_count
 from mdm.diffusion.schedule import NoiseSchedule
+from mdm.diffusion.time_warp import TimeWarp
 from mdm.nn.layout import Modality, SegmentSpec
 from mdm.nn.network import MDMNetwork
 from mdm.nn.vae import VAEOutput
@@ -58,9 +73,10 @@ class GaussianLatent(DiffusionProcess):
         mu = clean_latent(network, vae_out)
         z0 = vae_out.z0.detach() if network.vae_config.detach_latents else vae_out.z0
         b, n = states.shape[:2]
-        t = rng.randint(T, b, 1).expand(b, n)
+        warp = self.warp(network)
+        t = (rng.randint(T, b, 1) if warp is None else warp.timesteps(rng.rand(b, 1), T)).expand(b, n)
         per_position = (rng.rand(b) < cfg.per_position_t_prob)[:, None]
-        t_free = rng.randint(T, b, n)
+        t_free = rng.randint(T, b, n) if warp is None else warp.timesteps(rng.rand(b, n), T)
         clean = per_position & (rng.rand(b, n) < rng.rand(b, 1))  # a random share of positions left clean
         clean = clean | clean_frames(cfg, spec, rng, b, mu.device)
         segment_tau = (t[:, 0] + 1).float()  # the TIME token: the segment's shared level, as at sampling
@@ -70,6 +86,24 @@ class GaussianLatent(DiffusionProcess):
         z = torch.where(clean[..., None], mu, self.schedule.add_noise(z0, noise, t))
         tau = torch.where(clean, torch.zeros_like(t), t + 1).float()
         return Corrupted(z, tau, segment_tau, ~clean, noise)
+
+    def warp(self, network: MDMNetwork) -> TimeWarp | None:
+        """The network's fitted time warp of this modality, or None when it trained without one."""
+        stats = network.level_stats(self.modality) if hasattr(network, "level_stats") else None
+        return None if stats is None else TimeWarp(stats)
+
+    def observe(self, network: MDMNetwork, out: Tensor, states: Tensor, corrupted: Corrupted) -> None:
+        """Add the step's per-position score entropy, by noise level, to the time warp's statistic."""
+        warp = self.warp(network)
+        if warp is None:
+            return
+        predict = corrupted.predict & (corrupted.tau > 0)
+        loss = score_entropy_onehot(out.detach(), states)
+        warp.observe((corrupted.tau[predict] - 0.5) / self.T, loss[predict])
+
+    def estimate_x0(self, network: MDMNetwork, out: Tensor) -> Tensor:
+        """``x0_hat = sum_y s(y) c_y``, the estimate the solver steps on (and the self-condition)."""
+        return expected_latent(out.float(), network.vae.candidates(self.modality).detach())
 
     def corrupt_at(self, network: MDMNetwork, spec: SegmentSpec, states: Tensor, mu: Tensor, level: float,
                    generator: torch.Generator) -> Corrupted:
@@ -99,8 +133,9 @@ class GaussianLatent(DiffusionProcess):
         return out + torch.where(noisy[..., None], offset, torch.zeros_like(offset))
 
     # -- sampling ------------------------------------------------------------
-    def make_scheduler(self, config: SamplerConfig):
-        """A fresh diffusers solver over this schedule (they are stateful), ``x0_hat`` in, timesteps set."""
+    def make_scheduler(self, config: SamplerConfig, warp: TimeWarp | None = None):
+        """A fresh diffusers solver over this schedule (they are stateful), ``x0_hat`` in, timesteps set
+        (evenly in the warp's ``u`` when the network trained with one)."""
         base = self.schedule.scheduler.config
         if config.solver is Solver.DDPM:
             s = DDPMScheduler.from_config(base, clip_sample=False, prediction_type="sample",
@@ -109,7 +144,13 @@ class GaussianLatent(DiffusionProcess):
             s = DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2,
                                                         prediction_type="sample", timestep_spacing="trailing",
                                                         lower_order_final=True)
-        s.set_timesteps(config.steps)
+        if warp is not None and not warp.fitted:
+            warnings.warn(f"the {self.modality.value} time warp of this network is not fitted (its training has not "
+                          f"seen every noise level yet): sampling on the plain schedule", stacklevel=2)
+        if warp is not None and warp.fitted:
+            s.set_timesteps(timesteps=warp.sampler_timesteps(config.steps, self.T))
+        else:
+            s.set_timesteps(config.steps)
         return s
 
     def start(self, network: MDMNetwork, spec: SegmentSpec, b: int, sampler_config: SamplerConfig,
@@ -130,13 +171,14 @@ class _LatentSampler(SegmentSampler):
         if process.modality is Modality.IMAGE and config.image_selection is not None:
             self.selection = config.image_selection
         self.z = torch.randn(b, n, e, generator=generator, device=device)
-        self.scheduler = process.make_scheduler(config)
+        self.scheduler = process.make_scheduler(config, process.warp(network))
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
         self.n_steps = len(self.timesteps)
         self.candidates = network.vae.candidates(process.modality)
         self.states = torch.zeros(b, n, dtype=torch.long, device=device)
         self.committed = torch.zeros(b, n, dtype=torch.bool, device=device)
         self.n_kept = 0
+        self.x0_prev = torch.zeros_like(self.z) if getattr(network, "self_cond_in", None) is not None else None
         if kept is not None:  # start committed: clean, at tau = 0
             known, mask = kept
             self.committed, self.states = mask.clone(), torch.where(mask, known, self.states)
@@ -146,7 +188,7 @@ class _LatentSampler(SegmentSampler):
     def inputs(self, i: int) -> StepInput:
         level = float(self.timesteps[i] + 1)
         tau = torch.where(self.committed, 0.0, level)
-        return StepInput(self.z, tau, torch.full((self.b,), level, device=self.z.device))
+        return StepInput(self.z, tau, torch.full((self.b,), level, device=self.z.device), self.x0_prev)
 
     def step(self, i: int, out: Tensor, generator: torch.Generator | None) -> None:
         config, lg, c = self.config, out.float(), self.candidates
@@ -163,6 +205,8 @@ class _LatentSampler(SegmentSampler):
             return
         x0_hat = expected_latent(lg, c)
         x0_hat = torch.where(self.committed[..., None], c[self.states], x0_hat)
+        if self.x0_prev is not None:
+            self.x0_prev = x0_hat
         z_next = self.scheduler.step(x0_hat, self.timesteps[i], self.z, generator=generator).prev_sample
         self.z = torch.where(self.committed[..., None], c[self.states], z_next)
 

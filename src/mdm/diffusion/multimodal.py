@@ -18,6 +18,12 @@ null input (pure noise at the last level, or fully masked): the unconditional
 model is the joint model that has not yet seen the condition, so no extra "null"
 tokens are needed. At sampling :meth:`MultimodalDiffusion.logits` wraps the network
 into the guided denoiser ``l_u + w (l_c - l_u)``.
+
+Self-conditioning (``diffusion.self_conditioning``, DESIGN.md §2.5): with probability
+``self_conditioning_prob`` a training sample first goes through the network without
+gradient, and each Gaussian-latent target's estimate ``x0_hat`` of that pass is the
+second pass's self-condition; the others get zeros. Both calls of a guided step
+read the same self-condition.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ class Segment:
             raise ValueError("Segment: a condition (target=False) needs its states")
 
 
+def self_conditioned(network: MDMNetwork) -> bool:
+    """Whether ``network`` reads a self-condition (built with ``diffusion.self_conditioning``)."""
+    return getattr(network, "self_cond_in", None) is not None
+
+
 class MultimodalDiffusion:
     """The process of every modality, the training loss (Eq. 18) and the guided denoiser of an MDMNetwork."""
 
@@ -95,22 +106,25 @@ class MultimodalDiffusion:
     # ------------------------------------------------------------------ denoiser
     def logits(self, network: MDMNetwork, z: Tensor, tau: Tensor, segment_tau: Tensor, layout: SequenceLayout,
                class_labels: Tensor | None = None, guidance_scale: float = 1.0,
-               uncond: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None) -> list[Tensor]:
+               uncond: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None,
+               x0_prev: Tensor | None = None) -> list[Tensor]:
         """The network's output per segment, guided, plus each process's fixed term.
 
         Guidance (DESIGN.md §3) mixes the learned outputs ``l_u + w (l_c - l_u)``;
         ``uncond`` = (z, tau, segment_tau, class_labels) of the unconditional input;
         at ``w = 0`` only that input goes through the network. A process's fixed term
         (the Gaussian latents' analytic offset) is added after guidance: it is the same for both.
+        ``x0_prev`` (b, n, e) is a self-conditioned network's previous estimate, read by both calls.
         """
         if guidance_scale != 1.0 and uncond is None:
             raise ValueError("guidance_scale != 1 needs the unconditional input")
+        extra = () if x0_prev is None else (x0_prev,)  # a network without self-conditioning takes none
         if guidance_scale == 0.0:  # the unconditional model alone: one network call, not two
-            out = network(*uncond[:3], layout, uncond[3])
+            out = network(*uncond[:3], layout, uncond[3], *extra)
         else:
-            out = network(z, tau, segment_tau, layout, class_labels)
+            out = network(z, tau, segment_tau, layout, class_labels, *extra)
         if guidance_scale not in (0.0, 1.0):
-            out_u = network(*uncond[:3], layout, uncond[3])
+            out_u = network(*uncond[:3], layout, uncond[3], *extra)
             out = [lu + guidance_scale * (lc - lu) for lc, lu in zip(out, out_u)]
         return [self.process(network, seg.spec.modality).adjust_output(network, lg, z[:, seg.content],
                                                                          tau[:, seg.content])
@@ -163,12 +177,16 @@ class MultimodalDiffusion:
             seg_taus.append(seg_tau)
             corrupted.append(noised)
 
-        z, tau = torch.cat(zs, dim=1), torch.cat(taus, dim=1)
-        outputs = self.logits(network, z, tau, torch.stack(seg_taus, dim=1), layout, class_labels)
+        z, tau, seg_tau = torch.cat(zs, dim=1), torch.cat(taus, dim=1), torch.stack(seg_taus, dim=1)
+        x0_prev = None
+        if self_conditioned(network):
+            x0_prev = self._self_condition(network, segments, z, tau, seg_tau, layout, class_labels, rng)
+        outputs = self.logits(network, z, tau, seg_tau, layout, class_labels, x0_prev=x0_prev)
         sums = {kind: (z.new_zeros(b), z.new_zeros(b)) for kind in ("se", "mse")}
         for seg, out, noised in zip(segments, outputs, corrupted):
             if seg.target:
                 process = self.process(network, seg.spec.modality)
+                process.observe(network, out, seg.states, noised)
                 total, count = process.loss(out, seg.states, noised)
                 sums[process.loss_name] = (sums[process.loss_name][0] + total, sums[process.loss_name][1] + count)
         se, mse = ((total / count.clamp(min=1)).mean() for total, count in sums.values())
@@ -178,3 +196,21 @@ class MultimodalDiffusion:
         loss = rec_img + rec_txt + self.vae_config.beta * kl + self.config.se_weight * (se + mse)
         return {"loss": loss, "rec_img": rec_img.detach(), "rec_txt": rec_txt.detach(), "kl": kl.detach(),
                 "se": se.detach(), "mse": mse.detach()}
+
+    @torch.no_grad()
+    def _self_condition(self, network: MDMNetwork, segments: list[Segment], z: Tensor, tau: Tensor,
+                        seg_tau: Tensor, layout: SequenceLayout, class_labels: Tensor | None,
+                        rng: BatchRandom) -> Tensor:
+        """(b, n, e) the self-condition of a training batch: a first pass's x0_hat for the drawn samples, else 0."""
+        x0_prev = torch.zeros_like(z)
+        chosen = (rng.rand(z.shape[0]) < self.config.self_conditioning_prob).nonzero().flatten()
+        if len(chosen) == 0:
+            return x0_prev
+        labels = None if class_labels is None else class_labels[chosen]
+        first = self.logits(network, z[chosen], tau[chosen], seg_tau[chosen], layout, labels,
+                            x0_prev=x0_prev[chosen])
+        for seg, placed, out in zip(segments, layout.segments, first):
+            x0 = self.process(network, seg.spec.modality).estimate_x0(network, out) if seg.target else None
+            if x0 is not None:
+                x0_prev[chosen, placed.content] = x0.to(x0_prev.dtype)
+        return x0_prev

@@ -13,6 +13,9 @@ Guidance: ``l = l_u + w (l_c - l_u)`` on the network's outputs; the unconditiona
 input has the class set to null and each condition segment replaced by its
 process's null input (noise at the last level, or fully masked), as in training.
 
+A self-conditioned network (``diffusion.self_conditioning``) reads each target's x0_hat
+of the previous step (zeros at the first, and for conditions), in both guided calls.
+
 Video (DESIGN.md §5) can be drawn in ``frame_passes`` runs instead of one: run
 ``j`` keeps frame ``j`` of its result, and the later runs start with the kept frames
 committed (clean, at ``tau = 0``, as multi-step selection feeds back its commits)
@@ -34,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mdm.diffusion.multimodal import MultimodalDiffusion, Segment
+from mdm.diffusion.multimodal import MultimodalDiffusion, Segment, self_conditioned
 from mdm.diffusion.sampler_config import CommitSchedule, SamplerConfig, Solver, committed_count
 from mdm.nn.network import MDMNetwork
 
@@ -117,11 +120,15 @@ def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
                 zs.append(conditions[k]), taus.append(torch.zeros(b, n, device=device))
                 seg_taus.append(torch.zeros(b, device=device))
                 uzs.append(nulls[k][0]), utaus.append(nulls[k][1]), useg_taus.append(nulls[k][1][:, 0])
+        extra = {}
+        if self_conditioned(network):  # each target's previous x0_hat; zeros for conditions and others
+            extra["x0_prev"] = torch.cat([inputs[k].x0_prev if k in inputs and inputs[k].x0_prev is not None
+                                 else zs[k].new_zeros(zs[k].shape) for k in range(len(segments))], dim=1)
         uncond = None
         if config.guidance_scale != 1.0:
             uncond = (torch.cat(uzs, dim=1), torch.cat(utaus, dim=1), torch.stack(useg_taus, dim=1), null)
         outputs = diffusion.logits(network, torch.cat(zs, dim=1), torch.cat(taus, dim=1), torch.stack(seg_taus, dim=1),
-                                   layout, class_labels, config.guidance_scale, uncond)
+                                   layout, class_labels, config.guidance_scale, uncond, **extra)
         for k, s in samplers.items():
             s.step(i, outputs[k], generator)
     return [samplers[k].result() if k in samplers else seg.states.to(device) for k, seg in enumerate(segments)]

@@ -162,3 +162,26 @@ def write_animation(clips: Tensor, path: str | Path, fps: int = 4, scale: int = 
     if done.returncode != 0:
         raise RuntimeError(f"ffmpeg could not write {path}: {done.stderr.decode(errors='replace').strip()}")
     return path
+
+
+def time_warp_figure(warps: Mapping[str, Any], path: str | Path, sampler_steps: int = 20,
+                     num_train_timesteps: int = 1000) -> Path:
+    """The fitted time warp of each modality (``{name: TimeWarp}``): the loss by noise level it was fitted
+    from, and the level ``s = F^-1(u)`` with the sampler's steps marked on it."""
+    fig, axes = plt.subplots(len(warps), 2, figsize=(8, 3 * len(warps)), squeeze=False)
+    for (name, warp), (loss_ax, warp_ax) in zip(warps.items(), axes):
+        centres = [(k + 0.5) / warp.bins for k in range(warp.bins)]
+        seen = [c > 0 for c in warp.stats[1].tolist()]
+        loss_ax.plot([c for c, ok in zip(centres, seen) if ok],
+                     [m for m, ok in zip(warp.stats[0].tolist(), seen) if ok], ".", ms=3)
+        loss_ax.set(xlabel="noise level s", ylabel="training loss", title=f"{name}: loss by level")
+        u, s = warp.plot_points()
+        warp_ax.plot(u, s, label="fitted" if warp.fitted else "identity (not fitted yet)")
+        warp_ax.plot([0, 1], [0, 1], ":", color="grey", label="uniform")
+        if warp.fitted:
+            steps = [(t + 1) / num_train_timesteps for t in warp.sampler_timesteps(sampler_steps, num_train_timesteps)]
+            warp_ax.plot([1 - i / sampler_steps for i in range(sampler_steps)], steps, "o", ms=3,
+                         label=f"{sampler_steps} sampler steps")
+        warp_ax.set(xlabel="u (uniform)", ylabel="level s = F^-1(u)", title=f"{name}: time warp")
+        warp_ax.legend(fontsize=7)
+    return _save(fig, path, "time warping (CDCD): levels drawn where the loss changes")

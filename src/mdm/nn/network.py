@@ -18,6 +18,13 @@ A modality whose states are diffused by masking (``diffusion.text_process`` or
 of a masked position. Only those modalities have one, so a checkpoint of the
 Gaussian processes keeps its parameters.
 
+With ``diffusion.self_conditioning`` the network also reads the previous estimate
+``x0_hat`` of every position through ``self_cond_in``, a projection initialised at
+zero (it starts as the network without it); with ``diffusion.time_warping`` it keeps a
+(2, LEVEL_BINS) buffer per Gaussian-latent modality, the loss by noise level the warp
+is fitted from (:mod:`mdm.diffusion.time_warp`), so that checkpoints and the EMA carry
+it. Both exist only when switched on: other checkpoints keep their parameters.
+
 Shape letters: ``b`` batch, ``n`` content positions (all segments), ``e`` d_latent,
 ``d`` d_model, ``v`` states of a modality.
 """
@@ -34,6 +41,8 @@ from mdm.nn.backbone import Backbone
 from mdm.nn.layout import Modality, SequenceLayout
 from mdm.nn.vae import UnifiedVAE
 
+LEVEL_BINS = 100  # noise-level bins of the time warp's loss statistic
+
 
 class MDMNetwork(nn.Module):
     """Unified VAE + latent-in projection + backbone + per-modality heads (logits over candidate states,
@@ -43,11 +52,13 @@ class MDMNetwork(nn.Module):
     pixel patches, ``layout.image_tokens = pixels``) and ``vae`` (the latent width). ``vocab_sizes`` gives the
     states of each modality; for images on the continuous path it gives the values of one patch.
     ``masked_modalities`` names the modalities whose states are diffused by masking
-    (``DiffusionConfig.masked_modalities()``): each gets a learned MASK latent.
+    (``DiffusionConfig.masked_modalities()``): each gets a learned MASK latent. ``self_conditioning`` and
+    ``warped_modalities`` (``DiffusionConfig.warped_modalities()``) add what those switches need.
     """
 
     def __init__(self, backbone: BackboneConfig, layout: LayoutConfig, vae: VAEConfig,
-                 vocab_sizes: dict[Modality | str, int], masked_modalities: Iterable[Modality | str] = ()) -> None:
+                 vocab_sizes: dict[Modality | str, int], masked_modalities: Iterable[Modality | str] = (),
+                 self_conditioning: bool = False, warped_modalities: Iterable[Modality | str] = ()) -> None:
         super().__init__()
         self.layout_config, self.vae_config = layout, vae
         self.vocab_sizes = {Modality(m): int(v) for m, v in vocab_sizes.items()}
@@ -65,6 +76,19 @@ class MDMNetwork(nn.Module):
         masking = {Modality(m) for m in masked_modalities}
         masked = [m for m in self.vocab_sizes if m not in self.continuous and m in masking]
         self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in masked})
+        self.self_cond_in = None
+        if self_conditioning:
+            self.self_cond_in = nn.Linear(e, d)
+            nn.init.zeros_(self.self_cond_in.weight)
+            nn.init.zeros_(self.self_cond_in.bias)
+        warping = {Modality(m) for m in warped_modalities}
+        warped = [m for m in self.vocab_sizes if m not in self.continuous and m in warping]
+        for m in warped:
+            self.register_buffer(f"level_stats_{m.value}", torch.zeros(2, LEVEL_BINS))
+
+    def level_stats(self, modality: Modality) -> Tensor | None:
+        """(2, LEVEL_BINS) loss by noise level of ``modality`` (mean, count), or None when it is not warped."""
+        return getattr(self, f"level_stats_{Modality(modality).value}", None)
 
     def mask_latent(self, modality: Modality) -> Tensor:
         """(e,) the learned latent of the MASK state of ``modality``."""
@@ -84,7 +108,7 @@ class MDMNetwork(nn.Module):
         return torch.cat(ids).to(device)
 
     def forward(self, z: Tensor, tau: Tensor, segment_tau: Tensor, layout: SequenceLayout,
-                class_labels: Tensor | None = None) -> list[Tensor]:
+                class_labels: Tensor | None = None, x0_prev: Tensor | None = None) -> list[Tensor]:
         """Logits over each segment's candidate states (a continuous segment: its predicted noise, (b, n_k, e)).
 
         Args:
@@ -93,6 +117,8 @@ class MDMNetwork(nn.Module):
             segment_tau: (b, n_segments) network time of every segment, for its TIME token.
             layout: the shared segment structure.
             class_labels: (b,) or None (null class).
+            x0_prev: (b, n, e) the previous estimate of every position's clean latent, zeros where there is
+                none (self-conditioning); ignored by a network built without it.
         Returns:
             One (b, n_k, v_k) tensor of logits per segment; (b, n_k, e) predicted noise for a continuous one.
         """
@@ -104,5 +130,7 @@ class MDMNetwork(nn.Module):
                 raise ValueError(f"MDMNetwork: the layout has a {seg.spec.modality.value} segment but the model "
                                  f"was built for {[m.value for m in self.vocab_sizes]}")
         x = self.latent_in(z) + self.modality_in(self.modality_ids(layout, z.device))
+        if self.self_cond_in is not None and x0_prev is not None:
+            x = x + self.self_cond_in(x0_prev)
         h = self.backbone(x, tau, segment_tau, layout, class_labels)
         return [self.heads[seg.spec.modality.value](h[:, seg.content]) for seg in layout.segments]

@@ -47,7 +47,9 @@ from mdm.training.distributed import DistributedContext
 def build_model(config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> tuple[MDMNetwork, MultimodalDiffusion]:
     """The network (initialised from ``config.train.seed``) and its diffusion."""
     torch.manual_seed(config.train.seed)
-    network = MDMNetwork(config.backbone, config.layout, config.vae, vocab_sizes, config.diffusion.masked_modalities())
+    d = config.diffusion
+    network = MDMNetwork(config.backbone, config.layout, config.vae, vocab_sizes, d.masked_modalities(),
+                         d.self_conditioning, d.warped_modalities())
     return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 

@@ -32,6 +32,8 @@ from mdm.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_folder, 
 from mdm.config import MDMConfig, apply_overrides, save_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.diffusion.schedule import check_schedules
+from mdm.diffusion.time_warp import TimeWarp
+from mdm.nn.layout import Modality
 from mdm.pipeline import MDMPipeline
 from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
@@ -80,6 +82,15 @@ def trained_tasks(task_weights: dict[str, float], data: PreparedData) -> list[st
     """The tasks a run trains: a positive weight, and data that has their parts (a ShapesWorld run trains no
     class->image whatever its weight)."""
     return [t for t, w in task_weights.items() if w > 0 and data.train.supports(Task(t))]
+
+
+def write_time_warp(network: torch.nn.Module, path: Path) -> Path | None:
+    """The plot of the network's fitted time warps (``diffusion.time_warping``), or None without one."""
+    warps = {m.value: TimeWarp(network.level_stats(m)) for m in Modality if network.level_stats(m) is not None}
+    if not warps:
+        return None
+    from mdm.evaluation.figures import time_warp_figure  # matplotlib, when asked
+    return time_warp_figure(warps, path)
 
 
 def _require_checkpoint(folder: str | Path) -> None:
@@ -221,6 +232,7 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
                      ema_state=ema_state, tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens,
                      step=tr.step, trainer_tensors=tensors, trainer_meta=meta,
                      trained_tasks=trained_tasks(config.train.task_weights, data))
+        dist.on_main(write_time_warp, network, out / "time-warp.png")
 
     def whole_ema() -> torch.nn.Module | None:
         """Rank 0's whole copy of a sharded EMA, to sample from (None when the EMA is not sharded)."""
