@@ -256,3 +256,16 @@ def test_log_jsonl_holds_each_step_once_after_a_resume(tmp_path):
     train_run(tiny(6, "train.checkpoint_every=3"), tmp_path, resume=True, progress=False, log=lambda _: None)
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_warped_self_conditioned_run_saves_its_warp_plots_it_and_samples_with_it(tmp_path):
+    result = train_run(tiny(6, "diffusion.time_warping=true", "diffusion.self_conditioning=true",
+                            "train.checkpoint_every=3"), tmp_path / "run", progress=False, log=lambda _: None)
+    assert (tmp_path / "run" / "time-warp.png").stat().st_size > 0
+    state = load_file(tmp_path / "run" / "checkpoint" / "model.safetensors")
+    assert state["level_stats_text"][1].sum() > 0 and "self_cond_in.weight" in state
+    assert torch.equal(state["level_stats_text"], result.trainer.network.level_stats("text").cpu())
+    pipe = MDMPipeline.from_pretrained(tmp_path / "run", use_ema=False)
+    assert torch.equal(pipe.network.level_stats("text"), state["level_stats_text"])
+    from mdm.diffusion.sampling import SamplerConfig
+    assert len(pipe.image_to_text(torch.rand(1, 3, 16, 16), SamplerConfig(steps=3))) == 1
