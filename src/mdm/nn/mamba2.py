@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdm.nn.adaln_block import AdaLNBlock
-from mdm.nn.causal_conv import causal_conv_silu
 from mdm.nn.embeddings import per_position
 from mdm.nn.ssd import Discretization, ssd
 
@@ -141,7 +140,7 @@ class Mamba2Base(nn.Module):
         context = xBC.new_zeros(b, self.conv_dim, k - 1) if state is None else state.conv.to(xBC.dtype)
         xBC = torch.cat([context, xBC], dim=-1)
         next_conv = xBC[..., xBC.shape[-1] - (k - 1):]
-        xBC = causal_conv_silu(xBC, scan.conv1d.weight, scan.conv1d.bias).transpose(1, 2)
+        xBC = F.silu(F.conv1d(xBC, scan.conv1d.weight, scan.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         # 2. The SSM parameters of Eq. 10-13, accumulated in >= float32.
         f32 = torch.float32 if xBC.dtype in (torch.float16, torch.bfloat16) else xBC.dtype
