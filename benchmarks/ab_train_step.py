@@ -40,7 +40,7 @@ def run_once(src: Path, args: argparse.Namespace, out: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, "-m", "mdm", "bench", "train-step", "--config", args.config, "--task", args.task,
            "--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--profile-steps", "0", "--out", str(out), "--in-process"]
+           "--profile-steps", "0", "--out", str(out), "--in-process", *args.overrides]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     record = json.loads((out / f"train-step-{args.config}.json").read_text())
     probe = [sys.executable, "-c", "import mdm; print(mdm.__file__)"]
@@ -60,6 +60,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed steps per model per run")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for both sides")
     args = p.parse_args()
     after = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.strip()
@@ -89,10 +90,10 @@ def main() -> None:
                              **{p: statistics.median(v) for p, v in phases[side][name].items()}}
                       for name, ts in by_model.items()} for side, by_model in times.items()}
     loads = [r["load_before"] for r in runs] + [r["load_after"] for r in runs]
-    result = {"config": args.config, "task": args.task, "threads": args.threads, "rounds": args.rounds,
+    result = {"config": args.config, "overrides": args.overrides, "task": args.task, "threads": args.threads, "rounds": args.rounds,
               "repeats": args.repeats, "commits": sides, "machine": {**record["machine"], "commit": None},
               "load_average_range": [min(loads), max(loads)], "summary": summary, "runs": runs}
-    rows = [f"### train step A/B: {args.config}, task {args.task}, batch {record['batch_size']}, "
+    rows = [f"### train step A/B: {' '.join([args.config, *args.overrides])}, task {args.task}, batch {record['batch_size']}, "
             f"{args.threads} thread(s)", "",
             "| side | commit | model | step s | forward s | backward s | clip+AdamW+EMA s | Mamba / Transformer |",
             "|---|---|---|---|---|---|---|---|"]
