@@ -133,6 +133,30 @@ def test_gradients_match_reference(discretization, n_groups, length, chunk_size)
         assert rel_err(g, g_ref) < 1e-8, name
 
 
+@pytest.mark.parametrize("length, chunk_size", [(2, 8), (16, 16), (13, 64)])  # length 1: A has no effect
+@pytest.mark.parametrize("discretization", ["zoh", "euler"])
+def test_one_chunk_from_the_start_matches_reference_and_the_general_path(discretization, length, chunk_size):
+    """A sequence that fits one chunk with no initial state skips the cross-chunk pass: the reference's outputs,
+    final state and gradients, and bit for bit the floats of the general path given an explicit zero state."""
+    leaves = [t.requires_grad_() for t in make_inputs(l=length, g=2, with_init=False)[:6]]
+    names = ["x", "dt", "A", "B", "C", "D"]
+    y_ref, s_ref = ssd_ref(*leaves, discretization=discretization)
+    gy, gs = torch.randn_like(y_ref), torch.randn_like(s_ref)  # one shared cotangent
+    grads_ref = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), leaves)
+    y, s = ssd_chunked(*leaves, discretization=discretization, chunk_size=chunk_size)
+    assert rel_err(y, y_ref) < 1e-9 and rel_err(s, s_ref) < 1e-9
+    grads = torch.autograd.grad((y * gy).sum() + (s * gs).sum(), leaves)
+    for name, g, g_ref in zip(names, grads, grads_ref):
+        assert g_ref.abs().max() > 0, name
+        assert rel_err(g, g_ref) < 1e-8, name  # 10x the output tolerance, as above
+    zeros = leaves[0].new_zeros(s.shape)
+    y_general, s_general = ssd_chunked(*leaves, zeros, discretization, chunk_size=chunk_size)
+    assert torch.equal(y, y_general) and torch.equal(s, s_general)
+    grads_general = torch.autograd.grad((y_general * gy).sum() + (s_general * gs).sum(), leaves)
+    for name, g, g_general in zip(names, grads, grads_general):
+        assert torch.allclose(g, g_general, rtol=1e-12, atol=1e-14), name
+
+
 # --------------------------------------------------------------------------- discretisation
 
 def test_input_step_euler_is_dt():

@@ -1,4 +1,4 @@
-"""``mdm bench backbone|throughput|video``: check the arguments, run one benchmark of :mod:`mdm.bench`, write
+"""``mdm bench backbone|train-step|throughput|video``: check the arguments, run one benchmark of :mod:`mdm.bench`, write
 NAME.json / NAME.md (and NAME.png) to ``--out`` and print the table."""
 
 from __future__ import annotations
@@ -47,6 +47,22 @@ def cmd_bench_backbone(args: argparse.Namespace) -> int:
                             **kwargs)
     _report(out, "backbone", result, format_table(result), plot if args.plot else None)
     print(f"results: {out / 'backbone.json'}")
+    return 0
+
+
+def cmd_bench_train_step(args: argparse.Namespace) -> int:
+    from mdm.bench.train_step import bench_train_step, format_train_step
+
+    config = load_config(args.config, args.overrides)
+    if args.repeats < 1 or args.warmup < 0 or args.profile_steps < 0 or (args.batch is not None and args.batch < 1):
+        raise ValueError("--repeats and --batch must be >= 1, --warmup and --profile-steps >= 0")
+    out = _out_folder(args)
+    result = bench_train_step(config, task=args.task, threads=args.threads, repeats=args.repeats,
+                              warmup=args.warmup, profile_steps=args.profile_steps, top=args.top,
+                              batch_size=args.batch, progress=_progress, isolate=not args.in_process)
+    name = f"train-step-{config.name}"
+    _report(out, name, result, format_train_step(result))
+    print(f"results: {out / f'{name}.json'}")
     return 0
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from mdm.cli.data import cmd_data_preview, cmd_tokenizer_train, cmd_vq_train
-from mdm.cli.bench import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_video
+from mdm.cli.bench import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_train_step, cmd_bench_video
 from mdm.cli.info import cmd_info
 from mdm.cli.sample import cmd_answer, cmd_caption, cmd_compare, cmd_eval, cmd_generate, cmd_sample
 from mdm.cli.train import cmd_quickstart, cmd_train
 from mdm.config import PRESETS
+from mdm.tasks import Task
 
 
 def _add_config_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -101,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure in this process instead of one fresh process per measurement (faster; memory "
                         "figures then include earlier measurements)")
     p.set_defaults(func=cmd_bench_backbone)
+
+    p = bench.add_parser("train-step", help="one training step (forward, backward, AdamW) of a preset's model, Mamba "
+                                            "vs the parameter-matched Transformer, with a per-op profile")
+    _add_config_args(p, "shapesworld")
+    p.add_argument("--task", default="joint", choices=[t.value for t in Task],
+                   help="the task every timed step trains (default joint: image + caption, both noised)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's train.batch_size)")
+    p.add_argument("--repeats", type=int, default=10, help="timed steps per model, interleaved (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    p.add_argument("--profile-steps", type=int, default=3, help="steps under torch.profiler per model (0: none)")
+    p.add_argument("--top", type=int, default=12, help="ops listed per profile")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", default="bench-results", help="folder for train-step-CONFIG.json / .md")
+    p.add_argument("--in-process", action="store_true", help="measure in this process, not a fresh one")
+    p.set_defaults(func=cmd_bench_train_step)
 
     p = bench.add_parser("throughput", help="images/s by resolution, Mamba vs a parameter-matched Transformer "
                                             "(Fig. 5)")
