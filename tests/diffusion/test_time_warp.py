@@ -34,6 +34,19 @@ def test_isotonic_pools_violators_and_keeps_a_monotone_sequence():
     assert isotonic(torch.tensor([2.0, 0.0]), torch.tensor([3.0, 1.0])).tolist() == [1.5, 1.5]
 
 
+def test_a_rarely_observed_level_forgets_the_losses_of_an_earlier_model():
+    warp = TimeWarp(torch.zeros(2, 4))
+    levels = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=torch.float64).repeat_interleave(50)
+    for _ in range(500):  # an early, bad model: loss 2 everywhere, every level seen at every step
+        warp.observe(levels, torch.full_like(levels, 2.0))
+    for step in range(200):  # the model has learned the lowest level, which the warp now draws rarely
+        warp.observe(levels[50:], torch.full((150,), 2.0, dtype=torch.float64))
+        if step % 10 == 0:
+            warp.observe(torch.tensor([0.1], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))
+    assert warp.stats[0, 0] < 1.0  # 20 observing steps of 200 moved it most of the way
+    assert torch.allclose(warp.stats[0, 1:], torch.full((3,), 2.0, dtype=warp.stats.dtype))
+
+
 def test_unfitted_warp_is_the_identity():
     warp = TimeWarp(torch.zeros(2, LEVEL_BINS))
     u = torch.linspace(0, 1, 11, dtype=torch.float64)

@@ -12,8 +12,14 @@ linear in ``u``. The sampler spaces its steps uniformly in ``u`` too, so that it
 takes its steps where the prediction changes.
 
 The statistic is a (2, bins) buffer of the network (``MDMNetwork.level_stats``):
-row 0 the mean per-position loss of each level bin, row 1 how many positions it
-has seen. It lives in the network so that checkpoints and the EMA carry it.
+row 0 the mean per-position loss of each level bin, row 1 how many training steps
+have observed it. A bin averages over the steps that observed it, not over
+positions: a level the warp rarely draws must still forget the losses of an earlier,
+worse model. Averaged over positions, such bins kept their early losses, the fit
+flattened everywhere but at the levels already favoured, and the warp collapsed
+onto them (the loss by level of a text->text run at step 1000;
+experiments/gaussian-self-conditioning-warping). The buffer lives in the network so that
+checkpoints and the EMA carry it.
 The fit is a weighted isotonic regression of the bin means (pool adjacent
 violators), mixed with the uniform CDF (``UNIFORM_SHARE``) so that every level keeps
 some density; until every bin has been seen the warp is the identity.
@@ -25,7 +31,7 @@ import torch
 from torch import Tensor
 
 UNIFORM_SHARE = 0.1  # the uniform CDF's weight in the mix: no level is never trained
-RUNNING_MEAN_LIMIT = 1000.0  # positions after which a bin's mean becomes an exponential average
+BIN_RATE = 0.05  # a bin's mean: the running mean of its first 20 observing steps, then this exponential rate
 
 
 def isotonic(values: Tensor, weights: Tensor) -> Tensor:
@@ -55,7 +61,7 @@ class TimeWarp:
 
     @torch.no_grad()
     def observe(self, levels: Tensor, losses: Tensor) -> None:
-        """Add per-position ``losses`` at ``levels`` in [0, 1] to the bins (running mean, then an EMA)."""
+        """Add one step's per-position ``losses`` at ``levels`` in [0, 1] to the bins they fall in."""
         levels, losses = levels.detach().flatten().double(), losses.detach().flatten().double()
         if levels.numel() == 0:
             return
@@ -63,12 +69,12 @@ class TimeWarp:
         n = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, k.cpu(), torch.ones_like(levels).cpu())
         total = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, k.cpu(), losses.cpu())
         seen = n > 0
-        mean, count = self.stats[0].double().cpu(), self.stats[1].double().cpu()
-        rate = n / torch.minimum(count + n, torch.full_like(n, RUNNING_MEAN_LIMIT)).clamp(min=1)
+        mean, steps = self.stats[0].double().cpu(), self.stats[1].double().cpu()
+        rate = torch.clamp(1.0 / (steps + 1.0), min=BIN_RATE)
         batch_mean = total / n.clamp(min=1)
-        mean = torch.where(seen, mean + rate.clamp(max=1.0) * (batch_mean - mean), mean)
+        mean = torch.where(seen, mean + rate * (batch_mean - mean), mean)
         self.stats[0].copy_(mean.to(self.stats.dtype))
-        self.stats[1].copy_((count + n).to(self.stats.dtype))
+        self.stats[1].copy_((steps + seen.double()).to(self.stats.dtype))
 
     def cdf(self) -> tuple[Tensor, Tensor]:
         """The knots ``(s, F(s))`` of the piecewise-linear CDF, both (bins + 2,) float64, from (0, 0) to (1, 1)."""
