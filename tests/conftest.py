@@ -1,4 +1,4 @@
-"""Shared test setup: offline Hugging Face, a headless matplotlib, and a fixed seed per test."""
+"""Shared test setup: offline Hugging Face, a headless matplotlib, a fixed seed per test, and a broken PNG."""
 
 import os
 
@@ -14,3 +14,26 @@ def _seed_torch():
     """Every test starts from the same RNG state, whatever ran before it."""
     torch.manual_seed(0)
     yield
+
+
+def write_undecodable_png(path, colour=(0, 0, 255)) -> None:
+    """A 16 px PNG whose chunk checksums are right but whose pixel data does not inflate: it passes
+    PIL's verify() and fails only when decoded."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), colour).save(path)
+    data = path.read_bytes()
+    at = data.index(b"IDAT") - 4
+    n = struct.unpack(">I", data[at:at + 4])[0]
+    junk = bytes(range(7, 7 + n))
+    path.write_bytes(data[:at] + struct.pack(">I", n) + b"IDAT" + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk))
+                     + data[at + 12 + n:])
+
+
+@pytest.fixture
+def undecodable_png():
+    """:func:`write_undecodable_png`, for tests of images that break only when decoded."""
+    return write_undecodable_png

@@ -173,22 +173,6 @@ def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert "reusing it" in capsys.readouterr().out
 
 
-def _corrupt_png(path):
-    """A PNG whose chunk checksums are right but whose pixel data does not inflate: it passes a verify."""
-    import struct
-    import zlib
-
-    from PIL import Image
-
-    Image.new("RGB", (16, 16), (0, 0, 255)).save(path)
-    data = path.read_bytes()
-    at = data.index(b"IDAT") - 4
-    n = struct.unpack(">I", data[at:at + 4])[0]
-    junk = bytes(range(7, 7 + n))
-    path.write_bytes(data[:at] + struct.pack(">I", n) + b"IDAT" + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk))
-                     + data[at + 12 + n:])
-
-
 def _one_line_error(capsys, *needles):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mdm: ") and "Traceback" not in err, err
@@ -197,7 +181,7 @@ def _one_line_error(capsys, *needles):
     return err
 
 
-def test_a_users_bad_files_are_one_line_and_exit_code_2(run_dir, tmp_path, capsys):
+def test_a_users_bad_files_are_one_line_and_exit_code_2(run_dir, tmp_path, capsys, undecodable_png):
     fast = ["--checkpoint", str(run_dir), "--steps", "2"]
     text = tmp_path / "notes.png"
     text.write_text("not an image")
@@ -207,7 +191,7 @@ def test_a_users_bad_files_are_one_line_and_exit_code_2(run_dir, tmp_path, capsy
     _one_line_error(capsys, "missing.png")
     assert main(["caption", *fast, str(tmp_path)]) == 2
     _one_line_error(capsys, str(tmp_path))
-    _corrupt_png(tmp_path / "broken.png")
+    undecodable_png(tmp_path / "broken.png")
     assert main(["answer", *fast, "--image", str(tmp_path / "broken.png"), "--question", "what?"]) == 2
     _one_line_error(capsys, "broken.png")
     bad = tmp_path / "coco.json"

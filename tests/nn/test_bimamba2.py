@@ -2,14 +2,13 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mdm.config import BackboneConfig
 from mdm.nn.backbone import Backbone
 from mdm.nn.bimamba2 import BiMambaBlock, BidirectionalMamba2Mixer
 from mdm.nn.layout import SegmentSpec
 from mdm.nn.mamba2 import Mamba2Mixer
-from mdm.nn.ssd import ssd_ref
+from scan_reference import conv_ssd_ref
 
 F64 = torch.float64
 KW = {"d_state": 8, "d_conv": 4, "expand": 2, "head_dim": 8, "chunk_size": 8}
@@ -37,14 +36,7 @@ def _reference(mixer: BidirectionalMamba2Mixer, u: torch.Tensor) -> torch.Tensor
     outs = []
     for direction, flip in ((mixer.forward_scan, False), (mixer.backward_scan, True)):
         seq, dts = (xBC.flip(1), dt.flip(1)) if flip else (xBC, dt)
-        k = direction.conv1d.weight.shape[-1]
-        conv = F.conv1d(F.pad(seq.transpose(1, 2), (k - 1, 0)), direction.conv1d.weight, direction.conv1d.bias,
-                        groups=seq.shape[-1])
-        x, B, C = torch.split(F.silu(conv).transpose(1, 2), [d_inner, g * n, g * n], dim=-1)
-        b, l = x.shape[:2]
-        y, _ = ssd_ref(x.reshape(b, l, h, -1), F.softplus(dts + direction.dt_bias), -torch.exp(direction.A_log),
-                       B.reshape(b, l, g, n), C.reshape(b, l, g, n), direction.D)
-        y = y.reshape(b, l, d_inner)
+        y = conv_ssd_ref(mixer, direction, seq, dts)
         outs.append(y.flip(1) if flip else y)
     return mixer.out_proj(mixer.norm((outs[0] + outs[1]) / 2, z))
 

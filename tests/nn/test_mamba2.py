@@ -10,6 +10,7 @@ import mdm.nn.mamba2 as mamba2
 from mdm.nn.bimamba2 import BidirectionalMamba2Mixer
 from mdm.nn.mamba2 import CausalScan, GatedRMSNorm, Mamba2Base, Mamba2Mixer, MambaBlock, MixerState
 from mdm.nn.ssd import ssd_ref
+from scan_reference import conv_ssd_ref
 
 F64 = torch.float64
 D_MODEL, D_STATE, HEAD_DIM, D_CONV, EXPAND = 32, 16, 8, 4, 2
@@ -230,19 +231,6 @@ def test_gated_rmsnorm_normalises_per_group():
 
 
 # --------------------------------------------------------------------------- the conv + SSD both mixers share
-
-def conv_ssd_ref(mixer: Mamba2Base, scan: CausalScan, xBC: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-    """One causal pass written out: left-padded depthwise conv, SiLU, and the sequential scan ``ssd_ref``."""
-    d_inner, g, n, h = mixer.d_inner, mixer.n_groups, mixer.d_state, mixer.n_heads
-    k = scan.conv1d.weight.shape[-1]
-    conv = F.conv1d(F.pad(xBC.transpose(1, 2), (k - 1, 0)), scan.conv1d.weight, scan.conv1d.bias,
-                    groups=xBC.shape[-1])
-    x, B, C = torch.split(F.silu(conv).transpose(1, 2), [d_inner, g * n, g * n], dim=-1)
-    b, l = x.shape[:2]
-    y, _ = ssd_ref(x.reshape(b, l, h, -1), F.softplus(dt + scan.dt_bias), -torch.exp(scan.A_log),
-                   B.reshape(b, l, g, n), C.reshape(b, l, g, n), scan.D, discretization=mixer.discretization)
-    return y.reshape(b, l, d_inner)
-
 
 def _scans(kind: str, n_groups: int) -> tuple[Mamba2Base, list[CausalScan]]:
     kw = {"d_state": D_STATE, "d_conv": D_CONV, "expand": EXPAND, "head_dim": HEAD_DIM, "n_groups": n_groups,
