@@ -87,6 +87,11 @@ def clean_latent(network: MDMNetwork, vae_out: VAEOutput) -> Tensor:
     return vae_out.mu.detach() if network.vae_config.detach_latents else vae_out.mu
 
 
+def self_conditioned(network: MDMNetwork) -> bool:
+    """Whether ``network`` reads a self-condition (built with ``diffusion.self_conditioning``)."""
+    return getattr(network, "self_cond_in", None) is not None
+
+
 class SegmentSampler(ABC):
     """One target segment through a sampling run: its input before each step and its update after it."""
 

@@ -44,7 +44,8 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 
 from mdm.config import DiffusionConfig
-from mdm.diffusion.base import Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames, clean_latent
+from mdm.diffusion.base import (Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames, clean_latent,
+                               self_conditioned)
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.objective import expected_latent, gaussian_offset, score_entropy_onehot
 from mdm.diffusion.sampler_config import SamplerConfig, Solver, commit_most_confident, committed_count
@@ -178,7 +179,7 @@ class _LatentSampler(SegmentSampler):
         self.states = torch.zeros(b, n, dtype=torch.long, device=device)
         self.committed = torch.zeros(b, n, dtype=torch.bool, device=device)
         self.n_kept = 0
-        self.x0_prev = torch.zeros_like(self.z) if getattr(network, "self_cond_in", None) is not None else None
+        self.x0_prev = torch.zeros_like(self.z) if self_conditioned(network) else None
         if kept is not None:  # start committed: clean, at tau = 0
             known, mask = kept
             self.committed, self.states = mask.clone(), torch.where(mask, known, self.states)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from mdm.config import MASKING_PROCESSES, PROCESS_NAMES, DiffusionConfig, VAEConfig
-from mdm.diffusion.base import DiffusionProcess, clean_latent
+from mdm.diffusion.base import DiffusionProcess, clean_latent, self_conditioned
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.registry import make_process, process_name
 from mdm.diffusion.schedule import check_schedules
@@ -69,11 +69,6 @@ class Segment:
                 raise TypeError(f"Segment: states must be torch.long ids or float patches, got {self.states.dtype}")
         elif not self.target:
             raise ValueError("Segment: a condition (target=False) needs its states")
-
-
-def self_conditioned(network: MDMNetwork) -> bool:
-    """Whether ``network`` reads a self-condition (built with ``diffusion.self_conditioning``)."""
-    return getattr(network, "self_cond_in", None) is not None
 
 
 class MultimodalDiffusion:

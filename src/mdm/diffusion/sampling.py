@@ -37,7 +37,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mdm.diffusion.multimodal import MultimodalDiffusion, Segment, self_conditioned
+from mdm.diffusion.base import self_conditioned
+from mdm.diffusion.multimodal import MultimodalDiffusion, Segment
 from mdm.diffusion.sampler_config import CommitSchedule, SamplerConfig, Solver, committed_count
 from mdm.nn.network import MDMNetwork
 
