@@ -46,13 +46,18 @@ def isotonic(values: Tensor, weights: Tensor) -> Tensor:
 
 
 class TimeWarp:
-    """The fitted warp ``u -> s`` of one modality, read from (and updated into) its ``level_stats`` buffer."""
+    """The fitted warp ``u -> s`` of one modality, read from (and updated into) its ``level_stats`` buffer.
+
+    The fit is computed once and kept until :meth:`observe`: a training step draws its levels twice (one per
+    segment, one per position) from one fit. Build a new one after the buffer changes elsewhere.
+    """
 
     def __init__(self, stats: Tensor) -> None:
         if stats.dim() != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
             raise ValueError(f"TimeWarp: stats must be (2, bins >= 2), got {tuple(stats.shape)}")
         self.stats = stats
         self.bins = stats.shape[1]
+        self._knots: tuple[Tensor, Tensor] | None = None  # the fit of ``stats``, until :meth:`observe` changes them
 
     @property
     def fitted(self) -> bool:
@@ -75,9 +80,16 @@ class TimeWarp:
         mean = torch.where(seen, mean + rate * (batch_mean - mean), mean)
         self.stats[0].copy_(mean.to(self.stats.dtype))
         self.stats[1].copy_((steps + seen.double()).to(self.stats.dtype))
+        self._knots = None
 
     def cdf(self) -> tuple[Tensor, Tensor]:
         """The knots ``(s, F(s))`` of the piecewise-linear CDF, both (bins + 2,) float64, from (0, 0) to (1, 1)."""
+        if self._knots is None:
+            self._knots = self._fit()
+        return self._knots
+
+    def _fit(self) -> tuple[Tensor, Tensor]:
+        """:meth:`cdf` computed from ``stats``: the isotonic fit, normalised, mixed with the uniform CDF."""
         centres = (torch.arange(self.bins, dtype=torch.float64) + 0.5) / self.bins
         s = torch.cat([torch.zeros(1, dtype=torch.float64), centres, torch.ones(1, dtype=torch.float64)])
         if not self.fitted:
