@@ -73,18 +73,19 @@ class MDMNetwork(nn.Module):
         self.heads = nn.ModuleDict({m.value: nn.Linear(d, e if m in self.continuous else v)
                                     for m, v in self.vocab_sizes.items()})
         self._modality_index = {m: i for i, m in enumerate(Modality)}
+        with_states = [m for m in self.vocab_sizes if m not in self.continuous]  # what masking and warping serve
         masking = {Modality(m) for m in masked_modalities}
-        masked = [m for m in self.vocab_sizes if m not in self.continuous and m in masking]
-        self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in masked})
+        self.mask_latents = nn.ParameterDict({m.value: nn.Parameter(torch.randn(e)) for m in with_states
+                                              if m in masking})
         self.self_cond_in = None
         if self_conditioning:
             self.self_cond_in = nn.Linear(e, d)
             nn.init.zeros_(self.self_cond_in.weight)
             nn.init.zeros_(self.self_cond_in.bias)
         warping = {Modality(m) for m in warped_modalities}
-        warped = [m for m in self.vocab_sizes if m not in self.continuous and m in warping]
-        for m in warped:
-            self.register_buffer(f"level_stats_{m.value}", torch.zeros(2, LEVEL_BINS))
+        for m in with_states:
+            if m in warping:
+                self.register_buffer(f"level_stats_{m.value}", torch.zeros(2, LEVEL_BINS))
 
     def level_stats(self, modality: Modality) -> Tensor | None:
         """(2, LEVEL_BINS) loss by noise level of ``modality`` (mean, count), or None when it is not warped."""
