@@ -147,10 +147,9 @@ def trim_log(path: Path, step: int) -> None:
 
 
 def _check_out(folder: Path, resume: bool) -> None:
+    """Under the folder's lock: a new run never overwrites another's checkpoint (``--resume`` was checked before)."""
     if has_checkpoint(folder) and not resume:
         raise ValueError(f"{folder} already holds a run: pass --resume to continue it, or choose another --out")
-    if resume:
-        _require_checkpoint(folder)
 
 
 def check_config(config: MDMConfig) -> None:
