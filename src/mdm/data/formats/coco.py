@@ -50,11 +50,12 @@ class CocoCaptionsDataset(ImageDataset):
             if files[image_id] in good
         ]
 
+    def texts(self, index: int) -> list[TextSegment]:
+        """The captions of item ``index``, without reading its image (a tokenizer's corpus needs only these)."""
+        return [TextSegment(Role.CAPTION, c) for c in self.items[index][1]]
+
     def __getitem__(self, index: int) -> Sample:
-        image_id, caps = self.items[index]
+        image_id = self.items[index][0]
         path = self.files[image_id]
-        return Sample(
-            image=load_image(path, self.image_size),
-            texts=[TextSegment(Role.CAPTION, c) for c in caps],
-            meta={"image_id": image_id, "path": str(path)},
-        )
+        return Sample(image=load_image(path, self.image_size), texts=self.texts(index),
+                      meta={"image_id": image_id, "path": str(path)})

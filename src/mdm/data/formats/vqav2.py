@@ -86,11 +86,15 @@ class VQAv2Dataset(ImageDataset):
                                                f"{image_id:012d}.jpg", f"{image_id}.jpg")]
         return next((p for p in paths if p.is_file()), paths[0])
 
+    def texts(self, index: int) -> list[TextSegment]:
+        """The question and answer of item ``index``, without reading its image."""
+        r = self.items[index]
+        return [TextSegment(Role.QUESTION, r["question"])] + (
+            [TextSegment(Role.ANSWER, r["answer"])] if "answer" in r else [])
+
     def __getitem__(self, index: int) -> Sample:
         r = self.items[index]
-        texts = [TextSegment(Role.QUESTION, r["question"])]
-        if "answer" in r:
-            texts.append(TextSegment(Role.ANSWER, r["answer"]))
+        texts = self.texts(index)
         meta = {k: r[k] for k in ("question_id", "image_id", "answer_type") if k in r}
         meta["path"] = str(self.files[r["image_id"]])
         return Sample(
