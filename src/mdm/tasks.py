@@ -19,6 +19,7 @@ returns images and strings.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -61,6 +62,18 @@ TASK_PARTS: dict[Task, tuple[tuple[str, bool], ...]] = {
 }
 
 
+def supported_tasks(parts: Iterable[str]) -> list[Task]:
+    """The tasks data with ``parts`` can train ("image", text roles, and "label" for class->image), in Task order.
+
+    Why from parts: a dataset describes its content, never its tasks (:mod:`mdm.data.sample`), so a COCO source
+    (image, caption) trains text->image, captioning and joint, VQAv2 (image, question, answer) VQA, and chat
+    (scene, question, answer) text->text, by the one rule every run uses.
+    """
+    have = set(parts)
+    return [task for task in Task if {p for p, _ in TASK_PARTS[task]} <= have
+            and (task is not Task.CLASS_TO_IMAGE or "label" in have)]
+
+
 def task_parts(task: Task, question_first: bool = False) -> tuple[tuple[str, bool], ...]:
     """The (part, generated?) of ``task`` in sequence order; ``question_first`` (``layout.question_first``)
     moves the question of VQA and text->text before the image or scene.
@@ -98,8 +111,11 @@ class TokenizedData:
         return ({"image"} if self.codes is not None else set()) | set(self.texts)
 
     def supports(self, task: Task) -> bool:
-        needed = {p for p, _ in TASK_PARTS[task]}
-        return needed <= self.parts() and (task is not Task.CLASS_TO_IMAGE or self.labels is not None)
+        return task in supported_tasks(self.parts() | ({"label"} if self.labels is not None else set()))
+
+    def num_classes(self) -> int:
+        """Class labels the data holds (the largest id + 1; 0 without labels)."""
+        return 0 if self.labels is None else int(self.labels.max()) + 1
 
     def to(self, device: torch.device | str) -> "TokenizedData":
         return TokenizedData(None if self.codes is None else self.codes.to(device),

@@ -11,8 +11,10 @@ wrong with that reuse, and both are refused here:
   ``NAME/`` or a whole one. A file that is damaged anyway is named in the error.
 * another config's tokenizers: each folder records in ``stage0.json`` the
   settings that made it (every ``data.*`` key but the text lengths, which are
-  applied after tokenizing, and every ``layout.*`` key). A folder made with
-  other settings is refused with the differing keys named.
+  applied after tokenizing, and every ``layout.*`` key: a mixture's sources too).
+  A folder made with other settings is refused with the differing keys named; a
+  key the record lacks was added to MDM after it was written, and the folder was
+  made as that key's default behaves (``data.sources`` empty: one source).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def check_settings(folder: Path, config: MDMConfig, trusted: bool = False) -> No
     except (ValueError, KeyError, TypeError) as e:
         raise Stage0Error(f"{path} is damaged ({e}); {_remedy(folder)}") from None
     requested = stage0_settings(config)
+    saved = {**{k: v for k, v in stage0_settings(MDMConfig()).items() if k not in saved}, **saved}
     diff = [f"{k}: {requested.get(k)!r} != {saved.get(k)!r}" for k in sorted(set(requested) | set(saved))
             if requested.get(k) != saved.get(k)]
     if diff:
