@@ -37,3 +37,47 @@ def write_undecodable_png(path, colour=(0, 0, 255)) -> None:
 def undecodable_png():
     """:func:`write_undecodable_png`, for tests of images that break only when decoded."""
     return write_undecodable_png
+
+
+def write_mixture_files(root, captions_per_image: int = 2) -> dict:
+    """Tiny COCO captions, VQAv2 and chat files over six 16 px JPEGs in ``root``; each source's texts hold a
+    character no other source has (é, ß, λ), so a tokenizer that missed a source's texts cannot cover them.
+    Returns the paths by name."""
+    import json
+
+    from PIL import Image
+
+    images = root / "images"
+    images.mkdir(parents=True)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
+               "white": (250, 250, 250), "black": (10, 10, 10)}
+    for image_id, (name, rgb) in enumerate(colours.items(), start=1):
+        Image.new("RGB", (16, 16), rgb).save(images / f"{image_id:012d}.jpg")  # COCO 2017's names
+    names = list(colours)
+    captions = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(1, 7)],
+                "annotations": [{"image_id": i, "caption": caption}
+                                for i, name in enumerate(names, start=1)
+                                for caption in [f"a {name} café wall", f"the {name} square"][:captions_per_image]
+                                + [f"{name} café tile {k}" for k in range(2, captions_per_image)]]}
+    questions = {"questions": [{"question_id": 10 * i + k, "image_id": i, "question": question}
+                               for i in range(1, 7) for k, question in enumerate(("what colour is the straße?",
+                                                                                  "is it dark?"))]}
+    answers = {"annotations": [{"question_id": 10 * i + k, "image_id": i, "multiple_choice_answer": answer,
+                                "answers": [{"answer": answer}] * 3}
+                               for i, name in enumerate(names, start=1)
+                               for k, answer in enumerate((name, "yes" if name == "black" else "no"))]}
+    chat = [{"messages": [{"role": "user", "content": f"what is λ{k}?"},
+                          {"role": "assistant", "content": f"λ{k} is a letter"}]} for k in range(8)]
+    paths = {"images": images, "captions": root / "captions.json", "questions": root / "questions.json",
+             "answers": root / "answers.json", "chat": root / "chat.jsonl"}
+    paths["captions"].write_text(json.dumps(captions))
+    paths["questions"].write_text(json.dumps(questions))
+    paths["answers"].write_text(json.dumps(answers))
+    paths["chat"].write_text("".join(json.dumps(line) + "\n" for line in chat))
+    return paths
+
+
+@pytest.fixture
+def mixture_files(tmp_path):
+    """:func:`write_mixture_files` in a fresh folder: 12 captions, 12 questions, 8 dialogues."""
+    return write_mixture_files(tmp_path / "mixture-data")

@@ -7,7 +7,7 @@ from mdm.config import load_config
 from mdm.nn.vq import VQVAE
 from mdm.training import prepare
 from mdm.training.run import train_run
-from mdm.training.stage0_files import Stage0Error
+from mdm.training.stage0_files import Stage0Error, check_settings
 
 TINY = ["train.log_every=1", "train.batch_size=4", "data.train_size=48", "data.vq_steps=3",
         "data.codebook_size=32", "data.vocab_size=64", "train.steps=1"]
@@ -74,3 +74,38 @@ def test_an_unrecorded_stage0_folder_is_refused_unless_its_checkpoint_vouches_fo
     (folder / "checkpoint").rename(folder / "elsewhere")
     with pytest.raises(Stage0Error, match="does not record the settings"):
         train_run(load_config("tiny", TINY), folder, **QUIET)
+
+
+def test_a_record_without_the_keys_added_since_reads_them_at_their_defaults(tmp_path):
+    """A folder recorded before ``data.sources`` existed was made from one source: a single-source config reuses it,
+    a mixture is refused naming the key."""
+    import json
+
+    folder = tmp_path / "run"
+    _stage0_only(load_config("tiny", TINY), folder)
+    for name in ("tokenizer", "vq"):
+        record = folder / name / "stage0.json"
+        settings = json.loads(record.read_text())["settings"]
+        del settings["data.sources"], settings["data.memory_items"]
+        record.write_text(json.dumps({"settings": settings}))
+    assert _stage0_only(load_config("tiny", TINY), folder).tokenizer is not None
+    mixture = TINY + ["data.name=mixture", "data.sources=[{kind: shapesworld}]"]
+    with pytest.raises(Stage0Error, match=r"data.name: 'mixture' != 'shapesworld'; data.sources: \[\{'kind': "
+                                          r"'shapesworld', 'weight': 1.0\}\] != \[\]"):
+        check_settings(folder / "tokenizer", load_config("tiny", mixture))
+
+
+def test_a_mixtures_stage0_records_its_sources(tmp_path, mixture_files):
+    from mdm.training.mixture import prepare_mixture
+
+    folder = tmp_path / "run"
+    chat = f"{{kind: chat, path: {mixture_files['chat']}}}"
+    config = load_config("tiny", TINY + ["data.name=mixture", f"data.sources=[{chat}]"])
+    first = prepare_mixture(config, folder, **QUIET)
+    assert prepare_mixture(config, folder, **QUIET).tokenizer == first.tokenizer  # reused
+    other = tmp_path / "other.jsonl"
+    other.write_text(mixture_files["chat"].read_text())
+    moved = load_config("tiny", TINY + ["data.name=mixture", f"data.sources=[{{kind: chat, path: {other}}}]"])
+    with pytest.raises(Stage0Error, match=r"data.sources: \[\{'kind': 'chat', 'weight': 1.0, 'path': '.*other.jsonl'"
+                                          r"\}\] != \[\{'kind': 'chat', 'weight': 1.0, 'path': '.*chat.jsonl'\}\]"):
+        prepare_mixture(moved, folder, **QUIET)

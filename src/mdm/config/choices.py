@@ -45,3 +45,13 @@ SHAPESWORLD_LEVEL_KINDS = {"easy": ("color", "shape", "count", "position"),
 PROCESS_NAMES = ("gaussian", "absorbing")  # the keys of mdm.diffusion.registry.PROCESSES (a test ties them)
 MASKING_PROCESSES = ("absorbing",)  # the processes whose modality has a MASK state
 ABSORBING_LOSSES = ("elbo", "masked_mean")
+
+# The kinds of source a data mixture (data.sources) reads, each with the files it needs besides its kind and
+# weight: key -> what the file is (a name ending in "folder" is a folder). mdm.data.mixture reads them.
+SOURCE_KINDS = ("shapesworld", "digits", "imagefolder", "coco", "vqav2", "chat")
+SOURCE_FILES: dict[str, dict[str, str]] = {
+    "shapesworld": {}, "digits": {}, "imagefolder": {"path": "class folder"},
+    "coco": {"path": "captions JSON file", "images": "images folder"},
+    "vqav2": {"path": "questions JSON file", "annotations": "annotations JSON file", "images": "images folder"},
+    "chat": {"path": "chat JSONL file"},
+}

@@ -300,6 +300,9 @@ class MDMConfig:
 
     def __post_init__(self) -> None:
         check_finite(self)
+        if self.data.name == "mixture" and self.layout.frames != 1:
+            raise ConfigError(f"data.name mixture reads image and text sources, not clips: layout.frames must be 1, "
+                              f"got {self.layout.frames}")
         if self.layout.image_tokens is ImageTokens.PIXELS and self.diffusion.image_process != "gaussian":
             raise ConfigError(f"diffusion.image_process = {self.diffusion.image_process} needs image states: "
                               f"layout.image_tokens = pixels feeds raw patches, which only the Gaussian noise MSE "

@@ -1,8 +1,9 @@
 """One readable training loop: build -> step -> EMA -> log -> checkpoint (Sec 5.1 of arXiv 2510.13253).
 
 AdamW (no weight decay unless configured), linear warm-up, gradient clipping, an
-EMA of the weights used for sampling. Every step draws one task of the mixture (which
-segments are noised, DESIGN.md §4) and a global batch of the tokenized data for
+EMA of the weights used for sampling. Every step draws a source of the data (one, or a
+data mixture's: :mod:`mdm.training.mixture`), one task of the mixture it supports (which
+segments are noised, DESIGN.md §4) and a global batch of that source for
 it; under data parallelism every process draws the same task and indices from
 the same seed and keeps its own rows, and :class:`BatchRandom` gives each sample
 the same noise whichever process holds it. So one process and N processes with
@@ -40,8 +41,9 @@ from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.multimodal import MultimodalDiffusion
 from mdm.nn.layout import Modality
 from mdm.nn.network import MDMNetwork
-from mdm.tasks import Task, TokenizedData, check_task_weights, task_segments
+from mdm.tasks import Task, TokenizedData, task_segments
 from mdm.training.distributed import DistributedContext
+from mdm.training.mixture import Mixture, task_sampler
 
 
 def build_model(config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> tuple[MDMNetwork, MultimodalDiffusion]:
@@ -104,20 +106,6 @@ class EMA:
                 ema_t.copy_(t)
 
 
-def task_sampler(data: TokenizedData, weights: dict[str, float], generator: torch.Generator):
-    """A function drawing the task of each step from the weights of the tasks ``data`` supports."""
-    check_task_weights(weights)
-    tasks = [Task(name) for name, w in weights.items() if w > 0 and data.supports(Task(name))]
-    if not tasks:
-        raise ValueError(f"no task of the mixture {weights} is supported by the data (parts: {sorted(data.parts())})")
-    probs = torch.tensor([weights[t.value] for t in tasks], dtype=torch.float64)
-
-    def draw() -> Task:
-        return tasks[int(torch.multinomial(probs, 1, generator=generator))]
-
-    return draw
-
-
 def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:
     """Linear warm-up to ``lr``, constant after it (the paper gives no decay) or decayed (``train.lr_decay``).
 
@@ -157,7 +145,7 @@ class NonFiniteLossError(FloatingPointError):
 class Trainer:
     """Owns a run's mutable state: step, optimizer, EMA, generators, the current log window."""
 
-    def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, data: TokenizedData,
+    def __init__(self, network: MDMNetwork, diffusion: MultimodalDiffusion, data: TokenizedData | Mixture,
                  config: TrainConfig, dist: DistributedContext | None = None,
                  log_path: str | Path | None = None, tensorboard_dir: str | Path | None = None) -> None:
         self.network, self.diffusion, self.config = network, diffusion, config
@@ -166,7 +154,8 @@ class Trainer:
         if config.batch_size % self.dist.world_size:
             raise ValueError(f"train.batch_size {config.batch_size} must be divisible by the number of processes "
                              f"{self.dist.world_size}")
-        self.data = data.to(self.device)
+        self.data = Mixture.of(data).to(self.device)
+        self.logs_sources = isinstance(data, Mixture)  # a mixture's log counts the draws of each source
         self.step = 0
         self.generator = torch.Generator().manual_seed(config.seed)  # tasks and batch indices, on the CPU
         self.noise_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
@@ -176,7 +165,7 @@ class Trainer:
         self.objective = self.dist.wrap(TrainingObjective(network, diffusion), units=network.backbone.blocks)
         self.dist.shard(self.ema.model, self.ema.model.backbone.blocks)  # FSDP: the EMA keeps the same shards
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.draw_task = task_sampler(self.data, config.task_weights, self.generator)
+        self.draw = task_sampler(self.data, config.task_weights, self.generator)
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
         self.elapsed = 0.0  # training seconds over every call of run(), resumptions included
@@ -219,10 +208,11 @@ class Trainer:
     def train_step(self, progress: float | None = None) -> dict[str, float]:
         """One optimizer step; ``progress`` is the share of the run done, for a decaying rate (:func:`lr_at`)."""
         config, dist = self.config, self.dist
-        task = self.draw_task()
-        index = torch.randint(len(self.data), (config.batch_size,), generator=self.generator)
+        source, task = self.draw()
+        data = self.data.sources[source].data
+        index = torch.randint(len(data), (config.batch_size,), generator=self.generator)
         rows = dist.rows(config.batch_size)
-        batch = self.data.subset(index[rows].to(self.device))
+        batch = data.subset(index[rows].to(self.device))
         labels = batch.labels if task is Task.CLASS_TO_IMAGE else None
         rng = BatchRandom(self.noise_generator, self.device, rows if dist.world_size > 1 else None,
                           config.batch_size if dist.world_size > 1 else None)
@@ -246,6 +236,8 @@ class Trainer:
         self.step += 1
         out = {k: float(dist.mean(v.detach())) for k, v in losses.items()}
         out["task"], out["grad_norm"] = task.value, float(grad_norm)
+        if self.logs_sources:
+            out["source"] = self.data.sources[source].name
         return out
 
     # ------------------------------------------------------------------ the loop
@@ -344,6 +336,9 @@ class Trainer:
 
     def _accumulate(self, out: dict) -> None:
         task = out.pop("task")
+        if "source" in out:
+            key = f"draws:{out.pop('source')}:{task}"
+            self.running[key] = self.running.get(key, 0) + 1
         for k, v in out.items():
             self.running[k] = self.running.get(k, 0.0) + v
         # the task's diffusion term: score entropy, plus the noise MSE of continuous image segments
@@ -354,10 +349,15 @@ class Trainer:
     def _flush_log(self) -> dict:
         r, n = self.running, max(self.running.get("n", 1), 1)
         entry = {"step": self.step, "time_s": round(self.elapsed, 1), "lr": self.lr}
-        entry.update({k: round(v / n, 4) for k, v in r.items() if not k.startswith(("se_", "n_")) and k != "n"})
+        entry.update({k: round(v / n, 4) for k, v in r.items()
+                      if not k.startswith(("se_", "n_", "draws:")) and k != "n"})
         for t in Task:
             if r.get(f"n_{t.value}"):
                 entry[f"se_{t.value}"] = round(r[f"se_{t.value}"] / r[f"n_{t.value}"], 4)
+        for key, count in r.items():  # a mixture's steps of the window: {source: {task: steps}}
+            if key.startswith("draws:"):
+                source, task = key[len("draws:"):].rsplit(":", 1)
+                entry.setdefault("draws", {}).setdefault(source, {})[task] = int(count)
         self.running = {}
         self.history.append(entry)
         return entry

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from mdm.checkpoint import has_checkpoint
 from mdm.config import ConfigError, MDMConfig
+from mdm.config.data import VQ_BATCH
 from mdm.data.sample import Sample
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
@@ -46,7 +48,7 @@ FILE_DATA = ("imagefolder", "coco", "vqav2", "chat")
 class PreparedData:
     tokenizer: TextTokenizer | None
     vq: VQVAE | None
-    train: TokenizedData
+    train: TokenizedData  # or a data mixture's mdm.training.mixture.Mixture, which answers the same questions
     text_lens: dict[str, int]
     samples: list[Sample]
 
@@ -54,6 +56,9 @@ class PreparedData:
 def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
     """The samples of ``config.data`` (a list; the built-in sets are small enough to hold)."""
     data, size = config.data, config.layout.image_size
+    if data.name == "mixture":
+        raise ValueError("data.name mixture reads several sources, not one list of samples: "
+                         "mdm.training.mixture.prepare_mixture prepares them")
     if data.name in BUILTIN_DATA:
         from mdm.data.registry import load_builtin
 
@@ -129,7 +134,7 @@ def check_level_image_size(config: MDMConfig) -> None:
     """
     from mdm.data.shapesworld_levels import LEVELS, level_image_size
 
-    if config.data.name != "shapesworld" or config.data.level == "hard":
+    if "shapesworld" not in config.data.kinds or config.data.level == "hard":
         return
     want = level_image_size(config.data.level)
     if config.layout.image_size != want:
@@ -169,8 +174,7 @@ def check_clips(samples: list[Sample], config: MDMConfig, source: str) -> None:
                              f"layout.image_channels and layout.image_size")
 
 
-def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | None) -> TextTokenizer | None:
-    corpus = [t.text for s in samples for t in s.texts]
+def _train_tokenizer(corpus: list[str], config: MDMConfig, folder: Path | None) -> TextTokenizer | None:
     if not corpus:
         return None
     with warnings.catch_warnings():  # a small corpus supports fewer pieces than asked: expected here
@@ -187,10 +191,17 @@ def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, pro
                                                                   for f in s.video]  # a clip's frames
     if not images:
         return None
+    return train_image_tokenizer(torch.stack(images), samples, config, folder, progress, log)
+
+
+def train_image_tokenizer(images: Any, samples: Iterable[Sample], config: MDMConfig, folder: Path | None,
+                          progress: bool, log=print) -> VQVAE:
+    """Stage 0's VQ-VAE trained on ``images`` (a tensor, or a dataset read on access: :func:`mdm.nn.vq.train_vq`),
+    its fidelity measured on ``samples`` (:func:`vq_fidelity`) and, given a run ``folder``, saved there."""
     torch.manual_seed(config.data.seed)
     vq = VQVAE(VQConfig(in_channels=config.layout.image_channels, downsample=config.layout.vq_factor,
                         codebook_size=config.data.codebook_size, local=config.data.vq_local))
-    train_vq(vq, torch.stack(images), steps=config.data.vq_steps, batch_size=32, lr=1e-3, seed=config.data.seed,
+    train_vq(vq, images, steps=config.data.vq_steps, batch_size=VQ_BATCH, lr=1e-3, seed=config.data.seed,
              progress=progress)
     vq.eval()
     report = vq_fidelity(vq, config, samples, log)
@@ -208,7 +219,7 @@ FIDELITY_SCENES = 256
 REFEREE_FLOOR = 0.95
 
 
-def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: list[Sample], log=print) -> dict[str, float]:
+def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: Iterable[Sample], log=print) -> dict[str, float]:
     """How much of held-out images survives the VQ-VAE: PSNR of the reconstructions and, on ShapesWorld, the
     share of scenes whose reconstruction the referee reads exactly right. Logged, with a warning below 95%.
 
@@ -218,7 +229,7 @@ def vq_fidelity(vq: VQVAE, config: MDMConfig, samples: list[Sample], log=print) 
     Held out: the built-in data's held-out split; a user's files have none, so the first training images.
     """
     builtin = config.data.name in BUILTIN_DATA
-    held_out = load_samples(config, "val") if builtin else samples
+    held_out = load_samples(config, "val") if builtin else list(samples)
     scenes = [s for s in held_out if s.image is not None][:FIDELITY_SCENES]
     images = [s.image for s in scenes] or [f for s in held_out if s.video is not None for f in s.video]
     if not images:
@@ -259,9 +270,46 @@ def text_lengths(sizes: dict[str, list[tuple[int, str]]], config: MDMConfig) -> 
             for role in sizes}
 
 
+def stage0_text_tokenizer(config: MDMConfig, folder: Path | None, corpus: Callable[[], list[str]],
+                          log=print) -> TextTokenizer | None:
+    """The run folder's SentencePiece tokenizer, or one trained on ``corpus()`` (None without texts) and saved
+    there. Also clears what a killed stage 0 left (:func:`clear_interrupted`): call it first. A folder with a
+    checkpoint is a resumed run's, whose config matched the checkpoint's: its stage 0 is trusted."""
+    tok_dir = folder / "tokenizer" if folder is not None else None
+    if folder is not None:
+        clear_interrupted(folder)
+    if tok_dir is not None and tok_dir.is_dir():
+        tokenizer = load_stage0(tok_dir, config, TextTokenizer.load, ("tokenizer.model",), has_checkpoint(folder))
+        log(f"text tokenizer: loaded {tok_dir} ({tokenizer.vocab_size} pieces)")
+        return tokenizer
+    tokenizer = _train_tokenizer(corpus(), config, tok_dir)
+    if tokenizer is not None:
+        log(f"text tokenizer: trained SentencePiece unigram, {tokenizer.vocab_size} pieces")
+    return tokenizer
+
+
+def stage0_image_tokenizer(config: MDMConfig, folder: Path | None, train: Callable[[Path | None], VQVAE | None],
+                           log=print) -> VQVAE | None:
+    """The run folder's VQ-VAE, or ``train(vq folder)``'s (None without images); None on the continuous path."""
+    vq_dir = folder / "vq" if folder is not None else None
+    if config.layout.continuous_images:
+        patch = config.layout.vq_factor
+        log(f"image tokens: raw {patch}x{patch} pixel patches (the continuous path, no VQ-VAE)")
+        return None
+    if vq_dir is not None and vq_dir.is_dir():
+        vq = load_stage0(vq_dir, config, VQVAE.load, ("config.json", "model.safetensors"), has_checkpoint(folder))
+        log(f"image tokenizer: loaded {vq_dir}")
+        return vq
+    log(f"image tokenizer: training a VQ-VAE ({config.data.codebook_size} codes, {config.data.vq_steps} steps)")
+    return train(vq_dir)
+
+
 def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: bool = True,
                  log=print) -> PreparedData:
-    """Samples, tokenizers (trained, or loaded from ``folder``) and the tokenized training set."""
+    """Samples, tokenizers (trained, or loaded from ``folder``) and the tokenized training set.
+
+    One source; a mixture (``data.name: mixture``) is :func:`mdm.training.mixture.prepare_mixture`'s.
+    """
     folder = Path(folder) if folder is not None else None
     check_level_image_size(config)
     samples = load_samples(config, "train")
@@ -272,32 +320,15 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
                          f"samples of data {config.data.name!r}: set train.batch_size <= {len(samples)}"
                          + (" or raise data.train_size" if config.data.name in BUILTIN_DATA else ""))
     check_clips(samples, config, f"data {config.data.name!r}")
-    tok_dir, vq_dir = (folder / "tokenizer", folder / "vq") if folder else (None, None)
-    trusted = folder is not None and has_checkpoint(folder)  # a resumed run: its config matched the checkpoint
-    if folder is not None:
-        clear_interrupted(folder)
-    if tok_dir is not None and tok_dir.is_dir():
-        tokenizer = load_stage0(tok_dir, config, TextTokenizer.load, ("tokenizer.model",), trusted)
-        log(f"text tokenizer: loaded {tok_dir} ({tokenizer.vocab_size} pieces)")
-    else:
-        tokenizer = _train_tokenizer(samples, config, tok_dir)
-        if tokenizer is not None:
-            log(f"text tokenizer: trained SentencePiece unigram, {tokenizer.vocab_size} pieces")
+    tokenizer = stage0_text_tokenizer(config, folder, lambda: [t.text for s in samples for t in s.texts], log)
     lens = {}
     if tokenizer is not None:  # before the VQ-VAE's training, so a bad length fails in seconds
         sizes = text_sizes(samples, tokenizer)
         lens = text_lengths(sizes, config)
         check_text_lengths(sizes, lens, log)
+    vq = stage0_image_tokenizer(config, folder, lambda vq_dir: _train_vq(samples, config, vq_dir, progress, log),
+                                log)
     pixel_patch = config.layout.vq_factor if config.layout.continuous_images else None
-    if pixel_patch is not None:
-        vq = None
-        log(f"image tokens: raw {pixel_patch}x{pixel_patch} pixel patches (the continuous path, no VQ-VAE)")
-    elif vq_dir is not None and vq_dir.is_dir():
-        vq = load_stage0(vq_dir, config, VQVAE.load, ("config.json", "model.safetensors"), trusted)
-        log(f"image tokenizer: loaded {vq_dir}")
-    else:
-        log(f"image tokenizer: training a VQ-VAE ({config.data.codebook_size} codes, {config.data.vq_steps} steps)")
-        vq = _train_vq(samples, config, vq_dir, progress, log)
     with warnings.catch_warnings():  # check_text_lengths has said, per role, what is truncated
         warnings.simplefilter("ignore")
         train = tokenize_samples(samples, tokenizer, vq, lens, pixel_patch=pixel_patch)

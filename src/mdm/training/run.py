@@ -38,6 +38,7 @@ from mdm.pipeline import MDMPipeline
 from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
+from mdm.training.mixture import check_mixture, prepare_mixture
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
 from mdm.training.run_lock import run_folder_lock
 
@@ -153,9 +154,12 @@ def _check_out(folder: Path, resume: bool) -> None:
 
 
 def check_config(config: MDMConfig) -> None:
-    """The checks of ``config`` that need the modules it names (schedules, tasks), before any work is done."""
+    """The checks of ``config`` that need the modules it names (schedules, tasks, a mixture's files), before any work
+    is done."""
     check_schedules(config.diffusion)
     check_task_weights(config.train.task_weights)
+    if config.data.name == "mixture":
+        check_mixture(config)
 
 
 def train_run(config: MDMConfig, out: str | Path, resume: bool = False, progress: bool = True,
@@ -190,17 +194,19 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
         require_compiler(device)
 
     # Stage 0 on rank 0 (its errors reach every rank); the others then load what it saved.
-    data = dist.on_main(prepare_data, config, out, progress=progress, log=say)
+    prepare = prepare_mixture if config.data.name == "mixture" else prepare_data
+    data = dist.on_main(prepare, config, out, progress=progress, log=say)
     if not dist.is_main:
-        data = prepare_data(config, out, progress=False, log=say)
-    if data.train.labels is not None and int(data.train.labels.max()) >= config.backbone.n_classes:
-        raise ValueError(f"the data has {int(data.train.labels.max()) + 1} classes but backbone.n_classes is "
-                         f"{config.backbone.n_classes}: set backbone.n_classes={int(data.train.labels.max()) + 1}")
+        data = prepare(config, out, progress=False, log=say)
+    classes = data.train.num_classes()
+    if classes > config.backbone.n_classes:
+        raise ValueError(f"the data has {classes} classes but backbone.n_classes is "
+                         f"{config.backbone.n_classes}: set backbone.n_classes={classes}")
 
     vocab = {}
     if data.tokenizer is not None:
         vocab["text"] = data.tokenizer.vocab_size
-    if config.layout.continuous_images and data.train.codes is not None:
+    if config.layout.continuous_images and "image" in data.train.parts():
         vocab["image"] = config.layout.patch_features  # a continuous token's values, not a vocabulary
     elif data.vq is not None:
         vocab["image"] = data.vq.config.codebook_size
