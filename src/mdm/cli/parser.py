@@ -9,7 +9,7 @@ from mdm.cli.bench import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_tr
 from mdm.cli.info import cmd_info
 from mdm.cli.sample import cmd_answer, cmd_caption, cmd_compare, cmd_eval, cmd_generate, cmd_sample
 from mdm.cli.train import cmd_quickstart, cmd_train
-from mdm.config import PRESETS
+from mdm.config import PRESETS, TOKENIZER_TYPES, DataConfig
 from mdm.tasks import Task
 
 
@@ -152,9 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_preview)
 
     tok = sub.add_parser("tokenizer", help="text tokenizer").add_subparsers(dest="what", required=True)
-    p = tok.add_parser("train", help="train a SentencePiece unigram model (App. D)")
+    p = tok.add_parser("train", help="train a SentencePiece model (App. D's unigram, BPE, or one piece a word)")
     p.add_argument("--input", required=True, help="corpus: a text file, one sentence per line")
     p.add_argument("--vocab-size", type=int, required=True, help="pieces (32000 at scale; small for small corpora)")
+    p.add_argument("--model-type", default=DataConfig().tokenizer, choices=list(TOKENIZER_TYPES),
+                   help=f"word: one piece a word, unk for unseen words (keeps a small world's words whole); "
+                        f"unigram: App. D's, for large corpora; bpe (default: {DataConfig().tokenizer}, as "
+                        f"data.tokenizer)")
     p.add_argument("--out", default="tokenizer", help="output folder (tokenizer.model, tokenizer.vocab)")
     p.add_argument("--character-coverage", type=float, default=0.9995)
     p.set_defaults(func=cmd_tokenizer_train)

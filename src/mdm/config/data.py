@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mdm.config.choices import SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS
+from mdm.config.choices import SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS, TOKENIZER_TYPES
 from mdm.config.errors import ConfigError
 
 
@@ -24,6 +24,9 @@ class DataConfig:
     train_size: int = 8000  # samples generated (shapesworld) or read at most (files; 0 = all)
     seed: int = 0
     vocab_size: int = 128  # SentencePiece pieces asked for (a small corpus supports fewer)
+    # the SentencePiece model of the texts: word keeps every word of a small world whole (unigram, App. D's,
+    # split 15 of 25 words of 4000 small-world captions); a config saved without the key was unigram
+    tokenizer: str = "word"  # unigram | bpe | word
     codebook_size: int = 256  # VQ codes (the image vocabulary)
     vq_steps: int = 1200
     vq_local: bool = False  # VQ codes see only their own patch (mdm.nn.vq.VQVAE says why)
@@ -63,6 +66,8 @@ class DataConfig:
             if [k for k in self.question_kinds if k not in own]:
                 raise ConfigError(f"data.question_kinds {self.question_kinds} asks for kinds that data.level "
                                   f"{self.level} does not have; its kinds: {', '.join(own)}")
+        if self.tokenizer not in TOKENIZER_TYPES:
+            raise ConfigError(f"data.tokenizer must be one of {', '.join(TOKENIZER_TYPES)}, got {self.tokenizer!r}")
         for role, n in self.text_lens.items():
             if not isinstance(n, int) or n < 1:
                 raise ConfigError(f"data.text_lens.{role} must be an int >= 1, got {n!r}")

@@ -33,7 +33,7 @@ import torch
 from mdm.checkpoint import has_checkpoint
 from mdm.config import ConfigError, MDMConfig
 from mdm.data.sample import Sample
-from mdm.data.text_tokenizer import TextTokenizer
+from mdm.data.text_tokenizer import TextTokenizer, vocabulary_report
 from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
 from mdm.training.stage0_files import clear_interrupted, load_stage0, save_stage0
@@ -169,13 +169,22 @@ def check_clips(samples: list[Sample], config: MDMConfig, source: str) -> None:
                              f"layout.image_channels and layout.image_size")
 
 
-def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | None) -> TextTokenizer | None:
+def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | None,
+                     log=print) -> TextTokenizer | None:
+    """The ``data.tokenizer`` SentencePiece model of the training texts, with one log line of how it fits them
+    (pieces, words kept whole) and a warning line, naming the cause and the remedy, when it fits badly."""
     corpus = [t.text for s in samples for t in s.texts]
     if not corpus:
         return None
-    with warnings.catch_warnings():  # a small corpus supports fewer pieces than asked: expected here
+    data = config.data
+    with warnings.catch_warnings():  # said below in the run's log, in the config's keys
         warnings.simplefilter("ignore")
-        tokenizer = TextTokenizer.train(corpus, config.data.vocab_size, character_coverage=1.0)
+        tokenizer = TextTokenizer.train(corpus, data.vocab_size, character_coverage=1.0, model_type=data.tokenizer)
+    summary, warning = vocabulary_report(tokenizer, corpus, data.vocab_size)
+    log(f"text tokenizer: trained SentencePiece {data.tokenizer} on {len(corpus)} texts, {summary}")
+    if warning is not None:
+        log(f"warning: data.tokenizer={data.tokenizer}, data.vocab_size={data.vocab_size}: the corpus of training "
+            f"texts {warning}")
     if folder is not None:
         save_stage0(folder, config, tokenizer.save)
     return tokenizer
@@ -278,14 +287,14 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
         clear_interrupted(folder)
     if tok_dir is not None and tok_dir.is_dir():
         tokenizer = load_stage0(tok_dir, config, TextTokenizer.load, ("tokenizer.model",), trusted)
-        log(f"text tokenizer: loaded {tok_dir} ({tokenizer.vocab_size} pieces)")
+        log(f"text tokenizer: loaded {tok_dir} (SentencePiece {tokenizer.model_type}, {tokenizer.vocab_size} pieces)")
     else:
-        tokenizer = _train_tokenizer(samples, config, tok_dir)
-        if tokenizer is not None:
-            log(f"text tokenizer: trained SentencePiece unigram, {tokenizer.vocab_size} pieces")
+        tokenizer = _train_tokenizer(samples, config, tok_dir, log)
     lens = {}
     if tokenizer is not None:  # before the VQ-VAE's training, so a bad length fails in seconds
-        sizes = text_sizes(samples, tokenizer)
+        with warnings.catch_warnings():  # a word model's unk words: stage 0's tokenizer report has said them
+            warnings.simplefilter("ignore")
+            sizes = text_sizes(samples, tokenizer)
         lens = text_lengths(sizes, config)
         check_text_lengths(sizes, lens, log)
     pixel_patch = config.layout.vq_factor if config.layout.continuous_images else None

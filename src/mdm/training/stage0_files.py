@@ -12,7 +12,9 @@ wrong with that reuse, and both are refused here:
 * another config's tokenizers: each folder records in ``stage0.json`` the
   settings that made it (every ``data.*`` key but the text lengths, which are
   applied after tokenizing, and every ``layout.*`` key). A folder made with
-  other settings is refused with the differing keys named.
+  other settings is refused with the differing keys named; a key added to the
+  config since the folder was made counts at the value the old code behaved as
+  (:data:`mdm.config.sections.ADDED_FIELDS`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from mdm.checkpoint import fsync_dir, fsync_files
-from mdm.config import MDMConfig, to_dict
+from mdm.config import MDMConfig, added_keys, to_dict
 
 STAGE0_RECORD = "stage0.json"
 # Keys that change nothing the tokenizers learn: the text lengths cut the tokenized texts afterwards.
@@ -62,6 +64,8 @@ def check_settings(folder: Path, config: MDMConfig, trusted: bool = False) -> No
                           f"wrote it), so it may belong to another config; {_remedy(folder)}")
     try:
         saved = json.loads(path.read_text())["settings"]
+        # a key added since the folder was made: it was made as the key's old value behaves
+        saved = {**{k: v for k, v in added_keys().items() if k in stage0_settings(config)}, **saved}
     except (ValueError, KeyError, TypeError) as e:
         raise Stage0Error(f"{path} is damaged ({e}); {_remedy(folder)}") from None
     requested = stage0_settings(config)
