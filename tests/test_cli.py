@@ -189,7 +189,7 @@ def test_a_users_bad_files_are_one_line_and_exit_code_2(run_dir, tmp_path, capsy
     _one_line_error(capsys, str(text))
     assert main(["caption", *fast, str(tmp_path / "missing.png")]) == 2
     _one_line_error(capsys, "missing.png")
-    assert main(["caption", *fast, str(tmp_path)]) == 2
+    assert main(["caption", *fast, str(tmp_path)]) == 2  # a folder whose only image cannot be read
     _one_line_error(capsys, str(tmp_path))
     undecodable_png(tmp_path / "broken.png")
     assert main(["answer", *fast, "--image", str(tmp_path / "broken.png"), "--question", "what?"]) == 2
