@@ -137,6 +137,10 @@ def test_a_list_naming_missing_images_is_reported_and_the_rest_captioned_or_refu
     assert main([*fast, str(listing), "--strict", "--out", str(tmp_path / "strict.jsonl")]) == 2
     _one_line_error(capsys, str(listing), "2 of the 4 images it names do not exist", "gone-1.png")
     assert not (tmp_path / "strict.jsonl").exists()
+    nothing = tmp_path / "gone.txt"
+    nothing.write_text("pictures/gone-1.png\n")
+    assert main([*fast, str(nothing)]) == 2
+    _one_line_error(capsys, str(nothing), "none of the images named exists", "gone-1.png")
 
 
 def test_unreadable_images_in_a_folder_are_skipped_and_named_by_themselves_are_errors(
@@ -169,7 +173,7 @@ def test_answer_a_questions_file_in_order_with_images_and_scenes(tiny_checkpoint
     assert main(["answer", "--checkpoint", str(tiny_checkpoint), "--steps", "2", "--questions", str(questions),
                  "--batch-size", "1", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "1 of the 4 images it names do not exist" in captured.err and "gone.png" in captured.err
+    assert "1 of the 3 images it names do not exist" in captured.err and "gone.png" in captured.err
     records = _jsonl(out)
     assert [r["id"] for r in records] == [1, 2, 4]  # the file's order, the missing image's question left out
     assert all(isinstance(r["answer"], str) and r["question"] == lines[r["id"] - 1]["question"] for r in records)

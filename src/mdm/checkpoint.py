@@ -34,7 +34,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from mdm.config import ConfigError, MDMConfig, from_saved_dict, to_dict
+from mdm.config import ConfigError, MDMConfig, to_dict
+from mdm.config.files import from_saved_dict
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.nn.vq import VQVAE
 from mdm.nn.network import MDMNetwork

@@ -7,7 +7,8 @@ import warnings
 import pytest
 
 from mdm.cli import main
-from mdm.config import TOKENIZER_TYPES, DataConfig
+from mdm.config import DataConfig
+from mdm.config.choices import TOKENIZER_TYPES
 from mdm.data.sentencepiece_proto import model_type_of
 from mdm.data.text_tokenizer import MODEL_TYPES, UNK_ID, TextTokenizer, vocabulary_report
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from mdm.checkpoint import FORMAT, read_config
-from mdm.config import ConfigError, MDMConfig, from_dict, from_saved_dict, load_config, to_dict
+from mdm.config import ConfigError, MDMConfig, from_dict, load_config, to_dict
+from mdm.config.files import from_saved_dict
 from mdm.pipeline import MDMPipeline
 from mdm.training import prepare
 from mdm.training.run import resume_config, train_run

@@ -79,6 +79,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
     out = _jsonl_out(args, "captions.jsonl")
     inputs = collect_images(args.images)
+    if not inputs.paths:  # every image named is missing: one error, not a warning and then nothing
+        gone = [p for paths in inputs.missing.values() for p in paths]
+        raise ValueError(f"{', '.join(map(str, inputs.missing))}: none of the images named exists: {_names(gone)}")
     report_missing(inputs.missing, inputs.named, args.strict)
     pipe = _pipeline(args)
     pipe.require_trained(Task.IMAGE_TO_TEXT)
@@ -131,7 +134,11 @@ def _answer_file(args: argparse.Namespace) -> int:
 
     out = _jsonl_out(args, "answers.jsonl")
     questions, missing = read_questions(args.questions)
-    report_missing(missing, {p: len(questions) + len(m) for p, m in missing.items()}, args.strict)
+    if not questions:
+        raise ValueError(f"{args.questions}: the images of all its questions are missing: "
+                         f"{_names([p for paths in missing.values() for p in paths])}")
+    with_images = sum(q.image is not None for q in questions)
+    report_missing(missing, {p: with_images + len(m) for p, m in missing.items()}, args.strict)
     pipe = _pipeline(args)
     vqa = [q for q in questions if q.image is not None]
     text = [q for q in questions if q.image is None]

@@ -10,7 +10,8 @@ from mdm.cli.info import cmd_info
 from mdm.cli.batch import cmd_answer, cmd_caption
 from mdm.cli.sample import cmd_compare, cmd_eval, cmd_generate, cmd_sample
 from mdm.cli.train import cmd_quickstart, cmd_train
-from mdm.config import PRESETS, TOKENIZER_TYPES, DataConfig
+from mdm.config import PRESETS, DataConfig
+from mdm.config.choices import TOKENIZER_TYPES
 from mdm.tasks import Task
 
 

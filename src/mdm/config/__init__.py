@@ -15,15 +15,13 @@ The bottom floor of the package: it imports nothing from :mod:`mdm` outside it.
 
 from mdm.config.choices import (ABSORBING_LOSSES, DISTRIBUTED_STRATEGIES, IMAGE_SCAN_PATTERNS, MASKING_PROCESSES,
                                 PROCESS_NAMES, SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS,
-                                TEXT_SCAN_PATTERNS, TOKENIZER_TYPES, Discretization, parse_pattern_set)
-from mdm.config.files import (PRESETS, added_keys, apply_overrides, from_dict, from_saved_dict, load_config,
-                              save_config, to_dict)
+                                TEXT_SCAN_PATTERNS, Discretization, parse_pattern_set)
+from mdm.config.files import PRESETS, apply_overrides, from_dict, load_config, save_config, to_dict
 from mdm.config.sections import (LR_DECAYS, BackboneConfig, BackboneKind, ConfigError, DataConfig, DiffusionConfig,
                                  ImageTokens, LayoutConfig, MDMConfig, TrainConfig, VAEConfig)
 
 __all__ = ["ABSORBING_LOSSES", "DISTRIBUTED_STRATEGIES", "IMAGE_SCAN_PATTERNS", "LR_DECAYS", "MASKING_PROCESSES",
            "PRESETS", "PROCESS_NAMES", "SHAPESWORLD_LEVEL_KINDS", "SHAPESWORLD_QUESTION_KINDS", "TEXT_SCAN_PATTERNS",
-           "TOKENIZER_TYPES",
            "BackboneConfig", "BackboneKind", "ConfigError", "DataConfig", "DiffusionConfig", "Discretization",
-           "ImageTokens", "LayoutConfig", "MDMConfig", "TrainConfig", "VAEConfig", "added_keys", "apply_overrides",
-           "from_dict", "from_saved_dict", "load_config", "parse_pattern_set", "save_config", "to_dict"]
+           "ImageTokens", "LayoutConfig", "MDMConfig", "TrainConfig", "VAEConfig", "apply_overrides", "from_dict",
+           "load_config", "parse_pattern_set", "save_config", "to_dict"]

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from mdm.checkpoint import fsync_dir, fsync_files
-from mdm.config import MDMConfig, added_keys, to_dict
+from mdm.config import MDMConfig, to_dict
+from mdm.config.files import added_keys
 
 STAGE0_RECORD = "stage0.json"
 # Keys that change nothing the tokenizers learn: the text lengths cut the tokenized texts afterwards.
