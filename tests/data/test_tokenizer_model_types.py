@@ -46,7 +46,7 @@ def train(corpus, vocab_size, model_type):
 
 
 def test_the_model_types_are_the_configs_choices():
-    assert MODEL_TYPES == TOKENIZER_TYPES and DataConfig().tokenizer in MODEL_TYPES
+    assert TOKENIZER_TYPES == ("auto", *MODEL_TYPES) and DataConfig().tokenizer == "auto"
 
 
 @pytest.mark.parametrize("vocab_size", [128, 256])
@@ -55,6 +55,16 @@ def test_the_default_keeps_every_word_of_a_25_word_world_whole(world, vocab_size
     assert all(len(tok.encode(w)) == 1 for w in {w for c in world for w in c.split()})
     assert all(len(tok.encode(c)) == len(c.split()) for c in world[:50])  # a 13-word caption: 13 tokens
     assert not any("split" in s or "unk" in s for s in said), said
+
+
+def test_the_default_spells_a_corpus_of_more_words_than_the_vocabulary_from_pieces_instead_of_unk():
+    rng = random.Random(0)
+    names = ["".join(rng.choice("abcdefghijklmnop") for _ in range(6)) for _ in range(300)]
+    corpus = [f"a photo of {rng.choice(names)} and {rng.choice(names)}" for _ in range(2000)]
+    tok, _ = train(corpus, 128, DataConfig().tokenizer)
+    assert tok.model_type == "unigram"
+    assert all(UNK_ID not in tok.encode(c) for c in corpus[:200])
+    assert train(corpus[:20], 128, DataConfig().tokenizer)[0].model_type == "word"  # 20 captions: few words
 
 
 @pytest.mark.parametrize("vocab_size", [128, 256])
@@ -106,7 +116,7 @@ def test_reading_the_model_type_refuses_bytes_that_are_not_a_model():
     assert model_type_of(b"") == "unigram"  # proto2's default, as SentencePiece reads a model without it
     with pytest.raises(ValueError):
         model_type_of(b"\x12\x05\x18")  # trainer_spec says 5 bytes, holds 1
-    with pytest.raises(ValueError, match="model_type must be one of unigram, bpe, word"):
+    with pytest.raises(ValueError, match="model_type must be auto or one of unigram, bpe, word"):
         TextTokenizer.train(["a b"], 10, model_type="char")
 
 

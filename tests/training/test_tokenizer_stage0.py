@@ -19,7 +19,7 @@ QUIET = dict(progress=False, log=lambda _: None)
 
 
 def test_a_tokenizer_type_outside_the_choices_is_a_config_error_naming_the_field(tmp_path):
-    with pytest.raises(ConfigError, match=r"data\.tokenizer must be one of unigram, bpe, word, got 'wordpiece'"):
+    with pytest.raises(ConfigError, match=r"data\.tokenizer must be one of auto, unigram, bpe, word, got 'wordpiece'"):
         load_config("tiny", ["data.tokenizer=wordpiece"])
     user = tmp_path / "mine.yaml"
     user.write_text("data:\n  tokenizer: sentencepiece\n")
@@ -28,11 +28,11 @@ def test_a_tokenizer_type_outside_the_choices_is_a_config_error_naming_the_field
 
 
 def test_a_config_saved_before_the_key_was_unigram_and_a_users_file_takes_the_default(tmp_path):
-    assert MDMConfig().data.tokenizer == "word" and load_config("shapesworld").data.tokenizer == "word"
+    assert MDMConfig().data.tokenizer == "auto" and load_config("shapesworld").data.tokenizer == "auto"
     old = to_dict(load_config("tiny"))
     del old["data"]["tokenizer"]
     assert from_saved_dict(old).data.tokenizer == "unigram"
-    assert from_dict(MDMConfig, old).data.tokenizer == "word"  # a YAML file names only what it changes
+    assert from_dict(MDMConfig, old).data.tokenizer == "auto"  # a YAML file names only what it changes
     assert from_saved_dict(to_dict(load_config("tiny", ["data.tokenizer=bpe"]))).data.tokenizer == "bpe"
     (tmp_path / "ck").mkdir()  # a checkpoint's config.json from before the key
     meta = {"format": FORMAT, "step": 0, "config": old, "vocab_sizes": {}, "text_lens": {}}
@@ -47,11 +47,11 @@ def test_stage0_trains_the_configured_type_and_logs_how_it_fits(tmp_path):
     line = next(s for s in said if s.startswith("text tokenizer: trained SentencePiece word"))
     assert "distinct words whole" in line
     record = json.loads((tmp_path / "run" / "tokenizer" / "stage0.json").read_text())["settings"]
-    assert record["data.tokenizer"] == "word"
+    assert record["data.tokenizer"] == "auto"  # the setting; the model it chose is a word model
     said.clear()
     prepare.prepare_data(load_config("tiny", TINY), tmp_path / "run", progress=False, log=said.append)
     assert any("loaded" in s and "SentencePiece word" in s for s in said)
-    with pytest.raises(Stage0Error, match=r"data\.tokenizer: 'unigram' != 'word'"):
+    with pytest.raises(Stage0Error, match=r"data\.tokenizer: 'unigram' != 'auto'"):
         prepare.prepare_data(load_config("tiny", TINY + ["data.tokenizer=unigram"]), tmp_path / "run", **QUIET)
 
 
@@ -86,5 +86,5 @@ def test_an_old_run_folder_resumes_with_its_unigram_tokenizer_and_its_checkpoint
     again = train_run(config, folder, resume=True, **QUIET)
     assert again.trainer.step == 2 and again.data.tokenizer == first.data.tokenizer
     assert MDMPipeline.from_pretrained(folder).config.data.tokenizer == "unigram"
-    with pytest.raises(ValueError, match=r"data\.tokenizer: 'word' != 'unigram'"):  # today's preset is another run
+    with pytest.raises(ValueError, match=r"data\.tokenizer: 'auto' != 'unigram'"):  # today's preset is another run
         train_run(load_config("tiny", TINY + ["train.steps=3"]), folder, resume=True, **QUIET)

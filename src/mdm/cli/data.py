@@ -39,7 +39,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"mdm: warning: {warning.message}", file=sys.stderr)
     summary = vocabulary_report(tokenizer, args.input, args.vocab_size)[0]
-    print(f"trained a {args.model_type} SentencePiece model: {summary} -> {Path(args.out)}")
+    print(f"trained a {tokenizer.model_type} SentencePiece model: {summary} -> {Path(args.out)}")
     return 0
 
 

@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="corpus: a text file, one sentence per line")
     p.add_argument("--vocab-size", type=int, required=True, help="pieces (32000 at scale; small for small corpora)")
     p.add_argument("--model-type", default=DataConfig().tokenizer, choices=list(TOKENIZER_TYPES),
-                   help=f"word: one piece a word, unk for unseen words (keeps a small world's words whole); "
+                   help=f"auto: word when every word of the corpus fits in --vocab-size, else unigram; "
+                        f"word: one piece a word, unk for unseen words (keeps a small world's words whole); "
                         f"unigram: App. D's, for large corpora; bpe: merges up to whole words as the vocabulary "
                         f"allows (default: {DataConfig().tokenizer}, as data.tokenizer)")
     p.add_argument("--out", default="tokenizer", help="output folder (tokenizer.model, tokenizer.vocab)")

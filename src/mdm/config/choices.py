@@ -45,4 +45,4 @@ SHAPESWORLD_LEVEL_KINDS = {"easy": ("color", "shape", "count", "position"),
 PROCESS_NAMES = ("gaussian", "absorbing")  # the keys of mdm.diffusion.registry.PROCESSES (a test ties them)
 MASKING_PROCESSES = ("absorbing",)  # the processes whose modality has a MASK state
 ABSORBING_LOSSES = ("elbo", "masked_mean")
-TOKENIZER_TYPES = ("unigram", "bpe", "word")  # mdm.data.text_tokenizer.MODEL_TYPES (a test ties them)
+TOKENIZER_TYPES = ("auto", "unigram", "bpe", "word")  # "auto" and mdm.data.text_tokenizer.MODEL_TYPES (a test ties them)

@@ -25,8 +25,10 @@ class DataConfig:
     seed: int = 0
     vocab_size: int = 128  # SentencePiece pieces asked for (a small corpus supports fewer)
     # the SentencePiece model of the texts: word keeps every word of a small world whole (unigram, App. D's,
-    # split 15 of 25 words of 4000 small-world captions); a config saved without the key was unigram
-    tokenizer: str = "word"  # unigram | bpe | word
+    # split 15 of 25 words of 4000 small-world captions), but maps words it never saw to unk; auto takes word when
+    # every distinct word of the corpus fits in data.vocab_size, else unigram, which spells rare words from pieces.
+    # A config saved without the key was unigram
+    tokenizer: str = "auto"  # auto | unigram | bpe | word
     codebook_size: int = 256  # VQ codes (the image vocabulary)
     vq_steps: int = 1200
     vq_local: bool = False  # VQ codes see only their own patch (mdm.nn.vq.VQVAE says why)

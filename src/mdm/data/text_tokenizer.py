@@ -58,7 +58,8 @@ PAD_ID = 0
 UNK_ID = 1
 BOS_ID = 2
 EOS_ID = 3
-MODEL_TYPES = ("unigram", "bpe", "word")  # mdm.config.choices.TOKENIZER_TYPES (a test ties them)
+MODEL_TYPES = ("unigram", "bpe", "word")  # with "auto": mdm.config.choices.TOKENIZER_TYPES (a test ties them)
+SPECIAL_IDS = 4  # pad, unk, bos, eos
 MODEL_FILENAME = "tokenizer.model"
 VOCAB_FILENAME = "tokenizer.vocab"
 WORD_START = "\u2581"  # SentencePiece's mark of a piece that starts a word
@@ -149,7 +150,8 @@ class TextTokenizer:
     ) -> TextTokenizer:
         """Train offline on ``corpus`` (a line-per-sentence file or a list of strings).
 
-        Options default to Appendix D; ``model_type`` is one of :data:`MODEL_TYPES`.
+        Options default to Appendix D; ``model_type`` is one of :data:`MODEL_TYPES`, or ``"auto"``
+        (:func:`choose_model_type`: a word model when the corpus's words all fit, else unigram).
         ``hard_vocab_limit=False`` (SentencePiece's soft limit) lets a small corpus
         yield fewer pieces than ``vocab_size`` instead of failing; a :class:`UserWarning`
         then names both sizes (with the cause and the remedy when the model splits
@@ -163,8 +165,10 @@ class TextTokenizer:
         """
         if vocab_size <= 4:
             raise ValueError(f"vocab_size must exceed the 4 special ids, got {vocab_size}")
+        if model_type == "auto":
+            model_type = choose_model_type(corpus, vocab_size, input_sentence_size)
         if model_type not in MODEL_TYPES:
-            raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+            raise ValueError(f"model_type must be auto or one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
         source, name = _corpus_input(corpus)
         writer = io.BytesIO()
         try:
@@ -326,6 +330,20 @@ def _corpus_words(corpus: Sequence[str] | str | os.PathLike[str], max_lines: int
             return Counter(w for line in islice(f, max_lines) for w in line.split())
     lines = (line for text in corpus for line in text.splitlines())
     return Counter(w for line in islice(lines, max_lines) for w in line.split())
+
+
+def choose_model_type(corpus: Sequence[str] | str | os.PathLike[str], vocab_size: int,
+                      max_lines: int = 1_000_000) -> str:
+    """``"word"`` when every distinct word of ``corpus`` fits in ``vocab_size`` pieces beside the special ids,
+    else ``"unigram"``: the model of ``model_type="auto"``.
+
+    Why: a small world's corpus (ShapesWorld, a folder of a few dozen captioned images) has fewer distinct words
+    than the vocabulary, and the unigram trainer splits them into characters (it seeds its pieces from substrings
+    shared by two or more words); a word model keeps them whole and loses none. A real corpus has more words than
+    a small vocabulary holds, and a word model would map the rest to unk, which a caption model can never write;
+    Appendix D's unigram spells them from pieces and keeps the frequent ones whole.
+    """
+    return "word" if len(_corpus_words(corpus, max_lines)) + SPECIAL_IDS <= vocab_size else "unigram"
 
 
 def vocabulary_report(tokenizer: TextTokenizer, corpus: Sequence[str] | str | os.PathLike[str], vocab_size: int,

@@ -181,7 +181,7 @@ def _train_tokenizer(samples: list[Sample], config: MDMConfig, folder: Path | No
         warnings.simplefilter("ignore")
         tokenizer = TextTokenizer.train(corpus, data.vocab_size, character_coverage=1.0, model_type=data.tokenizer)
     summary, warning = vocabulary_report(tokenizer, corpus, data.vocab_size)
-    log(f"text tokenizer: trained SentencePiece {data.tokenizer} on {len(corpus)} texts, {summary}")
+    log(f"text tokenizer: trained SentencePiece {tokenizer.model_type} on {len(corpus)} texts, {summary}")
     if warning is not None:
         log(f"warning: data.tokenizer={data.tokenizer}, data.vocab_size={data.vocab_size}: the corpus of training "
             f"texts {warning}")
