@@ -81,3 +81,17 @@ def write_mixture_files(root, captions_per_image: int = 2) -> dict:
 def mixture_files(tmp_path):
     """:func:`write_mixture_files` in a fresh folder: 12 captions, 12 questions, 8 dialogues."""
     return write_mixture_files(tmp_path / "mixture-data")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A run folder of the ``tiny`` config trained for two steps on ShapesWorld (every task), for tests that only
+    read it: trained once a session."""
+    from mdm.config import load_config
+    from mdm.training.run import train_run
+
+    config = load_config("tiny", ["train.steps=2", "train.batch_size=4", "train.log_every=1", "data.train_size=48",
+                                  "data.vq_steps=2", "data.codebook_size=32", "data.vocab_size=96"])
+    out = tmp_path_factory.mktemp("tiny-checkpoint") / "run"
+    train_run(config, out, progress=False, log=lambda _: None)
+    return out

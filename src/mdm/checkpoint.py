@@ -34,7 +34,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from mdm.config import ConfigError, MDMConfig, from_dict, to_dict
+from mdm.config import ConfigError, MDMConfig, to_dict
+from mdm.config.files import from_saved_dict
 from mdm.data.text_tokenizer import TextTokenizer
 from mdm.nn.vq import VQVAE
 from mdm.nn.network import MDMNetwork
@@ -217,7 +218,7 @@ def read_config(folder: str | Path) -> tuple[MDMConfig, dict]:
         if key not in meta:
             raise CheckpointError(f"{path}: missing key {key!r}")
     try:
-        config = from_dict(MDMConfig, meta["config"], str(path))
+        config = from_saved_dict(meta["config"], str(path))  # saved before a field was added: its old value
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     return config, meta

@@ -27,11 +27,19 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from mdm.data.text_tokenizer import TextTokenizer
+    import sys
+    import warnings
 
-    tokenizer = TextTokenizer.train(args.input, args.vocab_size, args.out,
-                                    character_coverage=args.character_coverage)
-    print(f"trained a unigram SentencePiece model with {tokenizer.vocab_size} pieces -> {Path(args.out)}")
+    from mdm.data.text_tokenizer import TextTokenizer, vocabulary_report
+
+    with warnings.catch_warnings(record=True) as caught:  # each said on one line, not with a source line
+        warnings.simplefilter("always")
+        tokenizer = TextTokenizer.train(args.input, args.vocab_size, args.out, model_type=args.model_type,
+                                        character_coverage=args.character_coverage)
+    for warning in caught:
+        print(f"mdm: warning: {warning.message}", file=sys.stderr)
+    summary = vocabulary_report(tokenizer, args.input, args.vocab_size)[0]
+    print(f"trained a {tokenizer.model_type} SentencePiece model: {summary} -> {Path(args.out)}")
     return 0
 
 

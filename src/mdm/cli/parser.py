@@ -7,9 +7,11 @@ import argparse
 from mdm.cli.data import cmd_data_preview, cmd_tokenizer_train, cmd_vq_train
 from mdm.cli.bench import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_train_step, cmd_bench_video
 from mdm.cli.info import cmd_info
-from mdm.cli.sample import cmd_answer, cmd_caption, cmd_compare, cmd_eval, cmd_generate, cmd_sample
+from mdm.cli.batch import cmd_answer, cmd_caption
+from mdm.cli.sample import cmd_compare, cmd_eval, cmd_generate, cmd_sample
 from mdm.cli.train import cmd_quickstart, cmd_train
-from mdm.config import PRESETS
+from mdm.config import PRESETS, DataConfig
+from mdm.config.choices import TOKENIZER_TYPES
 from mdm.tasks import Task
 
 
@@ -57,6 +59,23 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--raw-weights", action="store_true", help="use the trained weights instead of the EMA")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _add_out_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="also write one PNG a sample (video: a folder of frame PNGs a clip) and samples.jsonl (file, "
+                        "index, seed, prompt / label / caption) in DIR; the grid is still written to --out")
+
+
+def _add_batch_args(p: argparse.ArgumentParser, default_name: str, fields: str) -> None:
+    """What batch captioning and answering share: the batch size, the JSONL written, and strict lists."""
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="inputs a sampler call (default 16); batch k is drawn with seed --seed + k")
+    p.add_argument("--out", default=None, metavar="FILE.jsonl",
+                   help=f"also write JSON lines ({fields}) to this file (a folder: {default_name} in it)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a list or questions file that names missing images, or an unreadable image in a "
+                        "folder or list (default: report them on stderr and go on with the rest)")
 
 
 def positive_int(text: str) -> int:
@@ -152,9 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_preview)
 
     tok = sub.add_parser("tokenizer", help="text tokenizer").add_subparsers(dest="what", required=True)
-    p = tok.add_parser("train", help="train a SentencePiece unigram model (App. D)")
+    p = tok.add_parser("train", help="train a SentencePiece model (App. D's unigram, BPE, or one piece a word)")
     p.add_argument("--input", required=True, help="corpus: a text file, one sentence per line")
     p.add_argument("--vocab-size", type=int, required=True, help="pieces (32000 at scale; small for small corpora)")
+    p.add_argument("--model-type", default=DataConfig().tokenizer, choices=list(TOKENIZER_TYPES),
+                   help=f"auto: word when every word of the corpus fits in --vocab-size, else unigram; "
+                        f"word: one piece a word, unk for unseen words (keeps a small world's words whole); "
+                        f"unigram: App. D's, for large corpora; bpe: merges up to whole words as the vocabulary "
+                        f"allows (default: {DataConfig().tokenizer}, as data.tokenizer)")
     p.add_argument("--out", default="tokenizer", help="output folder (tokenizer.model, tokenizer.vocab)")
     p.add_argument("--character-coverage", type=float, default=0.9995)
     p.set_defaults(func=cmd_tokenizer_train)
@@ -213,18 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=4, help="frames per second of the animation (--video)")
     p.add_argument("--out", default=None, help="PNG path (default samples.png); with --video a .gif or .mp4 "
                                                "(default samples.gif)")
+    _add_out_dir(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("caption", help="image->text: caption image files")
+    p = sub.add_parser("caption", help="image->text: caption image files, folders of them, or list files")
     _add_sampler_args(p)
-    p.add_argument("images", nargs="+", help="image files (resized to the model's image size)")
+    p.add_argument("images", nargs="+", help="image files, folders (every image inside) or list files (one image "
+                                             "path a line, relative to the list); resized to the model's size")
+    _add_batch_args(p, "captions.jsonl", "image, caption, seed")
     p.set_defaults(func=cmd_caption)
 
-    p = sub.add_parser("answer", help="answer a question about an image (VQA) or a scene described in text")
+    p = sub.add_parser("answer", help="answer a question about an image (VQA) or a scene described in text, or "
+                                      "every question of a JSONL file")
     _add_sampler_args(p)
-    p.add_argument("--question", required=True)
+    p.add_argument("--question", default=None)
     p.add_argument("--image", default=None, help="image file (VQA)")
     p.add_argument("--scene", default=None, help="a scene in words (text->text)")
+    p.add_argument("--questions", default=None, metavar="FILE.jsonl",
+                   help='one {"image": path, "question": text} or {"scene": text, "question": text} a line '
+                        '(image paths relative to the file)')
+    _add_batch_args(p, "answers.jsonl", "each line's fields, answer, seed")
     p.set_defaults(func=cmd_answer)
 
     p = sub.add_parser("eval", help="score a checkpoint on a suite (shapesworld: every task with the referee; "
@@ -257,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(p)
     p.add_argument("-n", type=positive_int, default=8, help="image+caption pairs")
     p.add_argument("--out", default="generated.png", help="PNG path")
+    _add_out_dir(p)
     p.set_defaults(func=cmd_generate)
     _add_debug(parser, top=True)
     return parser

@@ -1,4 +1,5 @@
-"""``mdm sample``, ``caption``, ``answer``, ``generate``, ``eval``, ``compare``: a trained checkpoint at work."""
+"""``mdm sample``, ``generate``, ``eval``, ``compare``: a trained checkpoint at work (``caption`` and ``answer``:
+:mod:`mdm.cli.batch`). ``--out-dir`` writes one file a sample beside the grid (:mod:`mdm.cli.outputs`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mdm.cli.common import FIGURE_SUFFIXES, output_file, set_threads
+from mdm.cli.outputs import output_dir, write_sample_files
 
 
 def _sampler(args: argparse.Namespace):
@@ -25,17 +27,6 @@ def _pipeline(args: argparse.Namespace):
     return MDMPipeline.from_pretrained(args.checkpoint, use_ema=not args.raw_weights, device=args.device)
 
 
-def _load_images(paths: list[str], pipe) -> "torch.Tensor":
-    import torch
-
-    from mdm.data.formats import load_image
-
-    size = pipe.config.layout.image_size
-    images = [load_image(p, size) for p in paths]
-    c = pipe.config.layout.image_channels
-    return torch.stack([im[:1] if c == 1 else im for im in images])
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     from mdm.evaluation.figures import image_caption_grid
     from mdm.tasks import Task
@@ -46,6 +37,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = output_file(args.out or default, default, (".gif", ".mp4") if args.video else FIGURE_SUFFIXES)
     if args.video and args.fps < 1:
         raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
+    files = output_dir(args.out_dir) if args.out_dir is not None else None
     pipe = _pipeline(args)
     if args.video != pipe.is_video:
         raise ValueError(f"mdm sample: {args.checkpoint} is a video model (layout.frames = {pipe.frames}); add --video"
@@ -61,6 +53,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         images = pipe.class_to_image([args.label] * args.n, _sampler(args), seed=args.seed)
         titles = [f"class {args.label}"] * args.n
+    if files is not None:  # one file a sample (a folder of frames a clip) and what made it
+        asked = {"prompt": args.prompt} if args.prompt is not None else {"label": args.label}
+        print(f"wrote {args.n} {'clips' if args.video else 'images'} and "
+              f"{write_sample_files(files, images, [{**asked, 'seed': args.seed}] * args.n)}")
     if args.video:  # one animation (GIF / MP4) of all clips and a frame strip PNG beside it
         from mdm.evaluation.figures import video_strip, write_animation
 
@@ -73,38 +69,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_caption(args: argparse.Namespace) -> int:
-    from mdm.tasks import Task
-
-    pipe = _pipeline(args)
-    pipe.require_trained(Task.IMAGE_TO_TEXT)
-    captions = pipe.image_to_text(_load_images(args.images, pipe), _sampler(args), seed=args.seed)
-    for path, caption in zip(args.images, captions):
-        print(f"{path}\t{caption}")
-    return 0
-
-
-def cmd_answer(args: argparse.Namespace) -> int:
-    from mdm.tasks import Task
-
-    if (args.image is None) == (args.scene is None):
-        raise ValueError("mdm answer: give exactly one of --image FILE (VQA) or --scene TEXT (text->text)")
-    pipe = _pipeline(args)
-    pipe.require_trained(Task.VQA if args.image is not None else Task.TEXT_TO_TEXT)
-    if args.image is not None:
-        answer = pipe.vqa(_load_images([args.image], pipe), [args.question], _sampler(args), seed=args.seed)[0]
-    else:
-        answer = pipe.text_to_text([args.scene], [args.question], _sampler(args), seed=args.seed)[0]
-    print(answer)
-    return 0
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from mdm.evaluation.figures import image_caption_grid, judged_grid_title
     from mdm.tasks import Task
     from mdm.training.prepare import referee_kwargs
 
     out = output_file(args.out, "generated.png")
+    files = output_dir(args.out_dir) if args.out_dir is not None else None
     pipe = _pipeline(args)
     pipe.require_trained(Task.JOINT)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
@@ -113,6 +84,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               referee_options=referee_kwargs(pipe.config))
     for caption in captions:
         print(caption)
+    if files is not None:
+        records = [{"caption": caption, "seed": args.seed} for caption in captions]
+        print(f"wrote {args.n} images and {write_sample_files(files, images, records)}")
     print(f"wrote {path}")
     return 0
 

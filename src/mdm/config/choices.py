@@ -45,6 +45,7 @@ SHAPESWORLD_LEVEL_KINDS = {"easy": ("color", "shape", "count", "position"),
 PROCESS_NAMES = ("gaussian", "absorbing")  # the keys of mdm.diffusion.registry.PROCESSES (a test ties them)
 MASKING_PROCESSES = ("absorbing",)  # the processes whose modality has a MASK state
 ABSORBING_LOSSES = ("elbo", "masked_mean")
+TOKENIZER_TYPES = ("auto", "unigram", "bpe", "word")  # "auto" and mdm.data.text_tokenizer.MODEL_TYPES (a test ties them)
 
 # The kinds of source a data mixture (data.sources) reads, each with the files it needs besides its kind and
 # weight: key -> what the file is (a name ending in "folder" is a folder). mdm.data.mixture reads them.

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from mdm.config.choices import SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS, SOURCE_FILES, SOURCE_KINDS
+from mdm.config.choices import (SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS, SOURCE_FILES, SOURCE_KINDS,
+                                TOKENIZER_TYPES)
 from mdm.config.errors import ConfigError
 
 VQ_BATCH = 32  # images a stage-0 VQ-VAE step trains on (mdm.training.prepare): the least a source may hold
@@ -29,6 +30,11 @@ class DataConfig:
     train_size: int = 8000  # samples generated (shapesworld) or read at most (files; 0 = all)
     seed: int = 0
     vocab_size: int = 128  # SentencePiece pieces asked for (a small corpus supports fewer)
+    # the SentencePiece model of the texts: word keeps every word of a small world whole (unigram, App. D's,
+    # split 15 of 25 words of 4000 small-world captions), but maps words it never saw to unk; auto takes word when
+    # every distinct word of the corpus fits in data.vocab_size, else unigram, which spells rare words from pieces.
+    # A config saved without the key was unigram
+    tokenizer: str = "auto"  # auto | unigram | bpe | word
     codebook_size: int = 256  # VQ codes (the image vocabulary)
     vq_steps: int = 1200
     vq_local: bool = False  # VQ codes see only their own patch (mdm.nn.vq.VQVAE says why)
@@ -84,6 +90,8 @@ class DataConfig:
             if [k for k in self.question_kinds if k not in own]:
                 raise ConfigError(f"data.question_kinds {self.question_kinds} asks for kinds that data.level "
                                   f"{self.level} does not have; its kinds: {', '.join(own)}")
+        if self.tokenizer not in TOKENIZER_TYPES:
+            raise ConfigError(f"data.tokenizer must be one of {', '.join(TOKENIZER_TYPES)}, got {self.tokenizer!r}")
         for role, n in self.text_lens.items():
             if not isinstance(n, int) or n < 1:
                 raise ConfigError(f"data.text_lens.{role} must be an int >= 1, got {n!r}")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mdm.config.sections import REMOVED_FIELDS, ConfigError, MDMConfig, _enum
+from mdm.config.sections import ADDED_FIELDS, REMOVED_FIELDS, ConfigError, MDMConfig, _enum
 
 
 PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "shapesworld-medium", "digits", "coco",
@@ -72,6 +72,28 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix
         return cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def added_keys() -> dict[str, Any]:
+    """``section.key -> value`` of every field added since configs were first saved (``ADDED_FIELDS``), at the
+    value a config saved without it behaves as."""
+    hints = typing.get_type_hints(MDMConfig)
+    return {f"{section}.{key}": value for section, hint in hints.items()
+            for key, value in ADDED_FIELDS.get(hint, {}).items()}
+
+
+def from_saved_dict(data: dict[str, Any], source: str = "<dict>") -> MDMConfig:
+    """An :class:`MDMConfig` from a config a run saved (``to_dict`` of a whole config, e.g. a checkpoint's
+    ``config.json``). A saved config names every field it had, so a field it lacks was added after it was
+    saved: it takes the value that behaves as the saving code did (``ADDED_FIELDS``), not today's default.
+    A user's YAML file names only what it changes, so it is read with :func:`from_dict`."""
+    if isinstance(data, dict):
+        data = dict(data)
+        for key, value in added_keys().items():
+            section, name = key.split(".")
+            if isinstance(data.get(section), dict) and name not in data[section]:
+                data[section] = {**data[section], name: value}
+    return from_dict(MDMConfig, data, source)
 
 
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:

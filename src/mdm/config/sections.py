@@ -342,3 +342,10 @@ REMOVED_FIELDS: dict[type, dict[str, Any]] = {
     BackboneConfig: {"grid_conv": 0},
 }
 
+
+# Fields added after checkpoints were written, each with the value that behaves as the code that wrote them did: a
+# saved config (a checkpoint's config.json, a stage-0 folder's record) without the key was made that way, so it is
+# read with that value, not today's default (mdm.config.files.from_saved_dict).
+ADDED_FIELDS: dict[type, dict[str, Any]] = {
+    DataConfig: {"tokenizer": "unigram"},
+}

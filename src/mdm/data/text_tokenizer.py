@@ -1,4 +1,4 @@
-"""SentencePiece unigram tokenizer for MDM's text states (arXiv 2510.13253, Appendix D).
+"""SentencePiece tokenizer for MDM's text states (arXiv 2510.13253, Appendix D).
 
 Appendix D trains one SentencePiece model offline, before MDM itself::
 
@@ -20,6 +20,15 @@ bos    2    available to users; MDM's layout has its own learned BEGIN token, so
 eos    3    end of the real text inside a fixed-length segment; decoding stops here
 =====  ===  =====================================================================
 
+Appendix D's unigram model suits a large corpus. On a small world it splits words:
+its seed pieces are the substrings shared by two or more distinct words, so with a few
+dozen words few whole words ever become candidates (4000 captions of 25 words give
+46 pieces whatever the request, 10 of the 25 words whole, 32 tokens for a 13-word
+caption; ``experiments/tokenizer-small-corpora``). ``model_type="word"`` keeps every
+word whole there (one piece a whitespace-separated word, unk for a word it never saw),
+and ``"bpe"`` merges up to whole words when the vocabulary allows.
+:func:`vocabulary_report` says how a trained model fits its corpus.
+
 No mask id is defined: MDM's text diffusion is Gaussian noise on latents of the
 states (DESIGN.md §2.1), not an absorbing-state process, so nothing needs one.
 
@@ -35,6 +44,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +52,18 @@ import sentencepiece as spm
 import torch
 from torch import Tensor
 
+from mdm.data.sentencepiece_proto import model_type_of
+
 PAD_ID = 0
 UNK_ID = 1
 BOS_ID = 2
 EOS_ID = 3
+MODEL_TYPES = ("unigram", "bpe", "word")  # with "auto": mdm.config.choices.TOKENIZER_TYPES (a test ties them)
+SPECIAL_IDS = 4  # pad, unk, bos, eos
 MODEL_FILENAME = "tokenizer.model"
 VOCAB_FILENAME = "tokenizer.vocab"
+WORD_START = "\u2581"  # SentencePiece's mark of a piece that starts a word
+PUNCTUATION = ".,;:?!'\"()"  # pieces of these alone do not split a word ("left." as "left" + ".")
 
 
 def _corpus_input(corpus: Sequence[str] | str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
@@ -79,9 +95,10 @@ class TextTokenizer:
     """A SentencePiece model with MDM's fixed special ids (see the module docstring).
 
     Build one with :meth:`train` or :meth:`load`. Characters the model does not
-    cover become ``unk``; each new such character is warned about once per
-    tokenizer and counted in :attr:`oov_counts` (instance state, one per
-    DataLoader worker), and ``strict=True`` raises instead, naming them.
+    cover (a word model: words it never saw) become ``unk``; each new one is
+    warned about once per tokenizer and counted in :attr:`oov_counts` (instance
+    state, one per DataLoader worker), and ``strict=True`` raises instead, naming
+    them. :attr:`model_type` is read from the model itself.
     """
 
     pad_id = PAD_ID
@@ -108,6 +125,10 @@ class TextTokenizer:
                 f"SentencePiece model {source} has special ids {found}, but MDM needs {wanted}; "
                 "retrain it with TextTokenizer.train"
             )
+        try:
+            self.model_type = model_type_of(self._proto)  # unigram | bpe | word | char
+        except ValueError as err:
+            raise ValueError(f"{source} is not a readable SentencePiece model ({err})") from None
         self.oov_counts: Counter[str] = Counter()
 
     # -- construction ---------------------------------------------------------------
@@ -129,17 +150,25 @@ class TextTokenizer:
     ) -> TextTokenizer:
         """Train offline on ``corpus`` (a line-per-sentence file or a list of strings).
 
-        Options default to Appendix D. ``hard_vocab_limit=False`` (SentencePiece's
-        soft limit) lets a small corpus yield fewer pieces than ``vocab_size``
-        instead of failing; a :class:`UserWarning` then names both sizes, and the
-        model's embedding table should use :attr:`vocab_size`, not the request.
-        With ``hard_vocab_limit=True`` that case is a ``ValueError``.
+        Options default to Appendix D; ``model_type`` is one of :data:`MODEL_TYPES`, or ``"auto"``
+        (:func:`choose_model_type`: a word model when the corpus's words all fit, else unigram).
+        ``hard_vocab_limit=False`` (SentencePiece's soft limit) lets a small corpus
+        yield fewer pieces than ``vocab_size`` instead of failing; a :class:`UserWarning`
+        then names both sizes (with the cause and the remedy when the model splits
+        words, :func:`vocabulary_report`), and the model's embedding table should use
+        :attr:`vocab_size`, not the request. A word model that leaves words out of its
+        vocabulary warns too. With ``hard_vocab_limit=True`` a request the corpus
+        cannot fill is a ``ValueError``.
         ``max_sentence_length`` (bytes) is raised from SentencePiece's 4192 because
         chat turns are long and SentencePiece would skip them silently.
         If ``out_dir`` is given the model is saved there (:meth:`save`).
         """
         if vocab_size <= 4:
             raise ValueError(f"vocab_size must exceed the 4 special ids, got {vocab_size}")
+        if model_type == "auto":
+            model_type = choose_model_type(corpus, vocab_size, input_sentence_size)
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be auto or one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
         source, name = _corpus_input(corpus)
         writer = io.BytesIO()
         try:
@@ -168,11 +197,14 @@ class TextTokenizer:
                 ) from err
             raise
         tokenizer = cls(writer.getvalue(), source=f"trained on {name}")
-        if tokenizer.vocab_size < vocab_size:
-            warnings.warn(
-                f"corpus {name} supports only {tokenizer.vocab_size} pieces; asked for {vocab_size}",
-                stacklevel=2,
-            )
+        if tokenizer.vocab_size < vocab_size or model_type == "word":
+            # the corpus is read again only here: a small one, or a word model's (whose lost words are counted)
+            warning = vocabulary_report(tokenizer, corpus, vocab_size, input_sentence_size)[1]
+            if warning is not None:
+                warnings.warn(f"corpus {name} {warning}", stacklevel=2)
+            elif tokenizer.vocab_size < vocab_size:
+                warnings.warn(f"corpus {name} supports only {tokenizer.vocab_size} pieces; asked for {vocab_size}",
+                              stacklevel=2)
         if out_dir is not None:
             tokenizer.save(out_dir)
         return tokenizer
@@ -225,20 +257,29 @@ class TextTokenizer:
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(i)
 
+    def pieces(self, text: str) -> list[str]:
+        """The pieces of ``text`` as strings ("\u2581" starts a word): how the model splits it, for people."""
+        return self._sp.encode(text, out_type=str)
+
     def _encode_checked(self, text: str, strict: bool) -> list[int]:
         ids: list[int] = self._sp.encode(text)
         if UNK_ID not in ids:
             return ids
-        # Pieces carry the (normalised) surface of unknown spans; "▁" marks a word start.
-        pieces: list[str] = self._sp.encode(text, out_type=str)
-        chars = [c for i, p in zip(ids, pieces) if i == UNK_ID for c in p.replace("▁", "")]
-        unknown = sorted(set(chars))
+        # Pieces carry the (normalised) surface of unknown spans; "▁" marks a word start. A word model's unknown
+        # span is a word it never saw; the other models' are characters outside their coverage.
+        # (SentencePiece merges neighbouring unknown spans into one unk: "▁cyan▁hexagon").
+        spans = [p for i, p in zip(ids, self.pieces(text)) if i == UNK_ID]
+        words = self.model_type == "word"
+        found = [w for span in spans for w in span.split(WORD_START) if w] if words else \
+            [c for span in spans for c in span.replace(WORD_START, "")]
+        what = "words outside the tokenizer's vocabulary" if words else "characters outside the tokenizer's coverage"
+        unknown = sorted(set(found))
         if strict:
-            raise ValueError(f"characters outside the tokenizer's coverage: {unknown} in {text!r}")
+            raise ValueError(f"{what}: {unknown} in {text!r}")
         new = [c for c in unknown if c not in self.oov_counts]
-        self.oov_counts.update(chars)
+        self.oov_counts.update(found)
         if new:
-            warnings.warn(f"characters outside the tokenizer's coverage map to unk: {new}", stacklevel=3)
+            warnings.warn(f"{what} map to unk: {new}", stacklevel=3)
         return ids
 
     def encode(self, text: str, *, strict: bool = False) -> list[int]:
@@ -280,3 +321,68 @@ class TextTokenizer:
         if bad:
             raise ValueError(f"ids outside the vocabulary [0, {self.vocab_size}): {bad[:10]}")
         return self._sp.decode([i for i in seq if i not in (PAD_ID, BOS_ID)])
+
+
+def _corpus_words(corpus: Sequence[str] | str | os.PathLike[str], max_lines: int) -> Counter[str]:
+    """The whitespace-separated words of ``corpus`` (at most its first ``max_lines`` lines), counted."""
+    if isinstance(corpus, (str, os.PathLike)):
+        with Path(corpus).open(encoding="utf-8") as f:
+            return Counter(w for line in islice(f, max_lines) for w in line.split())
+    lines = (line for text in corpus for line in text.splitlines())
+    return Counter(w for line in islice(lines, max_lines) for w in line.split())
+
+
+def choose_model_type(corpus: Sequence[str] | str | os.PathLike[str], vocab_size: int,
+                      max_lines: int = 1_000_000) -> str:
+    """``"word"`` when every distinct word of ``corpus`` fits in ``vocab_size`` pieces beside the special ids,
+    else ``"unigram"``: the model of ``model_type="auto"``.
+
+    Why: a small world's corpus (ShapesWorld, a folder of a few dozen captioned images) has fewer distinct words
+    than the vocabulary, and the unigram trainer splits them into characters (it seeds its pieces from substrings
+    shared by two or more words); a word model keeps them whole and loses none. A real corpus has more words than
+    a small vocabulary holds, and a word model would map the rest to unk, which a caption model can never write;
+    Appendix D's unigram spells them from pieces and keeps the frequent ones whole.
+    """
+    return "word" if len(_corpus_words(corpus, max_lines)) + SPECIAL_IDS <= vocab_size else "unigram"
+
+
+def vocabulary_report(tokenizer: TextTokenizer, corpus: Sequence[str] | str | os.PathLike[str], vocab_size: int,
+                      max_lines: int = 1_000_000) -> tuple[str, str | None]:
+    """How ``tokenizer`` (asked for ``vocab_size`` pieces) fits ``corpus``: a summary, and a one-line warning
+    naming the cause and the remedy when it fits badly, else None (a predicate: "corpus NAME " goes before it).
+
+    Why: a model that splits frequent words into characters makes every text several times longer than its
+    words (cut at ``data.text_lens``), and the diffusion model learns spelling instead of words; a word model
+    whose vocabulary is too small maps the words it left out to unk. A word counts as whole when it is one
+    piece, punctuation pieces aside ("left." as "left" + "." is whole). Bad fits, each with its remedy:
+
+    * a unigram or BPE model under half the request that splits words: the corpus has too few distinct words
+      (the unigram trainer seeds its pieces from substrings shared by two or more words);
+    * a word model that left words out.
+
+    A vocabulary under the request that keeps every word whole is what a small world should get: no warning.
+    """
+    words, model_type, pieces = _corpus_words(corpus, max_lines), tokenizer.model_type, tokenizer.vocab_size
+    unk = {w for w in words if UNK_ID in tokenizer._sp.encode(w)}
+    split = {w for w in words if w not in unk and len(_word_pieces(tokenizer, w)) > 1}
+    n, occurrences = len(words), max(1, sum(words.values()))
+    summary = f"{pieces} pieces (asked for {vocab_size}), {n - len(split) - len(unk)} of its {n} distinct words whole"
+    if model_type == "word" and unk:
+        share = sum(words[w] for w in unk) / occurrences
+        return summary, (f"has {n} distinct words, and {len(unk)} of them ({share:.1%} of its words) did "
+                         f"not fit in the word model's {pieces} pieces and become unk: raise the vocabulary size to "
+                         f"{n + 4} (its words and 4 special ids), or use model type unigram or bpe, which spell "
+                         f"rare words from pieces")
+    if 2 * pieces < vocab_size and split:
+        share = sum(words[w] for w in split) / occurrences
+        return summary, (f"supports only {pieces} pieces, asked for {vocab_size}: it has too few "
+                         f"distinct words ({n}) for a {model_type} model to grow whole-word pieces, so it splits "
+                         f"{len(split)} of them ({share:.0%} of its words) and a text takes several tokens a word; "
+                         f"use model type word (data.tokenizer=word, mdm tokenizer train --model-type word), which "
+                         f"keeps every word whole with {n + 4} pieces")
+    return summary, None
+
+
+def _word_pieces(tokenizer: TextTokenizer, word: str) -> list[str]:
+    """The pieces of ``word`` that are not punctuation alone."""
+    return [p for p in tokenizer.pieces(word) if p.strip(WORD_START + PUNCTUATION)]

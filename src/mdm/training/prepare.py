@@ -35,7 +35,7 @@ from mdm.checkpoint import has_checkpoint
 from mdm.config import ConfigError, MDMConfig
 from mdm.config.data import VQ_BATCH
 from mdm.data.sample import Sample
-from mdm.data.text_tokenizer import TextTokenizer
+from mdm.data.text_tokenizer import TextTokenizer, vocabulary_report
 from mdm.nn.vq import VQConfig, VQVAE, psnr, reconstructions, train_vq
 from mdm.tasks import TokenizedData, tokenize_samples
 from mdm.training.stage0_files import clear_interrupted, load_stage0, save_stage0
@@ -174,12 +174,20 @@ def check_clips(samples: list[Sample], config: MDMConfig, source: str) -> None:
                              f"layout.image_channels and layout.image_size")
 
 
-def _train_tokenizer(corpus: list[str], config: MDMConfig, folder: Path | None) -> TextTokenizer | None:
+def _train_tokenizer(corpus: list[str], config: MDMConfig, folder: Path | None, log=print) -> TextTokenizer | None:
+    """The ``data.tokenizer`` SentencePiece model of the training texts, with one log line of how it fits them
+    (pieces, words kept whole) and a warning line, naming the cause and the remedy, when it fits badly."""
     if not corpus:
         return None
-    with warnings.catch_warnings():  # a small corpus supports fewer pieces than asked: expected here
+    data = config.data
+    with warnings.catch_warnings():  # said below in the run's log, in the config's keys
         warnings.simplefilter("ignore")
-        tokenizer = TextTokenizer.train(corpus, config.data.vocab_size, character_coverage=1.0)
+        tokenizer = TextTokenizer.train(corpus, data.vocab_size, character_coverage=1.0, model_type=data.tokenizer)
+    summary, warning = vocabulary_report(tokenizer, corpus, data.vocab_size)
+    log(f"text tokenizer: trained SentencePiece {tokenizer.model_type} on {len(corpus)} texts, {summary}")
+    if warning is not None:
+        log(f"warning: data.tokenizer={data.tokenizer}, data.vocab_size={data.vocab_size}: the corpus of training "
+            f"texts {warning}")
     if folder is not None:
         save_stage0(folder, config, tokenizer.save)
     return tokenizer
@@ -280,12 +288,9 @@ def stage0_text_tokenizer(config: MDMConfig, folder: Path | None, corpus: Callab
         clear_interrupted(folder)
     if tok_dir is not None and tok_dir.is_dir():
         tokenizer = load_stage0(tok_dir, config, TextTokenizer.load, ("tokenizer.model",), has_checkpoint(folder))
-        log(f"text tokenizer: loaded {tok_dir} ({tokenizer.vocab_size} pieces)")
+        log(f"text tokenizer: loaded {tok_dir} (SentencePiece {tokenizer.model_type}, {tokenizer.vocab_size} pieces)")
         return tokenizer
-    tokenizer = _train_tokenizer(corpus(), config, tok_dir)
-    if tokenizer is not None:
-        log(f"text tokenizer: trained SentencePiece unigram, {tokenizer.vocab_size} pieces")
-    return tokenizer
+    return _train_tokenizer(corpus(), config, tok_dir, log)
 
 
 def stage0_image_tokenizer(config: MDMConfig, folder: Path | None, train: Callable[[Path | None], VQVAE | None],
@@ -323,7 +328,9 @@ def prepare_data(config: MDMConfig, folder: str | Path | None = None, progress: 
     tokenizer = stage0_text_tokenizer(config, folder, lambda: [t.text for s in samples for t in s.texts], log)
     lens = {}
     if tokenizer is not None:  # before the VQ-VAE's training, so a bad length fails in seconds
-        sizes = text_sizes(samples, tokenizer)
+        with warnings.catch_warnings():  # a word model's unk words: stage 0's tokenizer report has said them
+            warnings.simplefilter("ignore")
+            sizes = text_sizes(samples, tokenizer)
         lens = text_lengths(sizes, config)
         check_text_lengths(sizes, lens, log)
     vq = stage0_image_tokenizer(config, folder, lambda vq_dir: _train_vq(samples, config, vq_dir, progress, log),

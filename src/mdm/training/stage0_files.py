@@ -13,8 +13,9 @@ wrong with that reuse, and both are refused here:
   settings that made it (every ``data.*`` key but the text lengths, which are
   applied after tokenizing, and every ``layout.*`` key: a mixture's sources too).
   A folder made with other settings is refused with the differing keys named; a
-  key the record lacks was added to MDM after it was written, and the folder was
-  made as that key's default behaves (``data.sources`` empty: one source).
+  key added to the config since the folder was made counts at the value the old
+  code behaved as (:data:`mdm.config.sections.ADDED_FIELDS`; ``data.sources``
+  empty: one source).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Callable, TypeVar
 
 from mdm.checkpoint import fsync_dir, fsync_files
 from mdm.config import MDMConfig, to_dict
+from mdm.config.files import added_keys
 
 STAGE0_RECORD = "stage0.json"
 # Keys that change nothing the tokenizers learn: the text lengths cut the tokenized texts afterwards.
@@ -64,6 +66,8 @@ def check_settings(folder: Path, config: MDMConfig, trusted: bool = False) -> No
                           f"wrote it), so it may belong to another config; {_remedy(folder)}")
     try:
         saved = json.loads(path.read_text())["settings"]
+        # a key added since the folder was made: it was made as the key's old value behaves
+        saved = {**{k: v for k, v in added_keys().items() if k in stage0_settings(config)}, **saved}
     except (ValueError, KeyError, TypeError) as e:
         raise Stage0Error(f"{path} is damaged ({e}); {_remedy(folder)}") from None
     requested = stage0_settings(config)
