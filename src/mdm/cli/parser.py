@@ -6,6 +6,7 @@ import argparse
 
 from mdm.cli.data import cmd_data_preview, cmd_tokenizer_train, cmd_vq_train
 from mdm.cli.bench import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_train_step, cmd_bench_video
+from mdm.cli.demo import add_demo_parser
 from mdm.cli.info import cmd_info
 from mdm.cli.sample import cmd_answer, cmd_caption, cmd_compare, cmd_eval, cmd_generate, cmd_sample
 from mdm.cli.train import cmd_quickstart, cmd_train
@@ -258,5 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=positive_int, default=8, help="image+caption pairs")
     p.add_argument("--out", default="generated.png", help="PNG path")
     p.set_defaults(func=cmd_generate)
+    add_demo_parser(sub)
     _add_debug(parser, top=True)
     return parser
