@@ -24,7 +24,7 @@ FLOORS: tuple[tuple[tuple[str, ...], bool], ...] = (
     (("nn", "data"), False),  # the network and the data stand beside each other, neither imports the other
     (("diffusion", "checkpoint"), False),
     (("tasks",), False),
-    (("training", "evaluation", "pipeline", "quickstart", "bench"), True),
+    (("training", "evaluation", "pipeline", "quickstart", "bench", "demo"), True),
     (("cli",), False),
     (("__main__",), False),  # python -m mdm
 )

@@ -8,6 +8,7 @@ Sec 5.1 of arXiv 2510.13253); each task method lays its segments out as training
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ class MDMPipeline:
         self.text_lens = dict(text_lens)
         self.device = next(network.parameters()).device
         self.progress = False  # a progress bar over the solver steps of every call (mdm eval turns it on)
+        self.on_step: Callable[[int, int], None] | None = None  # called (done, total) after every solver step
         self.trained_tasks = None if trained_tasks is None else list(trained_tasks)  # None: not recorded
 
     # -- files ---------------------------------------------------------------
@@ -154,7 +156,7 @@ class MDMPipeline:
         self.network.eval()
         generator = torch.Generator(self.device).manual_seed(seed)
         return sample(self.network, self.diffusion, segments, class_labels, sampler, batch_size, generator,
-                      progress=self.progress)
+                      progress=self.progress, on_step=self.on_step)
 
     # -- tasks ---------------------------------------------------------------
     def class_to_image(self, labels: list[int], sampler: SamplerConfig | None = None, seed: int = 0) -> Tensor:

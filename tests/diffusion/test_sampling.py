@@ -121,6 +121,22 @@ def test_ddpm_and_joint_generation_shapes():
     assert out[0].shape == (2, 9) and out[1].shape == (2, 6)
 
 
+def test_on_step_reports_every_solver_step_without_changing_the_samples():
+    """The step hook (a web page's progress bar) sees (1, n) ... (n, n) per run and draws nothing itself."""
+    net, diffusion = build()
+    segs = [Segment(IMG, None, True), Segment(TXT, None, True)]
+    seen = []
+    config = SamplerConfig(steps=5)
+    hooked = sample(net, diffusion, segs, config=config, batch_size=2, generator=torch.Generator().manual_seed(1),
+                    on_step=lambda done, total: seen.append((done, total)))
+    plain = sample(net, diffusion, segs, config=config, batch_size=2, generator=torch.Generator().manual_seed(1))
+    assert seen == [(i, 5) for i in range(1, 6)]
+    assert all(torch.equal(a, b) for a, b in zip(hooked, plain))
+    clip, seen = [Segment(SegmentSpec.video(3, 2, 2), None, True)], []
+    sample(net, diffusion, clip, config=SamplerConfig(steps=2, frame_passes=3), batch_size=1,
+           on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 2), (2, 2)] * 3  # each frame pass counts again
+
 def test_bad_sampler_settings_raise():
     with pytest.raises(ValueError, match="steps"):
         SamplerConfig(steps=0)

@@ -3,6 +3,7 @@
 :mod:`mdm.cli.parser` declares the commands; their bodies sit by group in
 :mod:`~mdm.cli.info` (info, bench), :mod:`~mdm.cli.data` (data, tokenizer, vq),
 :mod:`~mdm.cli.train` (quickstart, train) and :mod:`~mdm.cli.sample` (sampling and evaluation).
+``mdm demo`` (a local web page) sits in :mod:`~mdm.cli.demo` with its options.
 """
 
 from __future__ import annotations

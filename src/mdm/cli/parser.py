@@ -6,6 +6,7 @@ import argparse
 
 from mdm.cli.data import cmd_data_preview, cmd_tokenizer_train, cmd_vq_train
 from mdm.cli.bench import cmd_bench_backbone, cmd_bench_throughput, cmd_bench_train_step, cmd_bench_video
+from mdm.cli.demo import add_demo_parser
 from mdm.cli.info import cmd_info
 from mdm.cli.batch import cmd_answer, cmd_caption
 from mdm.cli.sample import cmd_compare, cmd_eval, cmd_generate, cmd_sample
@@ -291,5 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="generated.png", help="PNG path")
     _add_out_dir(p)
     p.set_defaults(func=cmd_generate)
+    add_demo_parser(sub)
     _add_debug(parser, top=True)
     return parser

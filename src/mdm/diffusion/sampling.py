@@ -31,6 +31,7 @@ decoded (b, n, f) patch values in place of states.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -48,9 +49,13 @@ __all__ = ["CommitSchedule", "SamplerConfig", "Solver", "committed_count", "samp
 @torch.no_grad()
 def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[Segment],
            class_labels: Tensor | None = None, config: SamplerConfig | None = None, batch_size: int | None = None,
-           generator: torch.Generator | None = None, progress: bool = False) -> list[Tensor]:
+           generator: torch.Generator | None = None, progress: bool = False,
+           on_step: Callable[[int, int], None] | None = None) -> list[Tensor]:
     """Generate every target segment; returns the states (b, n_k) of every segment (conditions unchanged), or
-    for a continuous image segment its decoded patches (b, n_k, f)."""
+    for a continuous image segment its decoded patches (b, n_k, f).
+
+    ``on_step(done, total)`` is called after every solver step of a run (a frame pass counts from 1 again), so
+    that a caller without a terminal (a web page) can show how far sampling has come."""
     config = config or SamplerConfig()
     if not any(s.target for s in segments):
         raise ValueError("sample: at least one segment must be a target (states=None, target=True)")
@@ -59,7 +64,7 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
         raise ValueError("sample: give batch_size when every segment is generated")
     videos = [k for k, s in enumerate(segments) if s.target and s.spec.is_video]
     if config.frame_passes == 1 or not videos:
-        return _solve(network, diffusion, segments, class_labels, config, b, generator, progress, {})
+        return _solve(network, diffusion, segments, class_labels, config, b, generator, progress, {}, on_step)
     for k in videos:
         process = diffusion.process(network, segments[k].spec.modality)
         if not process.keeps_positions:
@@ -74,18 +79,18 @@ def sample(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
         later = replace(config, guidance_scale=config.later_guidance_scale)
     for j in range(passes - 1):
         out = _solve(network, diffusion, segments, class_labels, config if j == 0 else later, b, generator,
-                     progress, kept)
+                     progress, kept, on_step)
         for k in videos:  # keep frame j of this run
             frame = segments[k].spec.grid[0] * segments[k].spec.grid[1]
             mask = torch.zeros(b, segments[k].spec.n_content, dtype=torch.bool, device=device)
             mask[:, :(j + 1) * frame] = True
             kept[k] = (out[k], mask)
-    return _solve(network, diffusion, segments, class_labels, later, b, generator, progress, kept)
+    return _solve(network, diffusion, segments, class_labels, later, b, generator, progress, kept, on_step)
 
 
 def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[Segment], class_labels: Tensor | None,
            config: SamplerConfig, b: int, generator: torch.Generator | None, progress: bool,
-           kept: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
+           kept: dict[int, tuple[Tensor, Tensor]], on_step: Callable[[int, int], None] | None = None) -> list[Tensor]:
     """One run. ``kept[k] = (states, mask)``: positions of target ``k`` that start committed."""
     device = next(network.parameters()).device
     layout = network.make_layout([s.spec for s in segments])
@@ -107,7 +112,8 @@ def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
         raise ValueError(f"sample: the target segments' processes disagree on the step count: {sorted(n_steps)}")
     null = None if class_labels is None else torch.full_like(class_labels, network.backbone.null_class)
 
-    for i in tqdm(range(n_steps.pop()), desc="sampling", disable=not progress, leave=False):
+    total = n_steps.pop()
+    for i in tqdm(range(total), desc="sampling", disable=not progress, leave=False):
         inputs = {k: s.inputs(i) for k, s in samplers.items()}
         zs, taus, seg_taus = [], [], []
         uzs, utaus, useg_taus = [], [], []
@@ -132,4 +138,6 @@ def _solve(network: MDMNetwork, diffusion: MultimodalDiffusion, segments: list[S
                                    layout, class_labels, config.guidance_scale, uncond, **extra)
         for k, s in samplers.items():
             s.step(i, outputs[k], generator)
+        if on_step is not None:
+            on_step(i + 1, total)
     return [samplers[k].result() if k in samplers else seg.states.to(device) for k, seg in enumerate(segments)]
