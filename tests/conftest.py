@@ -77,6 +77,13 @@ def write_mixture_files(root, captions_per_image: int = 2) -> dict:
     return paths
 
 
+@pytest.fixture(name="write_mixture_files")
+def write_mixture_files_fixture():
+    """:func:`write_mixture_files` itself, for a test that writes the files with other options (a fixture, not an
+    import: ``from conftest import`` finds whichever conftest module is loaded first)."""
+    return write_mixture_files
+
+
 @pytest.fixture
 def mixture_files(tmp_path):
     """:func:`write_mixture_files` in a fresh folder: 12 captions, 12 questions, 8 dialogues."""

@@ -9,7 +9,6 @@ import weakref
 import pytest
 import torch
 
-from conftest import write_mixture_files
 from mdm.cli import main
 from mdm.config import ConfigError, load_config
 from mdm.data.mixture import Source, open_source
@@ -103,7 +102,7 @@ class LiveItems:
 
 @pytest.mark.parametrize("memory_items,streamed", [(32, True), (64, False)])
 def test_a_streamed_source_never_holds_more_than_memory_items_decoded_items(tmp_path, monkeypatch, memory_items,
-                                                                           streamed):
+                                                                           streamed, write_mixture_files):
     paths = write_mixture_files(tmp_path / "data", captions_per_image=8)  # 48 captions, one item each
     live = LiveItems("coco")
     live.install(monkeypatch)
@@ -121,7 +120,7 @@ def test_a_streamed_source_never_holds_more_than_memory_items_decoded_items(tmp_
     assert run.trainer.step == 3
 
 
-def test_a_run_with_a_streamed_source_resumes_exactly(tmp_path):
+def test_a_run_with_a_streamed_source_resumes_exactly(tmp_path, write_mixture_files):
     paths = write_mixture_files(tmp_path / "data", captions_per_image=8)
     config = mixture(paths, "data.memory_items=32", "train.steps=6", "train.log_every=1",
                      "train.checkpoint_every=3")
