@@ -58,7 +58,8 @@ def test_stage0_trains_the_configured_type_and_logs_how_it_fits(tmp_path):
 def test_stage0_warns_in_one_log_line_when_unigram_splits_a_small_worlds_words():
     said = []
     config = load_config("digits", ["data.tokenizer=unigram", "data.vq_steps=1", "train.batch_size=4"])
-    prepare._train_tokenizer(prepare.load_samples(config), config, None, log=said.append)
+    corpus = [t.text for s in prepare.load_samples(config) for t in s.texts]
+    prepare._train_tokenizer(corpus, config, None, log=said.append)
     warning = [s for s in said if s.startswith("warning:")]
     assert len(warning) == 1 and "data.tokenizer=unigram, data.vocab_size=64" in warning[0]
     assert "too few distinct words" in warning[0] and "data.tokenizer=word" in warning[0]
