@@ -102,3 +102,43 @@ def tiny_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-checkpoint") / "run"
     train_run(config, out, progress=False, log=lambda _: None)
     return out
+
+
+CAPTIONED_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def write_caption_folder(root, metadata: str = "jsonl", column: str = "text", copies: int = 1) -> dict:
+    """A captioned image folder (Hugging Face ImageFolder with captions) in ``root``: one 16 px PNG a colour of
+    :data:`CAPTIONED_COLOURS` (times ``copies``, e.g. ``photos/red-1.png``) under ``photos/``, and a
+    ``metadata.jsonl`` or ``metadata.csv`` with two captions for the first image (two lines) and one for each other.
+    Returns ``{file_name: [captions]}`` in file order."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    (root / "photos").mkdir(parents=True)
+    captions: dict[str, list[str]] = {}
+    for k in range(copies):
+        for name, rgb in CAPTIONED_COLOURS.items():
+            file_name = f"photos/{name}-{k}.png"
+            Image.new("RGB", (16, 16), rgb).save(root / file_name)
+            captions[file_name] = [f"a {name} tile, number {k}"]
+    first = next(iter(captions))
+    captions[first].append("the same tile again")
+    rows = [(f, c) for f, cs in captions.items() for c in cs]
+    rows.append(rows.pop(1))  # the first image's second caption last: its lines need not be adjacent
+    if metadata == "jsonl":
+        (root / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f, column: c}) + "\n" for f, c in rows))
+    else:
+        with (root / "metadata.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name", column])
+            writer.writerows(rows)
+    return captions
+
+
+@pytest.fixture(name="write_caption_folder")
+def write_caption_folder_fixture():
+    """:func:`write_caption_folder` itself (a fixture, not an import: there are two conftest modules)."""
+    return write_caption_folder

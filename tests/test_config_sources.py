@@ -48,7 +48,7 @@ def test_a_config_without_sources_reads_as_before():
 
 @pytest.mark.parametrize("overrides,message", [
     (["data.sources=[{kind: foo}]"], r"data\.sources\[0\]\.kind: expected one of shapesworld, digits, imagefolder, "
-                                     r"coco, vqav2, chat; got 'foo'"),
+                                     r"coco, captionfolder, vqav2, chat; got 'foo'"),
     (["data.sources=[{kind: chat, path: c.jsonl}, {path: x}]"], r"data\.sources\[1\]\.kind: expected .*; got None"),
     (["data.sources=[chat]"], r"data\.sources\[0\]: expected a mapping such as \{kind: chat, path: chat\.jsonl\}"),
     (["data.sources=chat.jsonl"], r"data\.sources must be a list of sources"),

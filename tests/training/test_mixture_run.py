@@ -190,7 +190,8 @@ def test_mdm_train_names_a_missing_source_file_in_one_line_and_exits_2(mixture_f
 
 @pytest.mark.parametrize("override,message", [
     ("data.sources=[{kind: chatlog, path: x.jsonl}]",
-     "data.sources[0].kind: expected one of shapesworld, digits, imagefolder, coco, vqav2, chat; got 'chatlog'"),
+     "data.sources[0].kind: expected one of shapesworld, digits, imagefolder, coco, captionfolder, vqav2, chat; "
+     "got 'chatlog'"),
     ("data.sources=[{kind: chat, path: x.jsonl, weight: -2}]",
      "data.sources[0].weight: expected a finite number >= 0; got -2"),
     ("data.sources=[{kind: chat, path: x.jsonl, weight: .nan}]",

@@ -49,10 +49,11 @@ TOKENIZER_TYPES = ("auto", "unigram", "bpe", "word")  # "auto" and mdm.data.text
 
 # The kinds of source a data mixture (data.sources) reads, each with the files it needs besides its kind and
 # weight: key -> what the file is (a name ending in "folder" is a folder). mdm.data.mixture reads them.
-SOURCE_KINDS = ("shapesworld", "digits", "imagefolder", "coco", "vqav2", "chat")
+SOURCE_KINDS = ("shapesworld", "digits", "imagefolder", "coco", "captionfolder", "vqav2", "chat")
 SOURCE_FILES: dict[str, dict[str, str]] = {
     "shapesworld": {}, "digits": {}, "imagefolder": {"path": "class folder"},
     "coco": {"path": "captions JSON file", "images": "images folder"},
+    "captionfolder": {"path": "captioned image folder"},
     "vqav2": {"path": "questions JSON file", "annotations": "annotations JSON file", "images": "images folder"},
     "chat": {"path": "chat JSONL file"},
 }

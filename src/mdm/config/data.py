@@ -22,9 +22,11 @@ class DataConfig:
     was before levels, at any ``layout.image_size``.
     """
 
-    name: str = "shapesworld"  # shapesworld | digits | moving-digits (built in) | imagefolder | coco | vqav2 | chat (files)
+    name: str = "shapesworld"  # shapesworld | digits | moving-digits (built in) | imagefolder | coco | captionfolder
+    # | vqav2 | chat (files)
     # | mixture (data.sources)
-    path: str = ""  # imagefolder: the class folder; coco: captions JSON; vqav2: questions JSON; chat: the JSONL
+    path: str = ""  # imagefolder: the class folder; coco: captions JSON; captionfolder: the folder of images and
+    # metadata.jsonl; vqav2: questions JSON; chat: the JSONL
     images: str = ""  # coco / vqav2: the images folder
     annotations: str = ""  # vqav2: the annotations JSON (answers)
     train_size: int = 8000  # samples generated (shapesworld) or read at most (files; 0 = all)

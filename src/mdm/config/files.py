@@ -21,7 +21,7 @@ from mdm.config.sections import ADDED_FIELDS, REMOVED_FIELDS, ConfigError, MDMCo
 
 
 PRESETS = ("tiny", "quickstart", "small", "base", "paper-7b", "shapesworld", "shapesworld-medium", "digits", "coco",
-           "imagefolder", "moving-digits", "dim-digits", "dim-shapesworld")
+           "captionfolder", "imagefolder", "moving-digits", "dim-digits", "dim-shapesworld")
 
 
 class _YAMLLoader(yaml.SafeLoader):

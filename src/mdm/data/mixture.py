@@ -2,8 +2,9 @@
 one item at a time, with the parts its items hold.
 
 A source's kind says what its items hold (:data:`PARTS`): an image, a class label, texts by role. The tasks it can
-train follow from those parts by the rule every run uses (:func:`mdm.tasks.supported_tasks`): COCO captions train
-text->image, captioning and joint; VQAv2 trains VQA; chat text->text; class folders class->image.
+train follow from those parts by the rule every run uses (:func:`mdm.tasks.supported_tasks`): COCO captions and
+captioned image folders train text->image, captioning and joint; VQAv2 trains VQA; chat text->text; class folders
+class->image.
 
 Opening a source reads its index only (JSON records, a chat file's line offsets, a class folder's file names, each
 image verified as :mod:`mdm.data.formats` says); ``source[i]`` decodes one item and :meth:`Source.texts` reads an
@@ -35,6 +36,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "digits": ("image", "label", "caption"),
     "imagefolder": ("image", "label"),
     "coco": ("image", "caption"),
+    "captionfolder": ("image", "caption"),
     "vqav2": ("image", "question", "answer"),
     "chat": ("scene", "question", "answer"),
 }
@@ -84,7 +86,7 @@ class Source:
 
     def texts(self, i: int) -> list[TextSegment]:
         """The texts of item ``i`` without decoding its image (what a tokenizer trains on)."""
-        if self.kind in ("coco", "vqav2"):
+        if self.kind in ("coco", "captionfolder", "vqav2"):
             return self.dataset.texts(self.items[i])
         if self.kind == "imagefolder":
             return []
@@ -108,7 +110,7 @@ def check_files(index: int, spec: dict[str, Any]) -> None:
 def open_source(index: int, data: DataConfig, image_size: int, channels: int) -> Source:
     """Source ``index`` of ``data.sources``, its items a seeded random subset of ``data.train_size`` (0: all).
 
-    COCO is read one item a caption (every caption trains equally often). Errors name the source.
+    COCO and captioned folders are read one item a caption (every caption trains equally often). Errors name the source.
     """
     spec = data.sources[index]
     kind, where = spec["kind"], f"data.sources[{index}] ({spec['kind']})"
@@ -121,6 +123,8 @@ def open_source(index: int, data: DataConfig, image_size: int, channels: int) ->
             dataset = formats.ImageFolderDataset(spec["path"], image_size)
         elif kind == "coco":
             dataset = formats.CocoCaptionsDataset(spec["path"], spec["images"], image_size, per_caption=True)
+        elif kind == "captionfolder":
+            dataset = formats.CaptionFolderDataset(spec["path"], image_size, per_caption=True)
         elif kind == "vqav2":
             dataset = formats.VQAv2Dataset(spec["path"], spec["annotations"], spec["images"], image_size)
         else:

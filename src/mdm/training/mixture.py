@@ -1,9 +1,9 @@
 """A run on a data mixture (``data.name: mixture``): its checks, its stage 0, and the sources its steps draw from.
 
-Every source of ``data.sources`` (:mod:`mdm.data.mixture`) trains the tasks its items allow (COCO: text->image,
-captioning, joint; VQAv2: VQA; chat: text->text; class folders: class->image), and each step draws a source by
-its weight, then one of its tasks by ``train.task_weights`` (:func:`task_sampler`), then a batch
-from that source alone.
+Every source of ``data.sources`` (:mod:`mdm.data.mixture`) trains the tasks its items allow (COCO and
+captioned folders: text->image, captioning, joint; VQAv2: VQA; chat: text->text; class folders: class->image),
+and each step draws a source by its weight, then one of its tasks by ``train.task_weights``
+(:func:`task_sampler`), then a batch from that source alone.
 
 Stage 0 trains one SentencePiece tokenizer on the texts of every source and one VQ-VAE on the images of every
 source. A source of at most ``data.memory_items`` items is then decoded once and held as token ids, as a

@@ -7,9 +7,10 @@ For ``data.name``:
   (scikit-learn's bundled 8x8 digits), ``moving-digits`` (clips of
   ``layout.frames`` frames of those digits bouncing on a ``layout.image_size``
   canvas, for DiM video): built in, nothing to download.
-* ``imagefolder``, ``coco``, ``vqav2``, ``chat``: local files in the formats of
+* ``imagefolder``, ``coco``, ``captionfolder``, ``vqav2``, ``chat``: local files in the formats of
   :mod:`mdm.data.formats`, given by ``data.path`` (the class folder, the
-  annotations JSON, the questions JSON, the chat JSONL), ``data.images`` (the images folder) and
+  annotations JSON, the folder of images and ``metadata.jsonl``, the questions JSON, the chat JSONL),
+  ``data.images`` (the images folder) and
   for VQAv2 ``data.annotations``. A chat dialogue trains text->text: its last reply is the answer
   (:func:`mdm.data.formats.text_to_text_sample`).
 
@@ -41,7 +42,7 @@ from mdm.tasks import TokenizedData, tokenize_samples
 from mdm.training.stage0_files import clear_interrupted, load_stage0, save_stage0
 
 BUILTIN_DATA = ("shapesworld", "digits", "moving-digits")
-FILE_DATA = ("imagefolder", "coco", "vqav2", "chat")
+FILE_DATA = ("imagefolder", "coco", "captionfolder", "vqav2", "chat")
 
 
 @dataclass
@@ -93,6 +94,8 @@ def load_samples(config: MDMConfig, split: str = "train") -> list[Sample]:
             ds = formats.ImageFolderDataset(data.path, size)
         elif data.name == "coco":
             ds = formats.CocoCaptionsDataset(data.path, data.images, size)
+        elif data.name == "captionfolder":  # one sample a caption: every caption trains equally often
+            ds = formats.CaptionFolderDataset(data.path, size, per_caption=True)
         elif data.name == "chat":
             ds = formats.ChatJsonlDataset(data.path)
         else:

@@ -2,6 +2,7 @@
 
 * :class:`ImageFolderDataset` — ImageNet-style ``root/<class_name>/*.jpg|png``;
 * :class:`CocoCaptionsDataset` — COCO captions JSON;
+* :class:`CaptionFolderDataset` — Hugging Face's ImageFolder with captions (``metadata.jsonl`` / ``.csv``);
 * :class:`VQAv2Dataset` — VQAv2 questions + annotations JSON over COCO images;
 * :class:`ChatJsonlDataset` — UltraChat-style JSON lines.
 
@@ -14,11 +15,12 @@ Images are verified eagerly, bad ones skipped and counted (:mod:`mdm.data.format
 says how). One format a file; this package names them all.
 """
 
+from mdm.data.formats.captionfolder import CaptionFolderDataset
 from mdm.data.formats.chat import ChatJsonlDataset, text_to_text_sample
 from mdm.data.formats.coco import CocoCaptionsDataset
 from mdm.data.formats.common import IMAGE_EXTENSIONS, load_image
 from mdm.data.formats.imagefolder import ImageFolderDataset
 from mdm.data.formats.vqav2 import VQAv2Dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "ChatJsonlDataset", "CocoCaptionsDataset", "ImageFolderDataset", "VQAv2Dataset",
+__all__ = ["IMAGE_EXTENSIONS", "CaptionFolderDataset", "ChatJsonlDataset", "CocoCaptionsDataset", "ImageFolderDataset", "VQAv2Dataset",
            "load_image", "text_to_text_sample"]
