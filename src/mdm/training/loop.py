@@ -138,6 +138,19 @@ class TrainingObjective(nn.Module):
         return self.diffusion.training_losses(self.network, segments, class_labels, rng)
 
 
+def step_losses(objective: nn.Module, network: MDMNetwork, task: Task, batch: TokenizedData, rng: BatchRandom,
+                autocast: contextlib.AbstractContextManager) -> dict[str, Tensor]:
+    """The Eq. 18 losses of one step's ``batch`` for ``task``: the forward of :meth:`Trainer.train_step`.
+
+    A function of its own so that the memory probe (:mod:`mdm.training.memory`) measures this very forward
+    rather than a copy of it that could drift.
+    """
+    labels = batch.labels if task is Task.CLASS_TO_IMAGE else None
+    with autocast:
+        segments = task_segments(task, batch, question_first=network.layout_config.question_first)
+        return objective(segments, labels, rng)
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the message names the step and task."""
 
@@ -172,7 +185,7 @@ class Trainer:
         self.log_path = Path(log_path) if log_path and self.dist.is_main else None
         self.tensorboard_dir = tensorboard_dir if self.dist.is_main else None
         self._stop_requested = False
-        self.autocast = _autocast_for(self.device, config.mixed_precision)
+        self.autocast = autocast_for(self.device, config.mixed_precision)
         self.lr = lr_at(0, config, 0.0)  # the rate of the last step, for the log
 
     # ------------------------------------------------------------------ state
@@ -213,12 +226,9 @@ class Trainer:
         index = torch.randint(len(data), (config.batch_size,), generator=self.generator)
         rows = dist.rows(config.batch_size)
         batch = data.subset(index[rows].to(self.device))
-        labels = batch.labels if task is Task.CLASS_TO_IMAGE else None
         rng = BatchRandom(self.noise_generator, self.device, rows if dist.world_size > 1 else None,
                           config.batch_size if dist.world_size > 1 else None)
-        with self.autocast:
-            segments = task_segments(task, batch, question_first=self.network.layout_config.question_first)
-            losses = self.objective(segments, labels, rng)
+        losses = step_losses(self.objective, self.network, task, batch, rng, self.autocast)
         loss = dist.mean(losses["loss"].detach())
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -363,7 +373,7 @@ class Trainer:
         return entry
 
 
-def _autocast_for(device: torch.device, mode: str):
+def autocast_for(device: torch.device, mode: str):
     """bf16 autocast on a CUDA device that supports it (``auto`` or ``bf16``); plain fp32 otherwise."""
     if mode == "bf16" or (mode == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -389,5 +399,5 @@ def train_loop(network: MDMNetwork, diffusion: MultimodalDiffusion, data: Tokeni
     return trainer.ema, history
 
 
-__all__ = ["EMA", "NonFiniteLossError", "Trainer", "TrainingObjective", "build_model", "lr_at", "task_sampler",
-           "train_loop"]
+__all__ = ["EMA", "NonFiniteLossError", "Trainer", "TrainingObjective", "autocast_for", "build_model", "lr_at",
+           "step_losses", "task_sampler", "train_loop"]

@@ -38,6 +38,7 @@ from mdm.pipeline import MDMPipeline
 from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
 from mdm.training.loop import Trainer, build_model, require_compiler
+from mdm.training.memory import check_step_memory, estimate_step_memory, free_memory_bytes
 from mdm.training.mixture import check_mixture, prepare_mixture
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
 from mdm.training.run_lock import run_folder_lock
@@ -153,6 +154,17 @@ def _check_out(folder: Path, resume: bool) -> None:
         raise ValueError(f"{folder} already holds a run: pass --resume to continue it, or choose another --out")
 
 
+def step_memory(network: torch.nn.Module, diffusion, data: PreparedData, config: MDMConfig,
+                dist: DistributedContext, device: torch.device) -> str:
+    """The log line of the memory one step needs (:mod:`mdm.training.memory`), or its refusal.
+
+    Called on rank 0 before the Trainer wraps or shards the network, so the probe runs the plain network
+    and no collective; the processes of one run hold alike shares, so rank 0 speaks for all.
+    """
+    estimate = estimate_step_memory(network, diffusion, data.train, config, dist.world_size, dist.sharded)
+    return check_step_memory(estimate, free_memory_bytes(device))
+
+
 def check_config(config: MDMConfig) -> None:
     """The checks of ``config`` that need the modules it names (schedules, tasks, a mixture's files), before any work
     is done."""
@@ -218,6 +230,7 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
             raise CheckpointError(f"{ckpt.folder} holds weights only (no trainer state): it cannot be resumed")
         network.load_state_dict(ckpt.network.state_dict())
     network.to(device)
+    say(dist.on_main(step_memory, network, diffusion, data, config, dist, device))
     trainer = Trainer(network, diffusion, data.train, config.train, dist, log_path=out / "log.jsonl",
                       tensorboard_dir=out / "tensorboard")
     resumed_from = 0
