@@ -21,7 +21,6 @@ and resumed computes the same losses as one that never stopped.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -43,6 +42,7 @@ from mdm.nn.layout import Modality
 from mdm.nn.network import MDMNetwork
 from mdm.tasks import Task, TokenizedData, task_segments
 from mdm.training.distributed import DistributedContext
+from mdm.training.ema import EMA
 from mdm.training.mixture import Mixture, task_sampler
 
 
@@ -87,23 +87,6 @@ def require_compiler(device: torch.device) -> None:
         raise ValueError(f"train.compile=true: torch.compile on a CPU builds C++ kernels, and the compiler "
                          f"{compiler!r} (the CXX variable, else g++) is not on PATH; install it or set "
                          f"train.compile=false")
-
-
-class EMA:
-    """Exponential moving average of a module's floating-point state (parameters and buffers)."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        for ema_t, t in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if ema_t.dtype.is_floating_point:
-                ema_t.lerp_(t, 1.0 - decay)
-            else:
-                ema_t.copy_(t)
 
 
 def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:
