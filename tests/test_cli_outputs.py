@@ -187,8 +187,8 @@ def test_answer_a_questions_file_in_order_with_images_and_scenes(tiny_checkpoint
     ('{"image": "a.png"}', "line 2: field 'question' must be a non-empty string"),
     ('{"image": "a.png", "scene": "x", "question": "q"}', "line 2: give exactly one of the fields 'image'"),
     ('{"question": "q", "image": 3}', "line 2: field 'image' must be a non-empty string"),
-    ('["image", "question"]', "line 2: expected an object"),
-    ('{"question": "q", "image": ', "line 2: malformed JSON"),
+    ('["image", "question"]', "line 2 is a JSON list, expected an object"),
+    ('{"question": "q", "image": ', "line 2 is not JSON"),
 ])
 def test_a_malformed_questions_line_is_one_error_naming_the_file_line_and_field(tiny_checkpoint, tmp_path, capsys,
                                                                                line, message):

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from mdm.cli import main
 from mdm.config import load_config
+from mdm.bench.timing import reset_peak_rss
 from mdm.training import memory
 from mdm.training.loop import build_model
 from mdm.training.memory import (MemoryEstimate, MemoryEstimateError, check_step_memory, estimate_step_memory,
@@ -126,16 +127,9 @@ print(json.dumps({"measured": measured, "estimated": estimate.total}))
 """
 
 
-def _can_reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
-@pytest.mark.skipif(not _can_reset_peak(), reason="resets the peak resident size through /proc (Linux >= 4.0)")
+@pytest.mark.skipif(not reset_peak_rss(), reason="resets the peak resident size through /proc (Linux >= 4.0)")
 def test_the_estimate_is_near_the_measured_peak_of_one_step(tmp_path):
     # The step's own peak resident size: the kernel's high-water mark is reset after stage 0 (clear_refs 5),
     # large frees go back to the kernel (mmap threshold), and 64 samples make the activations dwarf the

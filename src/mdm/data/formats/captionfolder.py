@@ -21,12 +21,11 @@ counted in one warning, as for COCO (:mod:`mdm.data.formats.common`; ``strict=Tr
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mdm.data.formats.common import ImageDataset, PathLike, existing, load_image, size_hw
+from mdm.data.formats.common import ImageDataset, PathLike, existing, json_lines, load_image, size_hw
 from mdm.data.sample import Role, Sample, TextSegment
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -67,16 +66,7 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
                 except csv.Error as err:
                     raise ValueError(f"{path}: line {reader.line_num} is not valid CSV: {err}") from None
                 return
-            for lineno, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {lineno} is not JSON ({err.msg}, column {err.colno})") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}: line {lineno} is a JSON {type(record).__name__}, expected an object "
-                                     f"such as {{\"file_name\": \"1.jpg\", \"text\": \"a caption\"}}")
+            for lineno, record in json_lines(f, path, '{"file_name": "1.jpg", "text": "a caption"}'):
                 yield lineno, record, "field"
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,22 @@ def id_field(record: Any, key: str, path: Path, where: str) -> int | str:
         raise ValueError(f"{path}: {where} field {key!r} is a {type(value).__name__} ({value!r}), expected an "
                          f"int or a string id")
     return value
+
+
+def json_lines(lines: Iterable[str], path: Path, example: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each non-blank line of a JSON-lines file, or a ValueError naming the file and
+    line that is not JSON or not an object (``example``: the object the message shows instead)."""
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {lineno} is not JSON ({err.msg}, column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {lineno} is a JSON {type(record).__name__}, expected an object such "
+                             f"as {example}")
+        yield lineno, record
 
 
 def size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:

@@ -15,13 +15,12 @@ go on with the rest, or refuse. A malformed line is always an error naming the f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdm.data.formats.common import IMAGE_EXTENSIONS, PathLike, existing
+from mdm.data.formats.common import IMAGE_EXTENSIONS, PathLike, existing, json_lines
 
 
 @dataclass
@@ -97,17 +96,8 @@ def read_questions(path: PathLike) -> tuple[list[Question], dict[Path, list[Path
     path = existing(path, "questions file")
     questions, missing = [], []
     with path.open(encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
+        for lineno, record in json_lines(f, path, '{"image": "a.png", "question": "what color is it?"}'):
             where = f"{path}: line {lineno}"
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: malformed JSON: {err.msg}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected an object such as {{\"image\": \"a.png\", \"question\": "
-                                 f"\"what color is it?\"}}, got {type(record).__name__}")
             if not isinstance(record.get("question"), str) or not record["question"].strip():
                 raise ValueError(f"{where}: field 'question' must be a non-empty string")
             if ("image" in record) == ("scene" in record):
