@@ -46,25 +46,25 @@ def train(corpus, vocab_size, model_type):
 
 
 def test_the_model_types_are_the_configs_choices():
-    assert TOKENIZER_TYPES == ("auto", *MODEL_TYPES) and DataConfig().tokenizer == "auto"
+    assert TOKENIZER_TYPES == ("auto", *MODEL_TYPES) and DataConfig().tokenizer == "unigram"
 
 
 @pytest.mark.parametrize("vocab_size", [128, 256])
-def test_the_default_keeps_every_word_of_a_25_word_world_whole(world, vocab_size):
-    tok, said = train(world, vocab_size, DataConfig().tokenizer)
+def test_auto_keeps_every_word_of_a_25_word_world_whole(world, vocab_size):
+    tok, said = train(world, vocab_size, "auto")
     assert all(len(tok.encode(w)) == 1 for w in {w for c in world for w in c.split()})
     assert all(len(tok.encode(c)) == len(c.split()) for c in world[:50])  # a 13-word caption: 13 tokens
     assert not any("split" in s or "unk" in s for s in said), said
 
 
-def test_the_default_spells_a_corpus_of_more_words_than_the_vocabulary_from_pieces_instead_of_unk():
+def test_auto_spells_a_corpus_of_more_words_than_the_vocabulary_from_pieces_instead_of_unk():
     rng = random.Random(0)
     names = ["".join(rng.choice("abcdefghijklmnop") for _ in range(6)) for _ in range(300)]
     corpus = [f"a photo of {rng.choice(names)} and {rng.choice(names)}" for _ in range(2000)]
-    tok, _ = train(corpus, 128, DataConfig().tokenizer)
+    tok, _ = train(corpus, 128, "auto")
     assert tok.model_type == "unigram"
     assert all(UNK_ID not in tok.encode(c) for c in corpus[:200])
-    assert train(corpus[:20], 128, DataConfig().tokenizer)[0].model_type == "word"  # 20 captions: few words
+    assert train(corpus[:20], 128, "auto")[0].model_type == "word"  # 20 captions: few words
 
 
 @pytest.mark.parametrize("vocab_size", [128, 256])
@@ -120,15 +120,16 @@ def test_reading_the_model_type_refuses_bytes_that_are_not_a_model():
         TextTokenizer.train(["a b"], 10, model_type="char")
 
 
-def test_mdm_tokenizer_train_defaults_to_whole_words_and_warns_in_one_line_for_unigram(world, tmp_path, capsys):
+def test_mdm_tokenizer_train_keeps_whole_words_with_auto_and_warns_in_one_line_for_the_default(world, tmp_path,
+                                                                                             capsys):
     corpus = tmp_path / "captions.txt"
     corpus.write_text("\n".join(world) + "\n")
     for size in ("128", "256"):
-        assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", size,
-                     "--out", str(tmp_path / f"default-{size}")]) == 0
+        assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", size, "--model-type", "auto",
+                     "--out", str(tmp_path / f"auto-{size}")]) == 0
         out = capsys.readouterr().out
         assert "trained a word SentencePiece model: 29 pieces" in out and "25 of its 25 distinct words whole" in out
-    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "128", "--model-type", "unigram",
+    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "128",  # the default: unigram
                  "--out", str(tmp_path / "unigram")]) == 0
     captured = capsys.readouterr()
     assert "10 of its 25 distinct words whole" in captured.out

@@ -21,7 +21,7 @@ def test_mdm_train_on_a_captioned_folder_trains_its_three_tasks(tmp_path, write_
     captions = write_caption_folder(tmp_path / "mine", metadata="csv", copies=2)  # 8 images, 9 captions
     assert train(tmp_path / "mine", tmp_path / "run") == 0
     out = capsys.readouterr().out
-    assert "trained SentencePiece word on 9 texts" in out and "step 2: loss" in out
+    assert "trained SentencePiece unigram on 9 texts" in out and "step 2: loss" in out
     saved = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
     assert sorted(saved["trained_tasks"]) == ["image_to_text", "joint", "text_to_image"]
     entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

@@ -28,11 +28,11 @@ def test_a_tokenizer_type_outside_the_choices_is_a_config_error_naming_the_field
 
 
 def test_a_config_saved_before_the_key_was_unigram_and_a_users_file_takes_the_default(tmp_path):
-    assert MDMConfig().data.tokenizer == "auto" and load_config("shapesworld").data.tokenizer == "auto"
+    assert MDMConfig().data.tokenizer == "unigram" and load_config("shapesworld").data.tokenizer == "unigram"
     old = to_dict(load_config("tiny"))
     del old["data"]["tokenizer"]
     assert from_saved_dict(old).data.tokenizer == "unigram"
-    assert from_dict(MDMConfig, old).data.tokenizer == "auto"  # a YAML file names only what it changes
+    assert from_dict(MDMConfig, old).data.tokenizer == "unigram"  # a YAML file names only what it changes
     assert from_saved_dict(to_dict(load_config("tiny", ["data.tokenizer=bpe"]))).data.tokenizer == "bpe"
     (tmp_path / "ck").mkdir()  # a checkpoint's config.json from before the key
     meta = {"format": FORMAT, "step": 0, "config": old, "vocab_sizes": {}, "text_lens": {}}
@@ -42,14 +42,15 @@ def test_a_config_saved_before_the_key_was_unigram_and_a_users_file_takes_the_de
 
 def test_stage0_trains_the_configured_type_and_logs_how_it_fits(tmp_path):
     said = []
-    data = prepare.prepare_data(load_config("tiny", TINY), tmp_path / "run", progress=False, log=said.append)
+    auto = TINY + ["data.tokenizer=auto"]
+    data = prepare.prepare_data(load_config("tiny", auto), tmp_path / "run", progress=False, log=said.append)
     assert data.tokenizer.model_type == "word"
     line = next(s for s in said if s.startswith("text tokenizer: trained SentencePiece word"))
     assert "distinct words whole" in line
     record = json.loads((tmp_path / "run" / "tokenizer" / "stage0.json").read_text())["settings"]
     assert record["data.tokenizer"] == "auto"  # the setting; the model it chose is a word model
     said.clear()
-    prepare.prepare_data(load_config("tiny", TINY), tmp_path / "run", progress=False, log=said.append)
+    prepare.prepare_data(load_config("tiny", auto), tmp_path / "run", progress=False, log=said.append)
     assert any("loaded" in s and "SentencePiece word" in s for s in said)
     with pytest.raises(Stage0Error, match=r"data\.tokenizer: 'unigram' != 'auto'"):
         prepare.prepare_data(load_config("tiny", TINY + ["data.tokenizer=unigram"]), tmp_path / "run", **QUIET)
@@ -87,5 +88,5 @@ def test_an_old_run_folder_resumes_with_its_unigram_tokenizer_and_its_checkpoint
     again = train_run(config, folder, resume=True, **QUIET)
     assert again.trainer.step == 2 and again.data.tokenizer == first.data.tokenizer
     assert MDMPipeline.from_pretrained(folder).config.data.tokenizer == "unigram"
-    with pytest.raises(ValueError, match=r"data\.tokenizer: 'auto' != 'unigram'"):  # today's preset is another run
-        train_run(load_config("tiny", TINY + ["train.steps=3"]), folder, resume=True, **QUIET)
+    with pytest.raises(ValueError, match=r"data\.tokenizer: 'auto' != 'unigram'"):  # another type is another run
+        train_run(load_config("tiny", TINY + ["train.steps=3", "data.tokenizer=auto"]), folder, resume=True, **QUIET)
