@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from mdm.checkpoint import make_writable_folder
+
 SAMPLES_FILE = "samples.jsonl"
 T = TypeVar("T")
 
@@ -34,12 +36,7 @@ def output_dir(out_dir: str | Path, option: str = "--out-dir") -> Path:
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"{option} {path}: cannot create the folder: {e.strerror}") from None
-    if not os.access(path, os.W_OK):
-        raise ValueError(f"{option} {path} is not writable")
+    make_writable_folder(path, option)
     return path
 
 
