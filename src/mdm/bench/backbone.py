@@ -29,13 +29,15 @@ from mdm.config import BackboneConfig, BackboneKind, to_dict
 from mdm.nn.backbone import Backbone
 from mdm.nn.flops import backbone_flops_per_token, count_parameters, ssd_flops
 from mdm.nn.ssd import ssd_chunked, ssd_ref
+from mdm.training.loop import missing_compiler
 
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 def _ssd_job(length: int, n_heads: int, head_dim: int, d_state: int, chunk_size: int, threads: int,
-             reference: bool) -> dict:
+             reference: bool, compile_scan: bool = False) -> dict:
     torch.set_num_threads(threads)
+    chunked = torch.compile(ssd_chunked, dynamic=False) if compile_scan else ssd_chunked
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, length, n_heads, head_dim, generator=g)
     dt = torch.nn.functional.softplus(torch.randn(1, length, n_heads, generator=g) - 2)
@@ -47,7 +49,8 @@ def _ssd_job(length: int, n_heads: int, head_dim: int, d_state: int, chunk_size:
         if reference:
             timing = time_call(lambda: ssd_ref(x, dt, A, B, C, D), min_repeats=1, min_seconds=0.0)
         else:
-            timing = time_call(lambda: ssd_chunked(x, dt, A, B, C, D, chunk_size=chunk_size))
+            run = lambda: chunked(x, dt, A, B, C, D, chunk_size=chunk_size)  # noqa: E731
+            timing = time_call(run, warmup=(lambda: (run(), run())) if compile_scan else None)
     return {"seconds": timing.seconds, "peak_mb": timing.peak_mb, "repeats": timing.repeats}
 
 
@@ -60,9 +63,17 @@ def _matmul_job(n: int, threads: int) -> dict:
 
 def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LENGTHS, threads: int | None = None,
                    max_seconds: float = 30.0, ref_max_length: int = 16384,
-                   progress: Callable[[str], None] = print, isolate: bool = True) -> dict:
-    """Run the whole benchmark; returns a JSON-ready dict (see module docstring)."""
+                   progress: Callable[[str], None] = print, isolate: bool = True,
+                   compile_blocks: bool = False) -> dict:
+    """Run the whole benchmark; returns a JSON-ready dict (see module docstring).
+
+    ``compile_blocks`` times every backbone with its blocks compiled (``train.compile``'s
+    ``torch.compile``) and the chunked scan compiled; the compile itself is not timed.
+    """
     threads = threads or torch.get_num_threads()
+    reason = missing_compiler(torch.device("cpu")) if compile_blocks else None
+    if reason is not None:
+        raise ValueError(f"--compile: {reason}")
     mamba = replace(config, kind=BackboneKind.MAMBA2, max_seq_len=max(max(lengths), config.max_seq_len))
     depth = parameter_matched_depth(mamba)
     variants = {
@@ -78,6 +89,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
     result: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
                     "torch": torch.__version__, "matmul_fp32_gflops": peak.get("gflops")},
+        "compiled": compile_blocks,
         "config": to_dict(mamba), "params": params, "transformer_param_matched_depth": depth,
         "lengths": list(lengths), "backbone": {name: {} for name in variants}, "ssd": {},
     }
@@ -90,7 +102,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
                     result["backbone"][name][str(length)] = {"skipped": f"predicted {predicted:.0f}s > {max_seconds}s"}
                     continue
             progress(f"{name} @ {length}")
-            r = in_subprocess(backbone_job, to_dict(cfg), length, threads, 0, isolate=isolate)
+            r = in_subprocess(backbone_job, to_dict(cfg), length, threads, 0, compile_blocks, isolate=isolate)
             if "seconds" in r:
                 r["flops_per_token"] = backbone_flops_per_token(cfg, length)
                 last = (length, r["seconds"])
@@ -101,7 +113,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
     for length in lengths:
         progress(f"ssd @ {length}")
         chunked = in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state, mamba.chunk_size,
-                                 threads, False, isolate=isolate)
+                                 threads, False, compile_blocks, isolate=isolate)
         entry = {"chunked": chunked}
         if "seconds" in chunked:
             flops = ssd_flops(length, n_heads, mamba.head_dim, 1, mamba.d_state, mamba.chunk_size, length)
@@ -181,7 +193,8 @@ def format_table(result: dict) -> str:
         rows.append("| " + " | ".join(row) + " |")
     m = result["machine"]
     rows.append("")
-    rows.append(f"fp32, batch 1, {m['threads']} threads, torch {m['torch']}; fp32 matmul peak "
+    rows.append(f"{'compiled blocks and scan' if result.get('compiled') else 'eager'}, "
+                f"fp32, batch 1, {m['threads']} threads, torch {m['torch']}; fp32 matmul peak "
                 f"{m['matmul_fp32_gflops']:.1f} GFLOP/s; param-matched Transformer depth "
                 f"{result['transformer_param_matched_depth']}.")
     rows.append("summary: " + json.dumps(result["summary"]))

@@ -97,20 +97,25 @@ def in_subprocess(target: Callable[..., dict], *args: Any, isolate: bool = True)
             return {"error": f"{type(e).__name__}: {e}"}
 
 
-def backbone_job(config_dict: dict, length: int, threads: int, seed: int) -> dict:
+def backbone_job(config_dict: dict, length: int, threads: int, seed: int, compile_blocks: bool = False) -> dict:
     """One forward pass of a backbone (batch 1, no grad) over one text segment of ``length`` positions: its
-    median latency and the memory it adds. Takes the config as a dict so that a spawned process can receive it."""
+    median latency and the memory it adds. ``compile_blocks`` compiles every block first (``train.compile``);
+    two untimed calls then pay the compile. Takes the config as a dict so that a spawned process can receive it."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     config = from_dict(BackboneConfig, config_dict)
     model = Backbone(config).eval()
+    if compile_blocks:
+        for block in model.blocks:
+            block.compile()
     # One text segment filling the sequence: CLS + begin + time + body + end = length.
     layout = model.make_layout([SegmentSpec.text(length - 4)])
     content = torch.randn(1, layout.n_content, config.d_model)
     t = torch.full((1, layout.n_content), 500.0)
     seg_t = torch.full((1, 1), 500.0)
+    run = lambda: model(content, t, seg_t, layout)  # noqa: E731
     with torch.no_grad():
-        timing = time_call(lambda: model(content, t, seg_t, layout))
+        timing = time_call(run, warmup=(lambda: (run(), run())) if compile_blocks else None)
     return {"seconds": timing.seconds, "peak_mb": timing.peak_mb, "repeats": timing.repeats}
 
 

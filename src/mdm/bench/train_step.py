@@ -38,7 +38,7 @@ from mdm.diffusion.batch_random import BatchRandom
 from mdm.nn.flops import count_parameters
 from mdm.nn.layout import Modality
 from mdm.tasks import TASK_PARTS, Task, TokenizedData, task_segments
-from mdm.training.loop import Trainer, build_model
+from mdm.training.loop import Trainer, build_model, missing_compiler
 
 ANSWER_LEN = 4  # tokens of a synthetic answer when data.text_lens gives none (a few words with eos)
 
@@ -84,9 +84,10 @@ def _variants(config: MDMConfig) -> dict[str, MDMConfig]:
 class _Step:
     """One model's training step, whole (:meth:`Trainer.train_step`) or in its three phases for the profile."""
 
-    def __init__(self, config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int]) -> None:
+    def __init__(self, config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int],
+                 compile_blocks: bool) -> None:
         network, diffusion = build_model(config, vocab)
-        train = replace(config.train, task_weights={task.value: 1.0}, compile=False, mixed_precision="no")
+        train = replace(config.train, task_weights={task.value: 1.0}, compile=compile_blocks, mixed_precision="no")
         self.trainer = Trainer(network, diffusion, data, train)
         self.trainer.network.train()
         self.task = task
@@ -140,17 +141,19 @@ def _profile(step: _Step, steps: int, top: int) -> dict[str, Any]:
 
 
 def train_step_job(config_dict: dict, task: str, threads: int, repeats: int, warmup: int,
-                   profile_steps: int, top: int, batch_size: int | None) -> dict:
+                   profile_steps: int, top: int, batch_size: int | None, compile_blocks: bool = False) -> dict:
     """Build both models in this process, alternate their timed steps, then profile each.
 
-    Takes the config as a dict so that a spawned process can receive it.
+    ``compile_blocks`` compiles the backbone blocks of both models as ``train.compile`` does (the
+    warm-up steps then include the compile). Takes the config as a dict so that a spawned process
+    can receive it.
     """
     torch.set_num_threads(threads)
     config = from_dict(MDMConfig, config_dict, "train-step")
     if batch_size is not None:
         config = replace(config, train=replace(config.train, batch_size=batch_size))
     data, vocab = synthetic_data(config, max(config.train.batch_size, 64))
-    steps = {name: _Step(cfg, Task(task), data, vocab) for name, cfg in _variants(config).items()}
+    steps = {name: _Step(cfg, Task(task), data, vocab, compile_blocks) for name, cfg in _variants(config).items()}
     for s in steps.values():
         for _ in range(warmup):
             s.step()
@@ -199,25 +202,34 @@ def machine() -> dict[str, Any]:
 
 def bench_train_step(config: MDMConfig, task: str = "joint", threads: int | None = None, repeats: int = 10,
                      warmup: int = 2, profile_steps: int = 3, top: int = 12, batch_size: int | None = None,
-                     progress: Callable[[str], None] = print, isolate: bool = True) -> dict:
-    """Time a training step of ``config``'s model and of the parameter-matched Transformer (module docstring)."""
+                     progress: Callable[[str], None] = print, isolate: bool = True,
+                     compile_blocks: bool = False) -> dict:
+    """Time a training step of ``config``'s model and of the parameter-matched Transformer (module docstring).
+
+    ``compile_blocks`` times both with their backbone blocks compiled (``train.compile``), whatever the
+    config says; otherwise both run eagerly.
+    """
     if Task(task) not in TASK_PARTS:
         raise ValueError(f"unknown task {task!r}")
     if repeats < 1 or warmup < 0 or profile_steps < 0:
         raise ValueError("repeats must be >= 1, warmup and profile_steps >= 0")
     threads = threads or torch.get_num_threads()
     _variants(config)  # fail here, not in the child, on a transformer config
+    reason = missing_compiler(torch.device("cpu")) if compile_blocks else None
+    if reason is not None:
+        raise ValueError(f"--compile: {reason}")
     progress(f"train-step {config.name} task {task}: {warmup} warm-up and {repeats} timed steps per model, "
              f"{threads} threads")
     load_before = os.getloadavg()
     models = in_subprocess(train_step_job, to_dict(config), task, threads, repeats, warmup, profile_steps, top,
-                           batch_size, isolate=isolate)
+                           batch_size, compile_blocks, isolate=isolate)
     if "error" in models:
         raise RuntimeError(f"bench train-step failed: {models['error']}")
     info = machine()
     info["threads"], info["load_average_before"] = threads, list(load_before)
     batch = batch_size or config.train.batch_size
     return {"config": config.name, "task": task, "batch_size": batch, "repeats": repeats, "machine": info,
+            "compiled_blocks": compile_blocks,
             "models": models, "mamba_over_transformer": models["mamba"]["seconds"] / models["transformer"]["seconds"]}
 
 
@@ -231,7 +243,8 @@ def format_train_step(result: dict) -> str:
         rows.append(f"| {name} | {m['params'] / 1e6:.2f}M | {m['backbone_params'] / 1e6:.2f}M | {m['length']} | "
                     f"{m['seconds']:.4f} | {p['forward']:.4f} | {p['backward']:.4f} | {p['update']:.4f} |")
     mc = result["machine"]
-    rows += ["", f"Mamba / Transformer step time: {result['mamba_over_transformer']:.2f}x. fp32, "
+    blocks = "compiled blocks (both models)" if result.get("compiled_blocks") else "eager"
+    rows += ["", f"Mamba / Transformer step time: {result['mamba_over_transformer']:.2f}x. {blocks}, fp32, "
                  f"{mc['threads']} threads, median of {result['repeats']} interleaved steps; torch {mc['torch']}, "
                  f"{mc['cpu']} ({mc['cores']} cores), load average {mc['load_average_before'][0]:.2f} before and "
                  f"{mc['load_average'][0]:.2f} after, commit {mc['commit']}."]

@@ -44,7 +44,7 @@ def cmd_bench_backbone(args: argparse.Namespace) -> int:
     kwargs = {"lengths": lengths} if lengths else {}
     result = bench_backbone(config.backbone, threads=args.threads, max_seconds=args.max_seconds,
                             ref_max_length=args.ref_max_length, progress=_progress, isolate=not args.in_process,
-                            **kwargs)
+                            compile_blocks=args.compile, **kwargs)
     _report(out, "backbone", result, format_table(result), plot if args.plot else None)
     print(f"results: {out / 'backbone.json'}")
     return 0
@@ -59,7 +59,8 @@ def cmd_bench_train_step(args: argparse.Namespace) -> int:
     out = _out_folder(args)
     result = bench_train_step(config, task=args.task, threads=args.threads, repeats=args.repeats,
                               warmup=args.warmup, profile_steps=args.profile_steps, top=args.top,
-                              batch_size=args.batch, progress=_progress, isolate=not args.in_process)
+                              batch_size=args.batch, progress=_progress, isolate=not args.in_process,
+                              compile_blocks=args.compile)
     name = f"train-step-{config.name}"
     _report(out, name, result, format_train_step(result))
     print(f"results: {out / f'{name}.json'}")

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-max-length", type=int, default=16384,
                    help="longest length at which to time the sequential SSD reference")
     p.add_argument("--plot", action="store_true", help="also write backbone.png")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every backbone's blocks and the SSD scan (as train.compile does); the "
+                        "first calls of each length pay the compile")
     p.add_argument("--in-process", action="store_true",
                    help="measure in this process instead of one fresh process per measurement (faster; memory "
                         "figures then include earlier measurements)")
@@ -135,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=12, help="ops listed per profile")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default="bench-results", help="folder for train-step-CONFIG.json / .md")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the backbone blocks of both models (train.compile); eager otherwise, whatever "
+                        "the config says")
     p.add_argument("--in-process", action="store_true", help="measure in this process, not a fresh one")
     p.set_defaults(func=cmd_bench_train_step)
 

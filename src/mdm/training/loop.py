@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -55,8 +56,9 @@ def build_model(config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> tu
     return network, MultimodalDiffusion(config.diffusion, config.vae)
 
 
-def compile_blocks(network: MDMNetwork) -> None:
-    """``torch.compile`` every backbone block in place (``train.compile``).
+def compile_blocks(network: MDMNetwork) -> bool:
+    """``torch.compile`` every backbone block in place (``train.compile``); False, with one warning
+    naming the reason, when this machine cannot compile (then the blocks stay eager: the same model).
 
     Only the blocks: there the SSD's many small elementwise kernels (the decay
     matrix, its masks and exponentials, the gate) fuse. On ``moving-digits`` at
@@ -68,9 +70,13 @@ def compile_blocks(network: MDMNetwork) -> None:
     the checkpoints stay those of the eager network, and the EMA copy (made
     before) samples eagerly.
     """
-    require_compiler(next(network.parameters()).device)
+    reason = missing_compiler(next(network.parameters()).device)
+    if reason is not None:
+        warnings.warn(f"train.compile: {reason}; the blocks run eagerly", stacklevel=2)
+        return False
     for block in network.backbone.blocks:
         block.compile()
+    return True
 
 
 def cpu_compiler() -> str:
@@ -78,15 +84,15 @@ def cpu_compiler() -> str:
     return os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
 
 
-def require_compiler(device: torch.device) -> None:
-    """On a CPU, fail before any work when ``train.compile`` has no C++ compiler to build its kernels
-    with (otherwise inductor fails inside the first step, deep in a backtrace). A GPU's Triton is not
-    checked here."""
+def missing_compiler(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot build kernels for ``device`` here, or None when it can: on a CPU,
+    inductor builds C++ kernels and needs a C++ compiler on PATH (otherwise it fails inside the first
+    step, deep in a backtrace). A GPU's Triton is not checked here."""
     compiler = cpu_compiler()
     if device.type == "cpu" and shutil.which(compiler) is None:
-        raise ValueError(f"train.compile=true: torch.compile on a CPU builds C++ kernels, and the compiler "
-                         f"{compiler!r} (the CXX variable, else g++) is not on PATH; install it or set "
-                         f"train.compile=false")
+        return (f"torch.compile on a CPU builds C++ kernels, and the compiler {compiler!r} (the CXX variable, "
+                f"else g++) is not on PATH")
+    return None
 
 
 def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,7 @@ from mdm.nn.layout import Modality
 from mdm.pipeline import MDMPipeline
 from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
-from mdm.training.loop import Trainer, build_model, require_compiler
+from mdm.training.loop import Trainer, build_model, missing_compiler
 from mdm.training.memory import check_step_memory, estimate_step_memory, free_memory_bytes
 from mdm.training.mixture import check_mixture, prepare_mixture
 from mdm.training.prepare import PreparedData, prepare_data, referee_kwargs
@@ -202,8 +202,11 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
     if resume:
         check_resume_config(config, resume_config(out))
     device = dist.device() if device is None or torch.device(device).type == "cuda" else torch.device(device)
-    if config.train.compile:
-        require_compiler(device)
+    reason = missing_compiler(device) if config.train.compile else None
+    if reason is not None:  # the fallback: the same model, eager blocks, slower steps
+        say(f"train.compile: {reason}; training with eager blocks (install one to compile them, or set "
+            f"train.compile=false to silence this)")
+        config = replace(config, train=replace(config.train, compile=False))
 
     # Stage 0 on rank 0 (its errors reach every rank); the others then load what it saved.
     prepare = prepare_mixture if config.data.name == "mixture" else prepare_data
