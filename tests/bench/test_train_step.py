@@ -1,13 +1,16 @@
 """``mdm bench train-step``: both models step, the Transformer is the parameter-matched one, the profile names ops."""
 
 import json
+import shutil
 
+import pytest
 import torch
 
 from mdm.bench.train_step import bench_train_step, format_train_step, synthetic_data
 from mdm.cli import main
 from mdm.config import load_config
 from mdm.nn.layout import Modality
+from mdm.training.loop import cpu_compiler
 
 
 def test_synthetic_data_has_the_preset_shapes():
@@ -50,3 +53,16 @@ def test_cli_writes_the_record(tmp_path, capsys):
 def test_cli_refuses_bad_arguments(tmp_path, capsys):
     assert main(["bench", "train-step", "--config", "tiny", "--repeats", "0", "--out", str(tmp_path)]) == 2
     assert "--repeats" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which(cpu_compiler()) is None, reason="torch.compile on a CPU needs a C++ compiler")
+def test_compile_times_both_models_with_inductor_kernels():
+    config = load_config("tiny")
+    result = bench_train_step(config, threads=1, repeats=1, warmup=2, profile_steps=1, top=40, batch_size=2,
+                              progress=lambda _m: None, isolate=True, compile_blocks=True)
+    assert result["compiled_blocks"] is True
+    for name in ("mamba", "transformer"):  # the fused kernels of the compiled blocks ran in both
+        ops = [op["name"] for op in result["models"][name]["profile"]["forward"]["ops"]]
+        assert any("CompiledFxGraph" in op for op in ops), (name, ops)
+    assert "compiled blocks (both models)" in format_train_step(result)
