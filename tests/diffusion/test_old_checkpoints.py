@@ -15,7 +15,7 @@ when the trajectory under them has moved.
 The recorded floats are those of one CPU thread on the recording platform. Each model's
 raw network forward was recorded too. Where it is bit-equal here, the replays must be
 bit-identical. Another CPU rounds differently (an AMD EPYC gives the forward within
-1.5e-6 of an Intel recording): there the forward must still match to float32 rounding
+1.5e-6 of the recording): there the forward must still match to float32 rounding
 (a changed network fails), the replays must give the same tokens, and patch values,
 scores and every trace checksum must agree within ``REPLAY_RTOL`` / ``REPLAY_ATOL``
 (the worst seen on that EPYC needed rtol 1.5e-6 at atol 1e-4).
