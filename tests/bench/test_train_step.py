@@ -1,7 +1,6 @@
 """``mdm bench train-step``: both models step, the Transformer is the parameter-matched one, the profile names ops."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from mdm.bench.train_step import bench_train_step, format_train_step, synthetic_
 from mdm.cli import main
 from mdm.config import load_config
 from mdm.nn.layout import Modality
-from mdm.training.loop import cpu_compiler
+from mdm.training.loop import missing_compiler
 
 
 def test_synthetic_data_has_the_preset_shapes():
@@ -56,7 +55,7 @@ def test_cli_refuses_bad_arguments(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which(cpu_compiler()) is None, reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.skipif(missing_compiler(torch.device("cpu")) is not None, reason="no C++ compiler for torch.compile")
 def test_compile_times_both_models_with_inductor_kernels():
     config = load_config("tiny")
     result = bench_train_step(config, threads=1, repeats=1, warmup=2, profile_steps=1, top=40, batch_size=2,

@@ -4,7 +4,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import signal
 
 import pytest
@@ -13,7 +12,7 @@ from safetensors.torch import load_file
 
 from mdm.config import load_config
 from mdm.pipeline import MDMPipeline
-from mdm.training.loop import NonFiniteLossError, Trainer, build_model, cpu_compiler, lr_at
+from mdm.training.loop import NonFiniteLossError, Trainer, build_model, lr_at, missing_compiler
 from mdm.training.run import train_run
 
 TINY = ["train.log_every=1", "train.batch_size=4", "data.train_size=48", "data.vq_steps=3",
@@ -108,7 +107,7 @@ def test_resume_refuses_a_config_that_would_change_the_run(tmp_path):
                   log=lambda _: None)
 
 
-@pytest.mark.skipif(shutil.which(cpu_compiler()) is None, reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.skipif(missing_compiler(torch.device("cpu")) is not None, reason="no C++ compiler for torch.compile")
 def test_compiled_blocks_train_as_the_eager_ones_and_save_the_same_checkpoint(tmp_path):
     import torch._dynamo
 
