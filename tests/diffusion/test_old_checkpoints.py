@@ -102,6 +102,17 @@ def agree(out: torch.Tensor, expected: torch.Tensor, exact: bool) -> bool:
     return torch.allclose(out, expected, rtol=REPLAY_RTOL, atol=REPLAY_ATOL)
 
 
+@pytest.fixture(scope="module")
+def match(models, recorded) -> dict[str, str]:
+    """Per model, how its raw forward matches the recording: "exact", "rounding" (another CPU) or "differs"."""
+    def how(model: str) -> str:
+        network = models[model][0]
+        if forward_matches(network, recorded, model):
+            return "exact"
+        return "rounding" if forward_matches(network, recorded, model, exact=False) else "differs"
+    return {model: how(model) for model in models}
+
+
 def inputs_of(recorded, model: str) -> dict[str, torch.Tensor]:
     prefix = f"input/{model}/"
     return {k[len(prefix):]: v for k, v in recorded.items() if k.startswith(prefix)}
@@ -161,9 +172,8 @@ def first_difference(trace: torch.Tensor, expected: torch.Tensor, exact: bool = 
 
 
 @pytest.mark.parametrize("model", ["vq", "pixels"])
-def test_the_network_forward_is_the_recorded_one(models, recorded, model):
-    network, _ = models[model]
-    assert forward_matches(network, recorded, model, exact=False), (
+def test_the_network_forward_is_the_recorded_one(match, model):
+    assert match[model] != "differs", (
         f"the raw network forward of the {model} fixture differs from its recording "
         f"({META['recorded_with']}; here torch {torch.__version__}) by more than float32 rounding: the network "
         f"changed, so the old checkpoints no longer mean what they meant. If the old code gives other floats "
@@ -181,11 +191,11 @@ def test_replay_tolerances_catch_a_moved_trajectory():
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_old_checkpoint_replays_identically(models, recorded, name):
+def test_old_checkpoint_replays_identically(models, recorded, match, name):
     case = CASES[name]
     network, diffusion = models[case["model"]]
-    exact = forward_matches(network, recorded, case["model"])
-    if not exact and not forward_matches(network, recorded, case["model"], exact=False):
+    exact = match[case["model"]] == "exact"
+    if match[case["model"]] == "differs":
         pytest.skip("the raw network forward differs from the recording (see test_the_network_forward_is_"
                     "the_recorded_one)")
     how = "bit-identically" if exact else f"within rtol {REPLAY_RTOL} / atol {REPLAY_ATOL} (this CPU rounds otherwise)"
