@@ -54,6 +54,19 @@ def test_sample_out_dir_writes_n_pngs_that_decode_to_the_pipelines_pixels(tiny_c
     assert "samples.jsonl" in capsys.readouterr().out
 
 
+def test_out_dir_without_out_holds_the_grid_and_the_working_directory_stays_empty(tiny_checkpoint, tmp_path,
+                                                                                 monkeypatch):
+    work, files = tmp_path / "cwd", tmp_path / "files"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["sample", "--checkpoint", str(tiny_checkpoint), "--steps", "2", "--prompt", "a red circle", "-n", "2",
+                 "--out-dir", str(files)]) == 0
+    assert main(["generate", "--checkpoint", str(tiny_checkpoint), "--steps", "2", "-n", "2",
+                 "--out-dir", str(files / "joint")]) == 0
+    assert list(work.iterdir()) == []
+    assert (files / "samples.png").stat().st_size > 1000 and (files / "joint" / "generated.png").stat().st_size > 1000
+
+
 def test_generate_out_dir_records_each_generated_caption(tiny_checkpoint, tmp_path, capsys):
     files = tmp_path / "joint"
     assert main(["generate", "--checkpoint", str(tiny_checkpoint), "--steps", "2", "-n", "2", "--seed", "3",

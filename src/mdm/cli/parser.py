@@ -65,7 +65,7 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
 def _add_out_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default=None, metavar="DIR",
                    help="also write one PNG a sample (video: a folder of frame PNGs a clip) and samples.jsonl (file, "
-                        "index, seed, prompt / label / caption) in DIR; the grid is still written to --out")
+                        "index, seed, prompt / label / caption) in DIR; the grid goes to --out, or into DIR without --out")
 
 
 def _add_batch_args(p: argparse.ArgumentParser, default_name: str, fields: str) -> None:
@@ -242,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a video checkpoint (DiM): write the clips as one animation (--out .gif or .mp4; MP4 needs "
                         "ffmpeg or mdm[video]) and their frames as OUT-frames.png")
     p.add_argument("--fps", type=int, default=4, help="frames per second of the animation (--video)")
-    p.add_argument("--out", default=None, help="PNG path (default samples.png); with --video a .gif or .mp4 "
-                                               "(default samples.gif)")
+    p.add_argument("--out", default=None, help="PNG path (default samples.png, inside --out-dir when given); with "
+                                               "--video a .gif or .mp4 (default samples.gif)")
     _add_out_dir(p)
     p.set_defaults(func=cmd_sample)
 
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="images and their captions generated together (joint) to a PNG")
     _add_sampler_args(p)
     p.add_argument("-n", type=positive_int, default=8, help="image+caption pairs")
-    p.add_argument("--out", default="generated.png", help="PNG path")
+    p.add_argument("--out", default=None, help="PNG path (default generated.png, inside --out-dir when given)")
     _add_out_dir(p)
     p.set_defaults(func=cmd_generate)
     add_demo_parser(sub)

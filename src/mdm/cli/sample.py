@@ -27,6 +27,14 @@ def _pipeline(args: argparse.Namespace):
     return MDMPipeline.from_pretrained(args.checkpoint, use_ema=not args.raw_weights, device=args.device)
 
 
+def _grid_out(args: argparse.Namespace, default_name: str) -> str | Path:
+    """Where the grid goes: ``--out`` when given, else ``default_name`` inside ``--out-dir`` (so that a command
+    asked to write into a folder leaves nothing in the working directory), else in the working directory."""
+    if args.out is not None:
+        return args.out
+    return Path(args.out_dir) / default_name if args.out_dir is not None else default_name
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from mdm.evaluation.figures import image_caption_grid
     from mdm.tasks import Task
@@ -34,10 +42,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if (args.prompt is None) == (args.label is None):
         raise ValueError("mdm sample: give exactly one of --prompt TEXT (text->image) or --label N (class->image)")
     default = "samples.gif" if args.video else "samples.png"
-    out = output_file(args.out or default, default, (".gif", ".mp4") if args.video else FIGURE_SUFFIXES)
+    files = output_dir(args.out_dir) if args.out_dir is not None else None
+    out = output_file(_grid_out(args, default), default, (".gif", ".mp4") if args.video else FIGURE_SUFFIXES)
     if args.video and args.fps < 1:
         raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
-    files = output_dir(args.out_dir) if args.out_dir is not None else None
     pipe = _pipeline(args)
     if args.video != pipe.is_video:
         raise ValueError(f"mdm sample: {args.checkpoint} is a video model (layout.frames = {pipe.frames}); add --video"
@@ -74,8 +82,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from mdm.tasks import Task
     from mdm.training.prepare import referee_kwargs
 
-    out = output_file(args.out, "generated.png")
     files = output_dir(args.out_dir) if args.out_dir is not None else None
+    out = output_file(_grid_out(args, "generated.png"), "generated.png")
     pipe = _pipeline(args)
     pipe.require_trained(Task.JOINT)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)
