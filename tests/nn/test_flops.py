@@ -15,7 +15,9 @@ from mdm.nn.layout import SegmentSpec
 @pytest.mark.parametrize("long_skips", [False, True])
 @pytest.mark.parametrize("text_len", [60, 100])  # 100: not a multiple of the chunk size
 def test_flops_formula_matches_counter(kind, long_skips, text_len):
-    config = load_config("tiny", [f"backbone.kind={kind}", f"backbone.long_skips={str(long_skips).lower()}"]).backbone
+    # The counter sees PyTorch ops only: the causal conv runs as F.conv1d (cpu_kernels=false) to be counted.
+    config = load_config("tiny", [f"backbone.kind={kind}", f"backbone.long_skips={str(long_skips).lower()}",
+                                  "backbone.cpu_kernels=false"]).backbone
     model = Backbone(config)
     layout = model.make_layout([SegmentSpec.text(text_len)])
     content = torch.randn(1, layout.n_content, config.d_model)

@@ -38,7 +38,8 @@ def build_block(config: BackboneConfig) -> AdaLNBlock:
     """One block of ``config.kind``: a mixer (or attention and an MLP) inside the shared residual adaLN wrapper."""
     ssm = {"d_state": config.d_state, "d_conv": config.d_conv, "expand": config.expand, "head_dim": config.head_dim,
            "n_groups": config.n_groups, "chunk_size": config.chunk_size, "discretization": config.discretization,
-           "dt_min": config.dt_init[0], "dt_max": config.dt_init[1], "A_init_range": tuple(config.a_init)}
+           "dt_min": config.dt_init[0], "dt_max": config.dt_init[1], "A_init_range": tuple(config.a_init),
+           "cpu_kernels": config.cpu_kernels}
     if config.kind is BackboneKind.MAMBA2:
         return MambaBlock(config.d_model, segment_len=config.segment_len, **ssm)
     if config.kind is BackboneKind.BIMAMBA2:

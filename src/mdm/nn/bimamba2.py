@@ -54,14 +54,16 @@ class BidirectionalMamba2Mixer(Mamba2Base):
     """(b, l, d_model) -> (b, l, d_model); every output position depends on every input position.
 
     Args: as :class:`mdm.nn.mamba2.Mamba2Mixer` (``d_state``, ``d_conv``, ``expand``,
-    ``head_dim``, ``n_groups``, ``chunk_size``, ``discretization``, the dt/A init ranges).
+    ``head_dim``, ``n_groups``, ``chunk_size``, ``discretization``, the dt/A init ranges, ``cpu_kernels``).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, d_conv: int = 4, expand: int = 2, head_dim: int = 64,
                  n_groups: int = 1, chunk_size: int = 64, discretization: Discretization | str = Discretization.ZOH,
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
-                 A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5) -> None:
-        super().__init__(d_model, d_state, d_conv, expand, head_dim, n_groups, chunk_size, discretization)
+                 A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5,
+                 cpu_kernels: bool = True) -> None:
+        super().__init__(d_model, d_state, d_conv, expand, head_dim, n_groups, chunk_size, discretization,
+                         cpu_kernels)
         direction = (self.conv_dim, self.n_heads, d_conv, dt_min, dt_max, dt_init_floor, A_init_range)
         self.in_proj = nn.Linear(d_model, self.in_proj_dim, bias=False)
         self.forward_scan = ScanDirection(*direction)

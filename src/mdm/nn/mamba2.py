@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdm.nn.adaln_block import AdaLNBlock
+from mdm.nn.causal_conv import causal_conv_silu
 from mdm.nn.embeddings import per_position
 from mdm.nn.ssd import Discretization, ssd
 
@@ -94,10 +95,11 @@ class Mamba2Base(nn.Module):
         n_groups: groups of heads sharing B and C.
         chunk_size: the longest SSD chunk (64 is fastest on CPU; see ``ssd_chunked``).
         discretization: ``zoh`` (Eq. 12-13, the paper) or ``euler`` (public checkpoints).
+        cpu_kernels: the causal conv + SiLU by its C++ kernel on CPU (:mod:`mdm.nn.causal_conv`; same results).
     """
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, head_dim: int, n_groups: int,
-                 chunk_size: int, discretization: Discretization | str) -> None:
+                 chunk_size: int, discretization: Discretization | str, cpu_kernels: bool = True) -> None:
         super().__init__()
         name = type(self).__name__
         d_inner = expand * d_model
@@ -108,7 +110,7 @@ class Mamba2Base(nn.Module):
             raise ValueError(f"{name}: n_heads = {n_heads} is not a multiple of n_groups {n_groups}")
         self.d_model, self.d_state, self.d_conv, self.d_inner = d_model, d_state, d_conv, d_inner
         self.head_dim, self.n_heads, self.n_groups = head_dim, n_heads, n_groups
-        self.chunk_size = chunk_size
+        self.chunk_size, self.cpu_kernels = chunk_size, cpu_kernels
         self.discretization = Discretization(discretization)
         self.conv_dim = d_inner + 2 * n_groups * d_state  # the channels of (x, B, C)
         self.in_proj_dim = 2 * d_inner + 2 * n_groups * d_state + n_heads  # (z, x, B, C, dt)
@@ -136,11 +138,10 @@ class Mamba2Base(nn.Module):
         g, n, k = self.n_groups, self.d_state, self.d_conv
         # 1. Causal depthwise conv (Sec 4.2.1): the last d_conv - 1 inputs of the previous segment
         #    (zeros at the start) stand in for the left padding; then SiLU.
-        xBC = xBC.transpose(1, 2)  # (b, conv_dim, l)
         context = xBC.new_zeros(b, self.conv_dim, k - 1) if state is None else state.conv.to(xBC.dtype)
-        xBC = torch.cat([context, xBC], dim=-1)
-        next_conv = xBC[..., xBC.shape[-1] - (k - 1):]
-        xBC = F.silu(F.conv1d(xBC, scan.conv1d.weight, scan.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
+        next_conv = (xBC[:, l - (k - 1):].transpose(1, 2) if l >= k - 1
+                     else torch.cat([context, xBC.transpose(1, 2)], dim=-1)[..., l:])
+        xBC = causal_conv_silu(xBC, scan.conv1d.weight, scan.conv1d.bias, context, use_kernel=self.cpu_kernels)
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         # 2. The SSM parameters of Eq. 10-13, accumulated in >= float32.
         f32 = torch.float32 if xBC.dtype in (torch.float16, torch.bfloat16) else xBC.dtype
@@ -167,9 +168,10 @@ class Mamba2Mixer(Mamba2Base):
                  head_dim: int = 64, n_groups: int = 1, chunk_size: int = 64,
                  discretization: Discretization | str = Discretization.ZOH,
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
-                 A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5,
+                 A_init_range: tuple[float, float] = (1.0, 16.0), norm_eps: float = 1e-5, cpu_kernels: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
-        super().__init__(d_model, d_state, d_conv, expand, head_dim, n_groups, chunk_size, discretization)
+        super().__init__(d_model, d_state, d_conv, expand, head_dim, n_groups, chunk_size, discretization,
+                         cpu_kernels)
         kw = {"device": device, "dtype": dtype}
         d_inner, conv_dim, n_heads = self.d_inner, self.conv_dim, self.n_heads
         self.in_proj = nn.Linear(d_model, self.in_proj_dim, bias=False, **kw)
