@@ -7,8 +7,9 @@ import warnings
 import pytest
 import torch
 
-from mdm.nn import causal_conv
-from mdm.nn.causal_conv import causal_conv_silu, causal_conv_silu_ref, cpu_kernel
+from mdm.nn import cpu_kernels
+from mdm.nn.causal_conv import causal_conv_silu, causal_conv_silu_ref
+from mdm.nn.cpu_kernels import cpu_kernel
 from mdm.nn.mamba2 import Mamba2Mixer
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "g++")) is not None
@@ -17,7 +18,7 @@ HAS_COMPILER = shutil.which(os.environ.get("CXX", "g++")) is not None
 @pytest.fixture(scope="module")
 def kernel():
     """The built kernel; where a compiler exists a failed build fails here instead of skipping."""
-    module = cpu_kernel()
+    module = cpu_kernel("causal_conv_silu")
     if module is None:
         assert not HAS_COMPILER, "a C++ compiler is on PATH but the causal-conv kernel did not build"
         pytest.skip("no C++ compiler: the kernel cannot be built here")
@@ -70,7 +71,7 @@ def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
         raise RuntimeError("Error building extension: g++: fatal error: no input files")
 
     monkeypatch.setattr(cpp_extension, "load", broken_load)
-    causal_conv.cpu_kernel.cache_clear()
+    cpu_kernels.cpu_kernel.cache_clear()
     try:
         x, weight, bias, context = _inputs(2, 5, 6, 4, torch.float32)
         with warnings.catch_warnings(record=True) as caught:
@@ -78,10 +79,10 @@ def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
             first = causal_conv_silu(x, weight, bias, context)
             causal_conv_silu(x, weight, bias, context)
         messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-        assert len(messages) == 1 and "no input files" in messages[0] and "PyTorch reference" in messages[0]
+        assert len(messages) == 1 and "no input files" in messages[0] and "causal_conv_silu" in messages[0] and "PyTorch reference" in messages[0]
         torch.testing.assert_close(first, causal_conv_silu_ref(x, weight, bias, context), rtol=0, atol=0)
     finally:
-        causal_conv.cpu_kernel.cache_clear()
+        cpu_kernels.cpu_kernel.cache_clear()
 
 
 @pytest.mark.parametrize("length", [1, 3, 50])  # shorter than, equal to and longer than the conv's context

@@ -126,7 +126,8 @@ def test_chunked_mixer_equals_reference_scan(monkeypatch, n_groups):
     u = torch.randn(2, 37, D_MODEL, dtype=F64)
     calls = []
 
-    def reference_scan(x, dt, A, B, C, D=None, initial_state=None, discretization="zoh", chunk_size=64):
+    def reference_scan(x, dt, A, B, C, D=None, initial_state=None, discretization="zoh", chunk_size=64,
+                       cpu_kernel_ok=True):
         calls.append(chunk_size)
         return ssd_ref(x, dt, A, B, C, D, initial_state, discretization)
 

@@ -5,30 +5,25 @@ context positions (the previous segment's last inputs, zeros at a sequence's sta
 
 * :func:`causal_conv_silu_ref` -- ``F.conv1d`` + ``F.silu``; any device and dtype; the reference.
 * ``csrc/causal_conv_silu.cpp`` -- the same in one C++ loop a pass, channel-last, its backward recomputing
-  ``pre``; built with ``torch.utils.cpp_extension`` on first use (about a minute, cached per machine).
+  ``pre``; built on first use (:mod:`mdm.nn.cpu_kernels`).
   Why: at the ~100 tokens of the presets, oneDNN's depthwise conv and its weight gradient, the
   transposes and SiLU's saved input cost about a sixth of a CPU training step for a few million
   multiply-adds (``mdm bench train-step``).
 
 :func:`causal_conv_silu` takes the kernel for float32/float64 CPU tensors outside ``torch.compile`` (inductor
-fuses the reference itself), and the reference otherwise; when the kernel cannot be built it warns once with
-the compiler's message and keeps the reference. Tests tie the two together, outputs and gradients.
+fuses the reference itself), and the reference otherwise, also when the kernel cannot be built. Tests tie
+the two together, outputs and gradients.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-import warnings
-from pathlib import Path
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-KERNEL_NAME = "mdm_causal_conv_silu"
-_SOURCE = Path(__file__).with_name("csrc") / "causal_conv_silu.cpp"
+from mdm.nn.cpu_kernels import cpu_kernel, kernel_applies
 
 
 def causal_conv_silu_ref(x: Tensor, weight: Tensor, bias: Tensor | None, context: Tensor) -> Tensor:
@@ -36,32 +31,6 @@ def causal_conv_silu_ref(x: Tensor, weight: Tensor, bias: Tensor | None, context
     context: (b, c, k - 1), the inputs before ``x[:, 0]``.  Returns silu(conv) as (b, l, c)."""
     padded = torch.cat([context.to(x.dtype), x.transpose(1, 2)], dim=-1)  # (b, c, k - 1 + l)
     return F.silu(F.conv1d(padded, weight, bias, groups=x.shape[-1])).transpose(1, 2)
-
-
-@functools.cache
-def cpu_kernel() -> ModuleType | None:
-    """The compiled kernel module, built on the first call of a process (cached on disk after the first
-    build), or None with one warning naming the build error."""
-    from torch.utils import cpp_extension
-
-    try:
-        name, flags = KERNEL_NAME, ["-O3"]
-        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-            # ATen's AVX2 vectors (its Sleef exp) and auto-vectorised multiply-adds; the name keeps this
-            # build apart from one made for a CPU without AVX2.
-            name, flags = f"{KERNEL_NAME}_avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2",
-                                                          "-DCPU_CAPABILITY=AVX2"]
-        build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
-        if not any(build_dir.glob("*.so")):
-            print("mdm: compiling the CPU causal-conv kernel (once per machine, about a minute)", file=sys.stderr,
-                  flush=True)
-        return cpp_extension.load(name, sources=[str(_SOURCE)], extra_cflags=flags, verbose=False)
-    except Exception as error:  # a missing compiler or ninja, a failed build: the reference still works
-        message = " ".join(str(error).split())[-600:]
-        warnings.warn(f"mdm: the CPU causal-conv kernel could not be built ({type(error).__name__}: {message}); "
-                      f"using the PyTorch reference (F.conv1d + SiLU), which gives the same results more slowly",
-                      RuntimeWarning, stacklevel=2)
-        return None
 
 
 class _CausalConvSiLU(torch.autograd.Function):
@@ -80,17 +49,11 @@ class _CausalConvSiLU(torch.autograd.Function):
         return dx, dweight, dbias, dcontext, None
 
 
-def kernel_applies(x: Tensor) -> bool:
-    """Whether :func:`causal_conv_silu` may take the CPU kernel for ``x`` (before trying to build it)."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not torch.compiler.is_compiling())
-
-
 def causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, context: Tensor,
                      use_kernel: bool = True) -> Tensor:
     """silu(causal depthwise conv1d) of x (b, l, c), as :func:`causal_conv_silu_ref`, by the CPU kernel when
     ``use_kernel`` and it applies (:func:`kernel_applies`) and builds, else by the reference."""
-    kernel = cpu_kernel() if use_kernel and kernel_applies(x) else None
+    kernel = cpu_kernel("causal_conv_silu") if use_kernel and kernel_applies(x) else None
     if kernel is None:
         return causal_conv_silu_ref(x, weight, bias, context)
     c, k = weight.shape[0], weight.shape[-1]

@@ -95,7 +95,8 @@ class Mamba2Base(nn.Module):
         n_groups: groups of heads sharing B and C.
         chunk_size: the longest SSD chunk (64 is fastest on CPU; see ``ssd_chunked``).
         discretization: ``zoh`` (Eq. 12-13, the paper) or ``euler`` (public checkpoints).
-        cpu_kernels: the causal conv + SiLU by its C++ kernel on CPU (:mod:`mdm.nn.causal_conv`; same results).
+        cpu_kernels: the causal conv + SiLU and the SSD's in-chunk matrix by their C++ kernels on CPU
+            (:mod:`mdm.nn.cpu_kernels`; same results).
     """
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, head_dim: int, n_groups: int,
@@ -151,7 +152,8 @@ class Mamba2Base(nn.Module):
         y, ssm = ssd(x.reshape(b, l, self.n_heads, self.head_dim).to(f32), dt, A,
                      B.reshape(b, l, g, n).to(f32), C.reshape(b, l, g, n).to(f32), scan.D.to(f32),
                      initial_state=None if state is None else state.ssm,
-                     discretization=self.discretization, chunk_size=self.chunk_size)
+                     discretization=self.discretization, chunk_size=self.chunk_size,
+                     cpu_kernel_ok=self.cpu_kernels)
         return y.reshape(b, l, self.d_inner), MixerState(next_conv, ssm)
 
 

@@ -19,7 +19,8 @@ Two implementations, tied by tests:
   linear recurrence carrying the state across chunks. Pure PyTorch, any device.
 
 :func:`ssd` dispatches: the ``mamba_ssm`` Triton kernel on CUDA when it imports,
-otherwise :func:`ssd_chunked`.
+otherwise :func:`ssd_chunked`, whose in-chunk matrix has a C++ kernel on CPU
+(:func:`decayed_scores`, ``csrc/decayed_scores.cpp``), tied to its PyTorch form by tests.
 
 Shape letters: ``b`` batch, ``l`` sequence length, ``h`` heads, ``p`` head_dim,
 ``g`` groups of B/C (heads ``h = g * r`` share one B/C), ``n`` d_state,
@@ -29,12 +30,14 @@ Shape letters: ``b`` batch, ``l`` sequence length, ``h`` heads, ``p`` head_dim,
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mdm.config import Discretization
+from mdm.nn.cpu_kernels import cpu_kernel, kernel_applies
 
 
 def input_step(dt: Tensor, A: Tensor, discretization: Discretization | str) -> Tensor:
@@ -156,8 +159,39 @@ def decay_matrix(a: Tensor) -> Tensor:
     return _DecayMatrix.apply(a)
 
 
+class _DecayedScores(torch.autograd.Function):
+    """The CPU kernel ``csrc/decayed_scores.cpp``: ``CB * decay_matrix(a)`` in one pass a head, the
+    backward recomputing the decays instead of keeping them."""
+
+    @staticmethod
+    def forward(ctx, CB: Tensor, a: Tensor, kernel: ModuleType) -> Tensor:
+        ctx.save_for_backward(CB, a)
+        ctx.kernel = kernel
+        return kernel.forward(CB, a)
+
+    @staticmethod
+    def backward(ctx, grad_M: Tensor):
+        CB, a = ctx.saved_tensors
+        dCB, da = ctx.kernel.backward(grad_M.contiguous(), CB, a)
+        return dCB, da, None
+
+
+def decayed_scores(CB: Tensor, a: Tensor, cpu_kernel_ok: bool = True) -> Tensor:
+    """The in-chunk matrix of step 1: ``M[..., r, i, j] = (C_i . B_j) exp(a_{j+1} + ... + a_i)``, 0 above.
+
+    CB: (b, c, g, s, s);  a: (b, c, g, r, s)  ->  (b, c, g, r, s, s). By the C++ kernel for float32/64 CPU
+    tensors outside ``torch.compile`` when ``cpu_kernel_ok`` and it builds, else as ``CB * decay_matrix(a)``.
+    Why a kernel: at the presets' ~100 tokens the segment sums, the mask, the exps and this product were a
+    fifth of a CPU training step as separate (s x s) tensors per head (``mdm bench train-step``).
+    """
+    kernel = cpu_kernel("decayed_scores") if cpu_kernel_ok and kernel_applies(CB) else None
+    if kernel is None:
+        return CB[:, :, :, None] * decay_matrix(a)
+    return _DecayedScores.apply(CB.contiguous(), a.contiguous(), kernel)
+
+
 def _ssd_chunks(xs: Tensor, a: Tensor, B: Tensor, C: Tensor, state: Tensor | None,
-                chunk_size: int) -> tuple[Tensor, Tensor]:
+                chunk_size: int, cpu_kernel_ok: bool = True) -> tuple[Tensor, Tensor]:
     """SSD on a length that is a multiple of ``chunk_size``.
 
     xs: (b, l, h, p) inputs already scaled by dt_eff;  a: (b, l, h) log-decays dt*A;
@@ -183,11 +217,12 @@ def _ssd_chunks(xs: Tensor, a: Tensor, B: Tensor, C: Tensor, state: Tensor | Non
     # 1. Inside each chunk (the quadratic, attention-like form):
     #    y_i = sum_{j<=i} C_i.B_j exp(a_{j+1} + ... + a_i) xs_j.  C.B^T once per group.
     CB = C @ B.transpose(-1, -2)  # (b, c, g, s, s)
-    L = decay_matrix(a)  # (b, c, g, r, s, s)
-    y = (CB[:, :, :, None] * L) @ xs  # (b, c, g, r, s, p)
+    y = decayed_scores(CB, a, cpu_kernel_ok) @ xs  # (b, c, g, r, s, p)
 
     # 2. Each chunk's own contribution to the state at its last position.
-    decay_to_end = L[..., -1, :]  # exp(a_{j+1} + ... + a_{s-1}): segsum's last row, no cancellation
+    #    exp(a_{j+1} + ... + a_{s-1}): segsum's last row, a float64 difference (no cancellation).
+    a_cum64 = torch.cumsum(a, dim=-1, dtype=torch.float64)
+    decay_to_end = torch.exp((a_cum64[..., -1:] - a_cum64).to(a.dtype))
     chunk_states = (xs * decay_to_end[..., None]).transpose(-1, -2) @ B[:, :, :, None]  # (b, c, g, r, p, n)
 
     # 3. Carry the state across chunks: an O(c) recurrence, not the c x c matrix
@@ -220,7 +255,7 @@ def balanced_chunk(length: int, chunk_size: int) -> int:
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                 initial_state: Tensor | None = None,
                 discretization: Discretization | str = Discretization.ZOH,
-                chunk_size: int = 64, segment_len: int = 2048) -> tuple[Tensor, Tensor]:
+                chunk_size: int = 64, segment_len: int = 2048, cpu_kernel_ok: bool = True) -> tuple[Tensor, Tensor]:
     """Chunked SSD scan, equal to :func:`ssd_ref` up to rounding.
 
     ``chunk_size`` 64 is the CPU default: the GPU kernels' 256 was 1.5-3x slower
@@ -234,6 +269,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     above ~32 MB are freshly mmapped by glibc and page-fault on every call (about
     2x slower at 16-64K tokens). Any length works: the tail is padded with
     ``dt = 0`` (decay 1, no input), which leaves the state unchanged.
+    ``cpu_kernel_ok`` lets step 1 take its C++ kernel on CPU (:func:`decayed_scores`; same results).
 
     Args and returns as :func:`ssd_ref`.
     """
@@ -255,7 +291,7 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
             seg_a = F.pad(seg_a, (0, 0, 0, pad))
             seg_B = F.pad(seg_B, (0, 0, 0, 0, 0, pad))
             seg_C = F.pad(seg_C, (0, 0, 0, 0, 0, pad))
-        y, state = _ssd_chunks(seg_xs, seg_a, seg_B, seg_C, state, chunk)
+        y, state = _ssd_chunks(seg_xs, seg_a, seg_B, seg_C, state, chunk, cpu_kernel_ok)
         ys.append(y[:, : stop - start])
     y = torch.cat(ys, dim=1) if ys else x.new_zeros(b, 0, h, p)
     if D is not None:
@@ -276,8 +312,9 @@ def _mamba_ssm_kernel():
 def ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
         initial_state: Tensor | None = None,
         discretization: Discretization | str = Discretization.ZOH,
-        chunk_size: int = 64, use_kernel: bool = True) -> tuple[Tensor, Tensor]:
-    """The scan used by the blocks: ``mamba_ssm``'s kernel on CUDA if available, else :func:`ssd_chunked`.
+        chunk_size: int = 64, use_kernel: bool = True, cpu_kernel_ok: bool = True) -> tuple[Tensor, Tensor]:
+    """The scan used by the blocks: ``mamba_ssm``'s kernel on CUDA if available, else :func:`ssd_chunked`
+    (with its CPU kernel when ``cpu_kernel_ok``).
 
     The kernel implements Euler (``x * dt``). For ZOH we hand it ``x * dt_eff / dt``
     so that its ``dt * x`` equals ``dt_eff * x`` while its decay stays ``exp(dt A)``,
@@ -285,7 +322,8 @@ def ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None
     """
     kernel = _mamba_ssm_kernel() if (use_kernel and x.is_cuda) else None
     if kernel is None:
-        return ssd_chunked(x, dt, A, B, C, D, initial_state, discretization, chunk_size)
+        return ssd_chunked(x, dt, A, B, C, D, initial_state, discretization, chunk_size,
+                           cpu_kernel_ok=cpu_kernel_ok)
     _check_inputs(x, dt, A, B, C, D, initial_state)
     x_in = x
     if Discretization(discretization) is Discretization.ZOH:

@@ -1,0 +1,56 @@
+"""The project's C++ CPU kernels (``csrc/*.cpp``), built with ``torch.utils.cpp_extension`` on first use.
+
+Each kernel is a fused form of a PyTorch reference beside it (:mod:`mdm.nn.causal_conv`, :mod:`mdm.nn.ssd`),
+and tests tie the two together. A build takes about a minute and is cached on disk per machine; a process
+loads each kernel once. Where the CPU has AVX2 the build targets it (ATen's vectors, its Sleef ``exp``), under
+its own name so that a cached build is never loaded on a CPU without it. When a kernel cannot be built (no
+compiler, no ninja, a failed build) :func:`cpu_kernel` warns once with the error and returns None, and the
+caller keeps its reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+SOURCES = Path(__file__).with_name("csrc")
+KERNELS = ("causal_conv_silu", "decayed_scores")
+
+
+def kernel_applies(x: Tensor) -> bool:
+    """Whether a CPU kernel may serve ``x``: a float32/float64 CPU tensor outside ``torch.compile`` (inductor
+    fuses the references itself, and an extension call would break its graph)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not torch.compiler.is_compiling())
+
+
+@functools.cache
+def cpu_kernel(name: str) -> ModuleType | None:
+    """The compiled module of ``csrc/<name>.cpp`` (one of :data:`KERNELS`), or None after one warning."""
+    if name not in KERNELS:
+        raise ValueError(f"cpu_kernel: unknown kernel {name!r}; one of {', '.join(KERNELS)}")
+    from torch.utils import cpp_extension
+
+    try:
+        module, flags = f"mdm_{name}", ["-O3"]
+        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+            module, flags = f"{module}_avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2",
+                                                      "-DCPU_CAPABILITY=AVX2"]
+        build_dir = Path(cpp_extension._get_build_directory(module, verbose=False))
+        if not any(build_dir.glob("*.so")):
+            print(f"mdm: compiling the CPU kernel {name} (once per machine, about a minute)", file=sys.stderr,
+                  flush=True)
+        return cpp_extension.load(module, sources=[str(SOURCES / f"{name}.cpp")], extra_cflags=flags,
+                                  verbose=False)
+    except Exception as error:  # a missing compiler or ninja, a failed build: the reference still works
+        message = " ".join(str(error).split())[-600:]
+        warnings.warn(f"mdm: the CPU kernel {name} could not be built ({type(error).__name__}: {message}); "
+                      f"using its PyTorch reference, which gives the same results more slowly",
+                      RuntimeWarning, stacklevel=2)
+        return None
