@@ -35,7 +35,7 @@ DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 def _ssd_job(length: int, n_heads: int, head_dim: int, d_state: int, chunk_size: int, threads: int,
-             reference: bool, compile_scan: bool = False) -> dict:
+             reference: bool, compile_scan: bool = False, cpu_kernels: bool = True) -> dict:
     torch.set_num_threads(threads)
     chunked = torch.compile(ssd_chunked, dynamic=False) if compile_scan else ssd_chunked
     g = torch.Generator().manual_seed(0)
@@ -49,7 +49,8 @@ def _ssd_job(length: int, n_heads: int, head_dim: int, d_state: int, chunk_size:
         if reference:
             timing = time_call(lambda: ssd_ref(x, dt, A, B, C, D), min_repeats=1, min_seconds=0.0)
         else:
-            run = lambda: chunked(x, dt, A, B, C, D, chunk_size=chunk_size)  # noqa: E731
+            def run():
+                return chunked(x, dt, A, B, C, D, chunk_size=chunk_size, cpu_kernel_ok=cpu_kernels)
             timing = time_call(run, warmup=(lambda: (run(), run())) if compile_scan else None)
     return {"seconds": timing.seconds, "peak_mb": timing.peak_mb, "repeats": timing.repeats}
 
@@ -113,7 +114,7 @@ def bench_backbone(config: BackboneConfig, lengths: tuple[int, ...] = DEFAULT_LE
     for length in lengths:
         progress(f"ssd @ {length}")
         chunked = in_subprocess(_ssd_job, length, n_heads, mamba.head_dim, mamba.d_state, mamba.chunk_size,
-                                 threads, False, compile_blocks, isolate=isolate)
+                                 threads, False, compile_blocks, mamba.cpu_kernels, isolate=isolate)
         entry = {"chunked": chunked}
         if "seconds" in chunked:
             flops = ssd_flops(length, n_heads, mamba.head_dim, 1, mamba.d_state, mamba.chunk_size, length)
