@@ -22,6 +22,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mdm.nn.cpu_kernels import cpu_kernel, kernel_applies
 
@@ -43,6 +44,7 @@ class _CausalConvSiLU(torch.autograd.Function):
         return kernel.forward(x, context_kc, weight_kc, bias)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, weight_kc, bias, context_kc = ctx.saved_tensors
         dx, dcontext, dweight, dbias = ctx.kernel.backward(grad_out.contiguous(), x, context_kc, weight_kc, bias)

@@ -30,6 +30,15 @@ def kernel_applies(x: Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
+def _built(cpp_extension: ModuleType, module: str) -> bool:
+    """Whether a build of ``module`` is on disk (then loading takes a second, not a minute). Asks a private
+    helper of ``cpp_extension``; if that moves, the answer is "yes" and only the message is lost."""
+    try:
+        return any(Path(cpp_extension._get_build_directory(module, verbose=False)).glob("*.so"))
+    except Exception:
+        return True
+
+
 @functools.cache
 def cpu_kernel(name: str) -> ModuleType | None:
     """The compiled module of ``csrc/<name>.cpp`` (one of :data:`KERNELS`), or None after one warning."""
@@ -42,8 +51,7 @@ def cpu_kernel(name: str) -> ModuleType | None:
         if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
             module, flags = f"{module}_avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2",
                                                       "-DCPU_CAPABILITY=AVX2"]
-        build_dir = Path(cpp_extension._get_build_directory(module, verbose=False))
-        if not any(build_dir.glob("*.so")):
+        if not _built(cpp_extension, module):
             print(f"mdm: compiling the CPU kernel {name} (once per machine, about a minute)", file=sys.stderr,
                   flush=True)
         return cpp_extension.load(module, sources=[str(SOURCES / f"{name}.cpp")], extra_cflags=flags,

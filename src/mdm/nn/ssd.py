@@ -35,6 +35,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mdm.config import Discretization
 from mdm.nn.cpu_kernels import cpu_kernel, kernel_applies
@@ -170,6 +171,7 @@ class _DecayedScores(torch.autograd.Function):
         return kernel.forward(CB, a)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_M: Tensor):
         CB, a = ctx.saved_tensors
         dCB, da = ctx.kernel.backward(grad_M.contiguous(), CB, a)
