@@ -1,1 +1,0 @@
-"""Training: the loop, checkpoints, data preparation for the built-in datasets, data parallelism."""
