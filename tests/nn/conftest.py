@@ -1,0 +1,20 @@
+"""Fixtures shared by the nn tests."""
+
+import os
+import shutil
+
+import pytest
+
+from mdm.nn.cpu_kernels import cpu_kernel
+
+
+@pytest.fixture(scope="module")
+def built_kernel(request):
+    """The CPU kernel a test module names in ``KERNEL``, built; where a C++ compiler is on PATH a failed build
+    fails here instead of skipping, so a broken kernel cannot hide behind the fallback."""
+    name = request.module.KERNEL
+    module = cpu_kernel(name)
+    if module is None:
+        assert shutil.which(os.environ.get("CXX", "g++")) is None, f"a C++ compiler is on PATH but {name} did not build"
+        pytest.skip("no C++ compiler: the kernel cannot be built here")
+    return module
