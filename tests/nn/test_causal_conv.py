@@ -94,3 +94,12 @@ def test_mixer_with_and_without_the_kernel_agree_and_carry_the_same_state(kernel
     g_slow = torch.autograd.grad(y_slow.square().sum(), [u, *slow.parameters()])
     for g, w in zip(g_fast, g_slow):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_a_single_channel_view_with_a_wide_stride_runs(kernel):
+    # (2, 5, 1) transposed from (2, 1, 5): "contiguous" to torch, yet its channel stride is 5
+    x = torch.randn(2, 1, 5).transpose(1, 2).requires_grad_()
+    weight, bias, context = torch.randn(1, 1, 4), torch.randn(1), torch.randn(2, 1, 3)
+    out = causal_conv_silu(x, weight, bias, context)
+    torch.testing.assert_close(out, causal_conv_silu_ref(x, weight, bias, context), rtol=1e-5, atol=1e-6)
+    assert out.grad_fn.name() == "_CausalConvSiLUBackward"

@@ -42,8 +42,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if (args.prompt is None) == (args.label is None):
         raise ValueError("mdm sample: give exactly one of --prompt TEXT (text->image) or --label N (class->image)")
     default = "samples.gif" if args.video else "samples.png"
-    files = output_dir(args.out_dir) if args.out_dir is not None else None
     out = output_file(_grid_out(args, default), default, (".gif", ".mp4") if args.video else FIGURE_SUFFIXES)
+    files = output_dir(args.out_dir) if args.out_dir is not None else None
     if args.video and args.fps < 1:
         raise ValueError(f"mdm sample --video: --fps must be >= 1, got {args.fps}")
     pipe = _pipeline(args)
@@ -82,8 +82,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from mdm.tasks import Task
     from mdm.training.prepare import referee_kwargs
 
-    files = output_dir(args.out_dir) if args.out_dir is not None else None
     out = output_file(_grid_out(args, "generated.png"), "generated.png")
+    files = output_dir(args.out_dir) if args.out_dir is not None else None
     pipe = _pipeline(args)
     pipe.require_trained(Task.JOINT)
     images, captions = pipe.joint(args.n, _sampler(args), seed=args.seed)

@@ -59,8 +59,8 @@ def causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, context: Te
     if kernel is None:
         return causal_conv_silu_ref(x, weight, bias, context)
     c, k = weight.shape[0], weight.shape[-1]
-    if x.stride(-1) != 1:
-        x = x.contiguous()
+    if x.stride(-1) != 1:  # the kernel reads channels contiguously (a width-1 view may be "contiguous" without)
+        x = x.clone(memory_format=torch.contiguous_format)
     weight_kc = weight.reshape(c, k).t().contiguous()
     bias = weight.new_zeros(c) if bias is None else bias
     context_kc = context.to(x.dtype).transpose(1, 2).contiguous()

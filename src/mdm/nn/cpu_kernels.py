@@ -5,7 +5,9 @@ and tests tie the two together. A build takes about a minute and is cached on di
 loads each kernel once. Where the CPU has AVX2 the build targets it (ATen's vectors, its Sleef ``exp``), under
 its own name so that a cached build is never loaded on a CPU without it. When a kernel cannot be built (no
 compiler, no ninja, a failed build) :func:`cpu_kernel` warns once with the error and returns None, and the
-caller keeps its reference.
+caller keeps its reference; each new process tries the build again (a compiler installed later is found).
+The kernels' backward passes are first-order only (``once_differentiable``): double backward, forward-mode AD
+and ``torch.func`` transforms need ``backbone.cpu_kernels=false``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def cpu_kernel(name: str) -> ModuleType | None:
     from torch.utils import cpp_extension
 
     try:
-        module, flags = f"mdm_{name}", ["-O3"]
+        # -fopenmp: at::parallel_for splits work only in an OpenMP build (else it runs serially); the
+        # libgomp.so.1 it links is the one torch has loaded already (same soname), so one thread pool.
+        module, flags = f"mdm_{name}", ["-O3", "-fopenmp"]
         if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
             module, flags = f"{module}_avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2",
                                                       "-DCPU_CAPABILITY=AVX2"]
@@ -55,7 +59,7 @@ def cpu_kernel(name: str) -> ModuleType | None:
             print(f"mdm: compiling the CPU kernel {name} (once per machine, about a minute)", file=sys.stderr,
                   flush=True)
         return cpp_extension.load(module, sources=[str(SOURCES / f"{name}.cpp")], extra_cflags=flags,
-                                  verbose=False)
+                                  extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as error:  # a missing compiler or ninja, a failed build: the reference still works
         message = " ".join(str(error).split())[-600:]
         warnings.warn(f"mdm: the CPU kernel {name} could not be built ({type(error).__name__}: {message}); "

@@ -140,7 +140,8 @@ class Mamba2Base(nn.Module):
         # 1. Causal depthwise conv (Sec 4.2.1): the last d_conv - 1 inputs of the previous segment
         #    (zeros at the start) stand in for the left padding; then SiLU.
         context = xBC.new_zeros(b, self.conv_dim, k - 1) if state is None else state.conv.to(xBC.dtype)
-        next_conv = (xBC[:, l - (k - 1):].transpose(1, 2) if l >= k - 1
+        # a copy, not a view: a view would keep the whole in_proj output alive with the state
+        next_conv = (xBC[:, l - (k - 1):].transpose(1, 2).contiguous() if l >= k - 1
                      else torch.cat([context, xBC.transpose(1, 2)], dim=-1)[..., l:])
         xBC = causal_conv_silu(xBC, scan.conv1d.weight, scan.conv1d.bias, context, use_kernel=self.cpu_kernels)
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)

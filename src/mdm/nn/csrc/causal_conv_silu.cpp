@@ -82,6 +82,8 @@ void check(const torch::Tensor& x, const torch::Tensor& ctx, const torch::Tensor
   TORCH_CHECK(w.is_contiguous() && w.dim() == 2 && w.size(0) == ctx.size(1) + 1 && w.size(1) == x.size(2),
               "weight: a contiguous (k, c) tensor");
   TORCH_CHECK(bias.is_contiguous() && bias.dim() == 1 && bias.size(0) == x.size(2), "bias: a contiguous (c,) tensor");
+  TORCH_CHECK(ctx.device().is_cpu() && w.device().is_cpu() && bias.device().is_cpu(),
+              "context, weight and bias must be CPU tensors, as x");
   TORCH_CHECK(ctx.scalar_type() == x.scalar_type() && w.scalar_type() == x.scalar_type() &&
                   bias.scalar_type() == x.scalar_type(),
               "x, context, weight and bias must share one dtype");

@@ -36,6 +36,7 @@ void check(const torch::Tensor& CB, const torch::Tensor& a) {
   TORCH_CHECK(a.is_contiguous() && a.dim() == 5 && a.size(0) == CB.size(0) && a.size(1) == CB.size(1) &&
                   a.size(2) == CB.size(2) && a.size(4) == CB.size(3),
               "a: a contiguous (b, c, g, r, s) tensor");
+  TORCH_CHECK(a.device().is_cpu(), "a must be a CPU tensor, as CB");
   TORCH_CHECK(a.scalar_type() == CB.scalar_type(), "CB and a must share one dtype");
 }
 
