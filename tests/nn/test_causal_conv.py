@@ -51,7 +51,7 @@ def test_kernel_gradients_pass_gradcheck(kernel):
 def test_kernel_is_used_and_the_reference_when_asked(kernel, monkeypatch):
     x, weight, bias, context = _inputs(2, 7, 8, 4, torch.float32)
     assert causal_conv_silu(x, weight, bias, context).grad_fn.name() == "_CausalConvSiLUBackward"
-    assert causal_conv_silu(x, weight, bias, context, use_kernel=False).grad_fn.name() != "_CausalConvSiLUBackward"
+    assert causal_conv_silu(x, weight, bias, context, cpu_kernel_ok=False).grad_fn.name() != "_CausalConvSiLUBackward"
     half = [t.detach().to(torch.bfloat16) for t in (x, weight, bias, context)]  # no kernel for half precision
     torch.testing.assert_close(causal_conv_silu(*half), causal_conv_silu_ref(*half), rtol=0, atol=0)
 

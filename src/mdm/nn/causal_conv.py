@@ -52,10 +52,10 @@ class _CausalConvSiLU(torch.autograd.Function):
 
 
 def causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, context: Tensor,
-                     use_kernel: bool = True) -> Tensor:
+                     cpu_kernel_ok: bool = True) -> Tensor:
     """silu(causal depthwise conv1d) of x (b, l, c), as :func:`causal_conv_silu_ref`, by the CPU kernel when
-    ``use_kernel`` and it applies (:func:`kernel_applies`) and builds, else by the reference."""
-    kernel = cpu_kernel("causal_conv_silu") if use_kernel and kernel_applies(x) else None
+    ``cpu_kernel_ok`` and it applies (:func:`kernel_applies`) and builds, else by the reference."""
+    kernel = cpu_kernel("causal_conv_silu") if cpu_kernel_ok and kernel_applies(x) else None
     if kernel is None:
         return causal_conv_silu_ref(x, weight, bias, context)
     c, k = weight.shape[0], weight.shape[-1]

@@ -143,7 +143,8 @@ class Mamba2Base(nn.Module):
         # a copy, not a view: a view would keep the whole in_proj output alive with the state
         next_conv = (xBC[:, l - (k - 1):].transpose(1, 2).contiguous() if l >= k - 1
                      else torch.cat([context, xBC.transpose(1, 2)], dim=-1)[..., l:])
-        xBC = causal_conv_silu(xBC, scan.conv1d.weight, scan.conv1d.bias, context, use_kernel=self.cpu_kernels)
+        xBC = causal_conv_silu(xBC, scan.conv1d.weight, scan.conv1d.bias, context,
+                               cpu_kernel_ok=self.cpu_kernels)
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         # 2. The SSM parameters of Eq. 10-13, accumulated in >= float32.
         f32 = torch.float32 if xBC.dtype in (torch.float16, torch.bfloat16) else xBC.dtype
