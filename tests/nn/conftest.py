@@ -1,11 +1,10 @@
 """Fixtures shared by the nn tests."""
 
-import os
-import shutil
-
 import pytest
+import torch
 
 from mdm.nn.cpu_kernels import cpu_kernel
+from mdm.training.loop import missing_compiler
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +14,6 @@ def built_kernel(request):
     name = request.module.KERNEL
     module = cpu_kernel(name)
     if module is None:
-        assert shutil.which(os.environ.get("CXX", "g++")) is None, f"a C++ compiler is on PATH but {name} did not build"
+        assert missing_compiler(torch.device("cpu")) is not None, f"a C++ compiler is on PATH but {name} did not build"
         pytest.skip("no C++ compiler: the kernel cannot be built here")
     return module

@@ -71,7 +71,9 @@ def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
             first = causal_conv_silu(x, weight, bias, context)
             causal_conv_silu(x, weight, bias, context)
         messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-        assert len(messages) == 1 and "no input files" in messages[0] and "causal_conv_silu" in messages[0] and "PyTorch reference" in messages[0]
+        assert len(messages) == 1
+        assert "no input files" in messages[0] and "causal_conv_silu" in messages[0]
+        assert "PyTorch reference" in messages[0]
         torch.testing.assert_close(first, causal_conv_silu_ref(x, weight, bias, context), rtol=0, atol=0)
     finally:
         cpu_kernels.cpu_kernel.cache_clear()

@@ -65,7 +65,8 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
 def _add_out_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default=None, metavar="DIR",
                    help="also write one PNG a sample (video: a folder of frame PNGs a clip) and samples.jsonl (file, "
-                        "index, seed, prompt / label / caption) in DIR; the grid goes to --out, or into DIR without --out")
+                        "index, seed, prompt / label / caption) in DIR; the grid goes to --out, or into DIR "
+                        "without --out")
 
 
 def _add_batch_args(p: argparse.ArgumentParser, default_name: str, fields: str) -> None:
