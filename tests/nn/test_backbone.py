@@ -134,6 +134,48 @@ def test_class_modulation_starts_as_the_token_only_network_and_reaches_every_pos
     torch.testing.assert_close(b[1], b7[1])  # and only in the sample whose class changed
 
 
+def test_clean_text_mean_pools_only_clean_text_positions():
+    backbone = Backbone(tiny())
+    layout = make_layout(backbone)
+    content = torch.randn(3, layout.n_content, 32)
+    content_t = torch.full((3, layout.n_content), 5.0)
+    content_t[0, N_IMAGE:] = 0  # sample 0: all its text clean
+    content_t[1, N_IMAGE:N_IMAGE + 3] = 0  # sample 1: three text positions clean
+    content_t[2, :N_IMAGE] = 0  # sample 2: clean image, noised text
+    mean = Backbone.clean_text_mean(content, content_t, layout)
+    torch.testing.assert_close(mean[0], content[0, N_IMAGE:].mean(0))
+    torch.testing.assert_close(mean[1], content[1, N_IMAGE:N_IMAGE + 3].mean(0))
+    assert (mean[2] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "bimamba2", "transformer"])
+@pytest.mark.parametrize("with_class", [False, True])
+def test_text_modulation_starts_as_the_network_without_it_and_reaches_every_position(kind, with_class):
+    torch.manual_seed(0)
+    plain = Backbone(tiny(kind=kind, class_modulation=with_class))
+    torch.manual_seed(0)
+    modulated = Backbone(tiny(kind=kind, class_modulation=with_class, text_modulation=True))
+    assert set(modulated.state_dict()) - set(plain.state_dict()) == {"text_modulation.weight"}
+    modulated.load_state_dict(plain.state_dict(), strict=False)
+    layout = make_layout(modulated)
+    content, content_t, segment_t = make_inputs(modulated, layout)
+    content_t[0, N_IMAGE:] = 0  # sample 0 is given its text; sample 1's text is noised
+    labels = torch.tensor([3, 7])
+    with torch.no_grad():
+        torch.testing.assert_close(modulated(content, content_t, segment_t, layout, labels),
+                                   plain(content, content_t, segment_t, layout, labels))
+        modulated.text_modulation.weight.normal_()
+        for net in (plain, modulated):  # the adaLN maps start at zero: give them weights, the same in both
+            for adaln in (net.adaln, net.adaln_out):
+                adaln.linear.weight.copy_(torch.randn(adaln.linear.weight.shape,
+                                                      generator=torch.Generator().manual_seed(1)) * 0.1)
+            if with_class:
+                net.class_modulation.weight.normal_(generator=torch.Generator().manual_seed(2))
+        a, b = (net(content, content_t, segment_t, layout, labels) for net in (plain, modulated))
+    assert ((a[0] - b[0]).abs().amax(-1) > 1e-4).all()  # the clean text reaches every position of its sample
+    torch.testing.assert_close(a[1], b[1])  # a noised (or dropped) text adds nothing
+
+
 def test_grid_position_embedding_separates_place_and_frame():
     coords = torch.tensor([[0, 1, 2], [3, 1, 2], [0, 2, 1], [3, 2, 1], [-1, -1, -1], [0, 2, 2]])
     e = grid_position_embedding(coords, 16)

@@ -75,6 +75,7 @@ class BackboneConfig:
     # sequence
     n_classes: int = 0  # class labels for the CLS token (plus one null class)
     class_modulation: bool = False  # the class also enters every position's adaLN (DiT's t + y); see Backbone
+    text_modulation: bool = False  # the mean of the clean text (the caption given) also enters it; see Backbone
     max_seq_len: int = 4096
     pos_embed: bool = True
     grid_pos_embed: bool = False  # image/video tokens also embed their (frame, row, col); see grid_position_embedding

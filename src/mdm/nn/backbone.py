@@ -14,6 +14,15 @@ sequence -- a 128-token clip -- reaches the far positions only through the
 scans' decaying state, and the backward scan of a bidirectional block reads it
 last. The modulation is computed once per distinct (class, noise level) pair.
 
+With ``text_modulation`` the clean text of a sample (a caption or question given as
+the condition: its positions at network time 0) enters the modulation the same way,
+as its mean embedding through a zero-initialised projection -- the pooled text
+vector that SD3/PixArt-style DiTs add to ``t``. A clip drawn from a caption otherwise
+learns the caption only through tokens at one end of the sequence, which the training
+clips with whole frames clean (``diffusion.clean_frames_prob``) rarely need. A dropped
+caption (guidance) is noised, so it pools to nothing: the null condition. The
+modulation is then computed once per distinct (sample, noise level) pair.
+
 Shape letters: ``b`` batch, ``l`` layout length, ``n`` content positions, ``d`` d_model,
 ``k`` modulation vectors per block, ``u`` distinct noise levels in a batch.
 """
@@ -28,7 +37,7 @@ from mdm.nn.adaln_block import AdaLNBlock
 from mdm.nn.bimamba2 import BiMambaBlock
 from mdm.nn.embeddings import (AdaLNSingle, TimestepEmbedder, grid_position_embedding, modulate, per_position,
                                sincos_position_embedding)
-from mdm.nn.layout import N_SPECIAL, SequenceLayout
+from mdm.nn.layout import N_SPECIAL, Modality, SequenceLayout
 from mdm.nn.mamba2 import MambaBlock
 from mdm.nn.scan import ScanSwitch, block_patterns, permute_positions
 from mdm.nn.transformer import TransformerBlock
@@ -60,6 +69,10 @@ class Backbone(nn.Module):
         self.class_modulation = nn.Embedding(config.n_classes + 1, d) if config.class_modulation else None
         if self.class_modulation is not None:
             nn.init.zeros_(self.class_modulation.weight)
+        # the mean of the clean text positions, added to the time embedding; zero at init, like class_modulation
+        self.text_modulation = nn.Linear(d, d, bias=False) if config.text_modulation else None
+        if self.text_modulation is not None:
+            nn.init.zeros_(self.text_modulation.weight)
         self.special_embed = nn.Embedding(N_SPECIAL, d)
         self.time_embed = TimestepEmbedder(d)
         self.blocks = nn.ModuleList(build_block(config) for _ in range(config.n_layers))
@@ -124,7 +137,15 @@ class Backbone(nn.Module):
 
         # 2. Per-position modulation, computed once per distinct noise level (or (class, level) pair).
         cond_emb, cond_of = t_emb, level_of
-        if self.class_modulation is not None:
+        if self.text_modulation is not None:
+            sample = torch.arange(b, device=device)[:, None] * len(levels) + level_of  # (b, l): (sample, level)
+            pairs, cond_of = torch.unique(sample, return_inverse=True)
+            owner = pairs // len(levels)
+            cond_emb = t_emb[pairs % len(levels)] + self.text_modulation(self.clean_text_mean(content, content_t,
+                                                                                              layout))[owner]
+            if self.class_modulation is not None:
+                cond_emb = cond_emb + self.class_modulation(class_labels[owner]).to(dtype)
+        elif self.class_modulation is not None:
             pair = class_labels[:, None] * len(levels) + level_of  # (b, l): one id per (class, level)
             pairs, cond_of = torch.unique(pair, return_inverse=True)
             cond_emb = t_emb[pairs % len(levels)] + self.class_modulation(pairs // len(levels)).to(dtype)
@@ -154,6 +175,17 @@ class Backbone(nn.Module):
         shift, scale = per_position(self.adaln_out(cond_emb), cond_of).unbind(-2)
         x = modulate(self.norm_out(x), shift, scale)
         return x[:, layout.content_positions.to(device)]
+
+    @staticmethod
+    def clean_text_mean(content: Tensor, content_t: Tensor, layout: SequenceLayout) -> Tensor:
+        """(b, d) the mean embedding of each sample's clean text positions (network time 0); zeros where a
+        sample has none (no text segment, or its text is noised or dropped)."""
+        is_text = torch.zeros(layout.n_content, dtype=torch.bool, device=content.device)
+        for seg in layout.segments:
+            if seg.spec.modality is Modality.TEXT:
+                is_text[seg.content] = True
+        clean = (is_text & (content_t == 0)).to(content.dtype)  # (b, n)
+        return torch.einsum("bn,bnd->bd", clean, content) / clean.sum(1, keepdim=True).clamp(min=1)
 
     def _check(self, content: Tensor, content_t: Tensor, segment_t: Tensor, layout: SequenceLayout,
                class_labels: Tensor | None) -> None:
