@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 SOURCES = Path(__file__).with_name("csrc")
-KERNELS = ("causal_conv_silu", "decayed_scores")
+KERNELS = ("causal_conv_silu", "decayed_scores", "ssd_scan")
 
 
 def kernel_applies(x: Tensor) -> bool:

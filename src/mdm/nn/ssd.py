@@ -19,8 +19,10 @@ Two implementations, tied by tests:
   linear recurrence carrying the state across chunks. Pure PyTorch, any device.
 
 :func:`ssd` dispatches: the ``mamba_ssm`` Triton kernel on CUDA when it imports,
-otherwise :func:`ssd_chunked`, whose in-chunk matrix has a C++ kernel on CPU
-(:func:`decayed_scores`, ``csrc/decayed_scores.cpp``), tied to its PyTorch form by tests.
+otherwise :func:`ssd_chunked`. On CPU it has two C++ kernels, tied to its PyTorch form
+by tests: the in-chunk matrix (:func:`decayed_scores`, ``csrc/decayed_scores.cpp``) for
+training, and, where no gradient is needed (sampling, evaluation), the whole scan in one
+pass a head (``csrc/ssd_scan.cpp``).
 
 Shape letters: ``b`` batch, ``l`` sequence length, ``h`` heads, ``p`` head_dim,
 ``g`` groups of B/C (heads ``h = g * r`` share one B/C), ``n`` d_state,
@@ -254,6 +256,26 @@ def balanced_chunk(length: int, chunk_size: int) -> int:
     return -(-length // n_chunks)
 
 
+def _needs_grad(tensors: tuple[Tensor | None, ...]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _ssd_scan_kernel(kernel: ModuleType, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                     initial_state: Tensor | None, discretization: Discretization | str,
+                     chunk: int) -> tuple[Tensor, Tensor]:
+    """:func:`ssd_chunked` by the C++ kernel ``csrc/ssd_scan.cpp``: every step of :func:`_ssd_chunks` and
+    the D skip in one pass a head, with no layout copies; its one temporary is the in-chunk ``C . B``
+    (``chunk`` values a position and group), so it needs no segments either. Why: at a few hundred
+    tokens the PyTorch form is ~40 ops a call, mostly copies and small elementwise passes, and ran 2-3x
+    slower (``benchmarks/results/``). Forward only; what needs a gradient takes the PyTorch form."""
+    empty = x.new_empty(0)
+    y, state = kernel.forward(x.contiguous(), input_step(dt, A, discretization).contiguous(),
+                              (dt * A).contiguous(), B.contiguous(), C.contiguous(),
+                              empty if D is None else D.contiguous(),
+                              empty if initial_state is None else initial_state.contiguous(), chunk)
+    return y, state
+
+
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                 initial_state: Tensor | None = None,
                 discretization: Discretization | str = Discretization.ZOH,
@@ -271,13 +293,20 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     above ~32 MB are freshly mmapped by glibc and page-fault on every call (about
     2x slower at 16-64K tokens). Any length works: the tail is padded with
     ``dt = 0`` (decay 1, no input), which leaves the state unchanged.
-    ``cpu_kernel_ok`` lets step 1 take its C++ kernel on CPU (:func:`decayed_scores`; same results).
+    ``cpu_kernel_ok`` lets step 1 take its C++ kernel on CPU (:func:`decayed_scores`; same results), and a
+    call that needs no gradient (sampling, evaluation) the whole scan's (``csrc/ssd_scan.cpp``).
 
     Args and returns as :func:`ssd_ref`.
     """
     b, l, h, p, g, n = _check_inputs(x, dt, A, B, C, D, initial_state)
     if chunk_size < 1 or segment_len < chunk_size:
         raise ValueError(f"ssd_chunked: need 1 <= chunk_size <= segment_len, got {chunk_size}, {segment_len}")
+    inputs = (x, dt, A, B, C, D, initial_state)
+    kernel = (cpu_kernel("ssd_scan") if cpu_kernel_ok and kernel_applies(x) and not _needs_grad(inputs)
+              else None)
+    if kernel is not None:
+        return _ssd_scan_kernel(kernel, x, dt, A, B, C, D, initial_state, discretization,
+                                balanced_chunk(l, chunk_size))
     segment_len -= segment_len % chunk_size
     a = dt * A  # log of A_bar, Eq. 12
     xs = x * input_step(dt, A, discretization)[..., None]  # Eq. 13 applied to the input
