@@ -28,12 +28,27 @@ void weighted_rows(T* out, const T* base, const T* w, const T* rows, int64_t str
   constexpr int64_t V = Vec::size();
   int64_t e = 0;
   for (; e + 4 * V <= p; e += 4 * V) {
-    Vec a0(0), a1(0), a2(0), a3(0);
+    // Two sets of accumulators, even and odd rows: eight independent chains hide the FMA latency.
+    Vec a0(0), a1(0), a2(0), a3(0), b0(0), b1(0), b2(0), b3(0);
     if (base) {
       a0 = Vec::loadu(base + e), a1 = Vec::loadu(base + e + V);
       a2 = Vec::loadu(base + e + 2 * V), a3 = Vec::loadu(base + e + 3 * V);
     }
-    for (int64_t q = 0; q < count; ++q) {
+    int64_t q = 0;
+    for (; q + 1 < count; q += 2) {
+      const Vec wq(w[q]), wr(w[q + 1]);
+      const T* row = rows + q * stride + e;
+      const T* next = row + stride;
+      a0 = at::vec::fmadd(wq, Vec::loadu(row), a0);
+      b0 = at::vec::fmadd(wr, Vec::loadu(next), b0);
+      a1 = at::vec::fmadd(wq, Vec::loadu(row + V), a1);
+      b1 = at::vec::fmadd(wr, Vec::loadu(next + V), b1);
+      a2 = at::vec::fmadd(wq, Vec::loadu(row + 2 * V), a2);
+      b2 = at::vec::fmadd(wr, Vec::loadu(next + 2 * V), b2);
+      a3 = at::vec::fmadd(wq, Vec::loadu(row + 3 * V), a3);
+      b3 = at::vec::fmadd(wr, Vec::loadu(next + 3 * V), b3);
+    }
+    if (q < count) {
       const Vec wq(w[q]);
       const T* row = rows + q * stride + e;
       a0 = at::vec::fmadd(wq, Vec::loadu(row), a0);
@@ -41,7 +56,8 @@ void weighted_rows(T* out, const T* base, const T* w, const T* rows, int64_t str
       a2 = at::vec::fmadd(wq, Vec::loadu(row + 2 * V), a2);
       a3 = at::vec::fmadd(wq, Vec::loadu(row + 3 * V), a3);
     }
-    a0.store(out + e), a1.store(out + e + V), a2.store(out + e + 2 * V), a3.store(out + e + 3 * V);
+    (a0 + b0).store(out + e), (a1 + b1).store(out + e + V);
+    (a2 + b2).store(out + e + 2 * V), (a3 + b3).store(out + e + 3 * V);
   }
   for (; e + V <= p; e += V) {
     Vec acc = base ? Vec::loadu(base + e) : Vec(0);
@@ -53,6 +69,44 @@ void weighted_rows(T* out, const T* base, const T* w, const T* rows, int64_t str
     for (int64_t q = 0; q < count; ++q) acc += w[q] * rows[q * stride + e];
     out[e] = acc;
   }
+}
+
+// out (M x p, row stride ldo) = [out +] A (M x K, row stride lda) @ R (K x p, row stride ldr). Blocks of four rows
+// and two vectors of columns keep eight accumulators in registers, each row of R loaded once for four rows of
+// out (weighted_rows alone reloads it for every row); the leftover rows and columns go through weighted_rows.
+// `K_of(i0)` gives the rows of R a block starting at row i0 needs (all K, or fewer for a triangular A).
+template <typename T, typename KOf>
+void gemm(T* out, int64_t ldo, const T* A, int64_t lda, const T* R, int64_t ldr, int64_t M, int64_t p,
+          bool accumulate, KOf K_of) {
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  int64_t i0 = 0;
+  for (; i0 + 4 <= M; i0 += 4) {
+    const int64_t K = K_of(i0 + 3);
+    int64_t e = 0;
+    for (; e + 2 * V <= p; e += 2 * V) {
+      Vec acc[4][2];
+      for (int ii = 0; ii < 4; ++ii)
+        for (int v = 0; v < 2; ++v)
+          acc[ii][v] = accumulate ? Vec::loadu(out + (i0 + ii) * ldo + e + v * V) : Vec(0);
+      for (int64_t k = 0; k < K; ++k) {
+        const Vec r0 = Vec::loadu(R + k * ldr + e), r1 = Vec::loadu(R + k * ldr + e + V);
+        for (int ii = 0; ii < 4; ++ii) {
+          const Vec a(A[(i0 + ii) * lda + k]);
+          acc[ii][0] = at::vec::fmadd(a, r0, acc[ii][0]);
+          acc[ii][1] = at::vec::fmadd(a, r1, acc[ii][1]);
+        }
+      }
+      for (int ii = 0; ii < 4; ++ii)
+        for (int v = 0; v < 2; ++v) acc[ii][v].store(out + (i0 + ii) * ldo + e + v * V);
+    }
+    if (e < p)
+      for (int64_t i = i0; i < i0 + 4; ++i)
+        weighted_rows<T>(out + i * ldo + e, accumulate ? out + i * ldo + e : nullptr, A + i * lda, R + e, ldr,
+                         K, p - e);
+  }
+  for (int64_t i = i0; i < M; ++i)
+    weighted_rows<T>(out + i * ldo, accumulate ? out + i * ldo : nullptr, A + i * lda, R, ldr, K_of(i), p);
 }
 
 // out[0:m] = exp(float(src[0:m])), vectorised exp (ATen's Sleef where the build targets AVX2).
@@ -70,7 +124,7 @@ void scan(const T* xp, const T* sp, const T* ap, const T* Bp, const T* Cp, const
           int64_t b, int64_t l, int64_t h, int64_t p, int64_t g, int64_t n, int64_t chunk) {
   const int64_t r = h / g, chunks = (l + chunk - 1) / chunk;
   // 1. C_i . B_j inside every chunk, once per group (its r heads share it): CB[(bb, gg, c)] is (chunk x chunk),
-  //    row i = sum_k C_ik (B^T)_k, the rows of B^T copied out of the chunk first.
+  //    C @ B^T with B^T copied out of the chunk first.
   std::vector<T> CB(b * g * chunks * chunk * chunk);
   at::parallel_for(0, b * g * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> Bt(n * chunk);
@@ -80,14 +134,14 @@ void scan(const T* xp, const T* sp, const T* ap, const T* Bp, const T* Cp, const
       for (int64_t j = 0; j < m; ++j)
         for (int64_t k = 0; k < n; ++k) Bt[k * chunk + j] = Bp[((bb * l + t0 + j) * g + gg) * n + k];
       T* cb = CB.data() + task * chunk * chunk;
-      for (int64_t i = 0; i < m; ++i)
-        weighted_rows<T>(cb + i * chunk, nullptr, Cp + ((bb * l + t0 + i) * g + gg) * n, Bt.data(), chunk, n, i + 1);
+      gemm<T>(cb, chunk, Cp + ((bb * l + t0) * g + gg) * n, g * n, Bt.data(), chunk, m, m, false,
+              [n](int64_t) { return n; });
     }
   });
   // 2. One task a (batch, head): its chunks in order, carrying the state H (n x p, rows along d_state).
   at::parallel_for(0, b * h, 1, [&](int64_t begin, int64_t end) {
     std::vector<double> cs(chunk), diff(chunk);
-    std::vector<T> w(chunk), H(n * p), Hnext(n * p), coeff(std::max(n, chunk));
+    std::vector<T> w(chunk), steps(chunk), H(n * p), Bk(n * chunk), E(chunk * n), W(chunk * chunk);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bb = task / h, hh = task % h, gg = hh / r;
       if (h0) {  // (p, n) -> (n, p)
@@ -101,40 +155,46 @@ void scan(const T* xp, const T* sp, const T* ap, const T* Bp, const T* Cp, const
       for (int64_t c = 0; c < chunks; ++c) {
         const int64_t t0 = c * chunk, m = std::min(chunk, l - t0);
         const T* x0 = xp + ((bb * l + t0) * h + hh) * p;
-        T* y0 = yp + ((bb * l + t0) * h + hh) * p;
-        const T* step = sp + (bb * l + t0) * h + hh;  // stride h
+        T* y0 = yp + ((bb * l + t0) * h + hh) * p;  // y and x rows are xstride apart
         const T* cb = CB.data() + ((bb * g + gg) * chunks + c) * chunk * chunk;
         double run = 0;
-        for (int64_t i = 0; i < m; ++i) cs[i] = run += double(ap[(bb * l + t0 + i) * h + hh]);
         for (int64_t i = 0; i < m; ++i) {
-          T* yi = y0 + i * xstride;
-          const T* Ci = Cp + ((bb * l + t0 + i) * g + gg) * n;
-          // the skip D x_i, then the state entering the chunk read out by C_i and decayed to i
-          for (int64_t e = 0; e < p; ++e) yi[e] = Dp ? Dp[hh] * x0[i * xstride + e] : T(0);
-          if (!state_zero) {
-            const T into = T(std::exp(cs[i]));
-            for (int64_t k = 0; k < n; ++k) coeff[k] = into * Ci[k];
-            weighted_rows<T>(yi, yi, coeff.data(), H.data(), p, n, p);
-          }
-          // the chunk's own positions j <= i: weights (C_i . B_j) exp(cs_i - cs_j) step_j
-          for (int64_t j = 0; j <= i; ++j) diff[j] = cs[i] - cs[j];
-          exp_into(w.data(), diff.data(), i + 1);
-          for (int64_t j = 0; j <= i; ++j) w[j] *= cb[i * chunk + j] * step[j * h];
-          weighted_rows<T>(yi, yi, w.data(), x0, xstride, i + 1, p);
+          cs[i] = run += double(ap[(bb * l + t0 + i) * h + hh]);
+          steps[i] = sp[(bb * l + t0 + i) * h + hh];
         }
-        // The state leaving the chunk: row k = exp(cs_last) H_k + sum_j exp(cs_last - cs_j) step_j B_jk x_j.
+        // y = D x, then + E H with E_ik = exp(cs_i) C_ik (the state entering the chunk, read out and decayed),
+        // then + W x with W_ij = (C_i . B_j) exp(cs_i - cs_j) step_j for j <= i (the chunk's own positions).
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t e = 0; e < p; ++e) y0[i * xstride + e] = Dp ? Dp[hh] * x0[i * xstride + e] : T(0);
+        if (!state_zero) {
+          for (int64_t i = 0; i < m; ++i) {
+            const T into = T(std::exp(cs[i]));
+            const T* Ci = Cp + ((bb * l + t0 + i) * g + gg) * n;
+            for (int64_t k = 0; k < n; ++k) E[i * n + k] = into * Ci[k];
+          }
+          gemm<T>(y0, xstride, E.data(), n, H.data(), p, m, p, true, [n](int64_t) { return n; });
+        }
+        for (int64_t i = 0; i < m; ++i) {
+          T* wi = W.data() + i * chunk;
+          for (int64_t j = 0; j <= i; ++j) diff[j] = cs[i] - cs[j];
+          exp_into(wi, diff.data(), i + 1);
+          for (int64_t j = 0; j <= i; ++j) wi[j] *= cb[i * chunk + j] * steps[j];
+          for (int64_t j = i + 1; j < std::min(m, (i | 3) + 1); ++j) wi[j] = 0;  // up to the end of its block
+        }
+        gemm<T>(y0, xstride, W.data(), chunk, x0, xstride, m, p, true, [](int64_t i) { return i + 1; });
+        // The state leaving the chunk: H = exp(cs_last) H + Bk x with Bk_kj = exp(cs_last - cs_j) step_j B_jk.
         for (int64_t j = 0; j < m; ++j) diff[j] = cs[m - 1] - cs[j];
         exp_into(w.data(), diff.data(), m);
-        for (int64_t j = 0; j < m; ++j) w[j] *= step[j * h];
-        const T through = T(std::exp(cs[m - 1]));
         const T* B0 = Bp + ((bb * l + t0) * g + gg) * n;
-        for (int64_t k = 0; k < n; ++k) {
-          for (int64_t j = 0; j < m; ++j) coeff[j] = w[j] * B0[j * g * n + k];
-          T* row = H.data() + k * p;
-          if (!state_zero)
-            for (int64_t e = 0; e < p; ++e) row[e] *= through;
-          weighted_rows<T>(row, state_zero ? nullptr : row, coeff.data(), x0, xstride, m, p);
+        for (int64_t j = 0; j < m; ++j) {
+          const T wj = w[j] * steps[j];
+          for (int64_t k = 0; k < n; ++k) Bk[k * chunk + j] = wj * B0[j * g * n + k];
         }
+        if (!state_zero) {
+          const T through = T(std::exp(cs[m - 1]));
+          for (auto& v : H) v *= through;
+        }
+        gemm<T>(H.data(), p, Bk.data(), chunk, x0, xstride, n, p, !state_zero, [m](int64_t) { return m; });
         state_zero = false;
       }
       for (int64_t e = 0; e < p; ++e)
