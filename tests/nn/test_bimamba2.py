@@ -48,6 +48,16 @@ def test_mixer_equals_the_sequential_reference(length):
     torch.testing.assert_close(mixer(u), _reference(mixer, u), rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("length", [5, 37])
+def test_mixer_without_a_gradient_equals_the_sequential_reference(length):
+    """Sampling's path: no gradient, so on CPU both scans take the fused kernel where it builds."""
+    mixer = BidirectionalMamba2Mixer(16, **KW).double()
+    u = torch.randn(2, length, 16, dtype=F64)
+    with torch.no_grad():
+        out, ref = mixer(u), _reference(mixer, u)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+
+
 def test_mixer_gradients_equal_the_sequential_reference():
     mixer = BidirectionalMamba2Mixer(16, **KW).double()
     u = torch.randn(2, 29, 16, dtype=F64, requires_grad=True)
