@@ -135,7 +135,8 @@ class Backbone(nn.Module):
         if self.config.grid_pos_embed:
             x = x + grid_position_embedding(layout.grid_coords.to(device), x.shape[-1]).to(dtype)
 
-        # 2. Per-position modulation, computed once per distinct noise level (or (class, level) pair).
+        # 2. Per-position modulation, computed once per distinct noise level (or (class, level) pair, or
+        #    (sample, level) pair when the text modulates).
         cond_emb, cond_of = t_emb, level_of
         if self.text_modulation is not None:
             sample = torch.arange(b, device=device)[:, None] * len(levels) + level_of  # (b, l): (sample, level)

@@ -266,8 +266,8 @@ def _ssd_scan_kernel(kernel: ModuleType, x: Tensor, dt: Tensor, A: Tensor, B: Te
     """:func:`ssd_chunked` by the C++ kernel ``csrc/ssd_scan.cpp``: every step of :func:`_ssd_chunks` and
     the D skip in one pass a head, with no layout copies; its one temporary is the in-chunk ``C . B``
     (``chunk`` values a position and group), so it needs no segments either. Why: at a few hundred
-    tokens the PyTorch form is ~40 ops a call, mostly copies and small elementwise passes, and ran 2-3x
-    slower (``benchmarks/results/``). Forward only; what needs a gradient takes the PyTorch form."""
+    tokens the PyTorch form is ~40 ops a call, mostly copies and small elementwise passes, and ran 3-5x
+    slower (``benchmarks/results/ssd-ab-fused-scan.md``). Forward only; what needs a gradient takes the PyTorch form."""
     empty = x.new_empty(0)
     y, state = kernel.forward(x.contiguous(), input_step(dt, A, discretization).contiguous(),
                               (dt * A).contiguous(), B.contiguous(), C.contiguous(),
