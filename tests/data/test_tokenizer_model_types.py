@@ -79,6 +79,21 @@ def test_unigram_on_a_25_word_world_warns_once_naming_the_cause_and_the_remedy(w
     assert "with 29 pieces" in said[0]
 
 
+def test_unigram_warns_when_it_splits_words_a_word_model_would_keep_within_the_request():
+    """Over half the request, but a word model would fit: the moving-digits captions' case (37 of 64 pieces)."""
+    digits = "zero one two three four five six seven eight nine".split()
+    moves = ["up", "down", "to the left", "to the right", "up and to the left", "down and to the right"]
+    rng = random.Random(0)
+    corpus = [f"the digit {rng.choice(digits)} moving {rng.choice(moves)}" for _ in range(2000)]
+    n_words = len({w for c in corpus for w in c.split()})
+    tok, said = train(corpus, 64, "unigram")
+    assert 2 * tok.vocab_size >= 64 and n_words + 4 <= 64  # only the new half of the rule can fire
+    assert sum(len(tok.encode(w)) > 1 for w in digits) > 5
+    assert len(said) == 1 and f"too few distinct words ({n_words})" in said[0]
+    assert f"with {n_words + 4} pieces" in said[0]
+    assert not any("split" in s or "unk" in s for s in train(corpus, 64, "word")[1])
+
+
 def test_bpe_merges_a_small_worlds_words_whole(world):
     tok, said = train(world, 128, "bpe")
     assert all(len(tok.encode(w)) == 1 for w in {w for c in world for w in c.split()})
