@@ -372,8 +372,8 @@ def vocabulary_report(tokenizer: TextTokenizer, corpus: Sequence[str] | str | os
         share = sum(words[w] for w in unk) / occurrences
         return summary, (f"has {n} distinct words, and {len(unk)} of them ({share:.1%} of its words) did "
                          f"not fit in the word model's {pieces} pieces and become unk: raise the vocabulary size to "
-                         f"{n + SPECIAL_IDS} (its words and {SPECIAL_IDS} special ids), or use model type unigram or bpe, which spell "
-                         f"rare words from pieces")
+                         f"{n + SPECIAL_IDS} (its words and {SPECIAL_IDS} special ids), or use model type unigram or "
+                         f"bpe, which spell rare words from pieces")
     if split and (2 * pieces < vocab_size or n + SPECIAL_IDS <= vocab_size):
         share = sum(words[w] for w in split) / occurrences
         return summary, (f"supports only {pieces} pieces, asked for {vocab_size}: it has too few "
