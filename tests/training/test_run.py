@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 
 from mdm.config import load_config
 from mdm.pipeline import MDMPipeline
-from mdm.training.loop import NonFiniteLossError, Trainer, build_model, lr_at, missing_compiler
+from mdm.config import ConfigError
+from mdm.training.loop import NonFiniteLossError, Trainer, build_model, missing_compiler
+from mdm.training.optimizer import lr_at
 from mdm.training.run import train_run
 
 TINY = ["train.log_every=1", "train.batch_size=4", "data.train_size=48", "data.vq_steps=3",
@@ -36,11 +38,12 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("decay", ["constant", "linear"])
-def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path, decay):
+@pytest.mark.parametrize("decay,vae_scale", [("constant", 1.0), ("linear", 1.0), ("constant", 0.25)])
+def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path, decay, vae_scale):
     # log_every=2 with a checkpoint at the odd step 3: the half-filled log window is saved and restored too.
-    # A decay over train.steps depends on the step only, so it resumes exactly as well.
-    extra = ("train.checkpoint_every=3", "train.log_every=2", f"train.lr_decay={decay}")
+    # A decay over train.steps depends on the step only, so it resumes exactly as well; so do two rate groups.
+    extra = ("train.checkpoint_every=3", "train.log_every=2", f"train.lr_decay={decay}",
+             f"train.vae_lr_scale={vae_scale}")
     full = train_run(tiny(6, *extra), tmp_path / "full", progress=False, log=lambda _: None)
 
     def crash_at_4(trainer, entry):
@@ -76,6 +79,32 @@ def test_the_learning_rate_decays_over_the_steps_times_the_warm_up(tmp_path, dec
     assert lr_at(3, config.train) == pytest.approx(expected[3])  # the default progress is step / train.steps
     constant = tiny(6, "train.warmup_steps=1").train
     assert lr_at(3, constant, progress=0.9) == pytest.approx(constant.lr)  # a constant rate ignores progress
+
+
+def test_the_vae_trains_at_its_share_of_the_rate_and_a_zero_share_freezes_it(tmp_path):
+    def trained(scale: float):
+        config = tiny(3, "train.lr=1e-2", "train.warmup_steps=1", f"train.vae_lr_scale={scale}")
+        trainer = train_run(config, tmp_path / f"run{scale}", progress=False, log=lambda _: None).trainer
+        initial, _ = build_model(config, trainer.network.vocab_sizes)
+        moved = {name: (p - dict(initial.named_parameters())[name]).abs().max().item()
+                 for name, p in trainer.network.named_parameters()}
+        return trainer, moved
+
+    frozen, moved = trained(0.0)
+    assert [g["lr"] for g in frozen.optimizer.param_groups] == pytest.approx([1e-2, 0.0])
+    assert all(moved[n] == 0.0 for n in moved if n.startswith("vae."))
+    assert max(moved[n] for n in moved if n.startswith("backbone.")) > 0.0
+    half, moved_half = trained(0.5)
+    assert [g["lr"] for g in half.optimizer.param_groups] == pytest.approx([1e-2, 5e-3])
+    assert max(moved_half[n] for n in moved_half if n.startswith("vae.")) > 0.0
+    one, _ = trained(1.0)
+    assert len(one.optimizer.param_groups) == 1  # a run without the option keeps its checkpoints' one group
+
+
+@pytest.mark.parametrize("scale", ["1.5", "-0.1"])
+def test_a_vae_rate_share_outside_zero_to_one_is_refused(scale):
+    with pytest.raises(ConfigError, match=r"train.vae_lr_scale is a share of train.lr in \[0, 1\]"):
+        tiny(1, f"train.vae_lr_scale={scale}")
 
 
 def test_a_time_budget_ends_the_decay_when_it_ends_before_the_steps(tmp_path, monkeypatch):

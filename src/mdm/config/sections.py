@@ -245,6 +245,9 @@ class TrainConfig:
     # (train.steps, or the --minutes budget when it ends first), times the warm-up ramp
     lr_decay: str = "constant"
     lr_final_fraction: float = 0.0
+    # the VAE's rate as a share of lr (same warm-up and decay). Adam moves every weight by about the rate each step
+    # even once its loss has converged, so a VAE at the denoiser's rate keeps moving the latents the denoiser reads
+    vae_lr_scale: float = 1.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     mixed_precision: str = "auto"  # auto = bf16 autocast on a CUDA device that supports it; "bf16"; "no"
@@ -273,6 +276,9 @@ class TrainConfig:
         if not 0.0 <= self.lr_final_fraction <= 1.0:
             raise ConfigError(f"train.lr_final_fraction is a fraction of train.lr in [0, 1], "
                               f"got {self.lr_final_fraction}")
+        if not (isinstance(self.vae_lr_scale, (int, float)) and 0.0 <= self.vae_lr_scale <= 1.0):
+            raise ConfigError(f"train.vae_lr_scale is a share of train.lr in [0, 1] (0 freezes the VAE), "
+                              f"got {self.vae_lr_scale!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16 or no, got {self.mixed_precision!r}")
         if self.distributed not in DISTRIBUTED_STRATEGIES:

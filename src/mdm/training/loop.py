@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -45,6 +44,7 @@ from mdm.tasks import Task, TokenizedData, task_segments
 from mdm.training.distributed import DistributedContext
 from mdm.training.ema import EMA
 from mdm.training.mixture import Mixture, task_sampler
+from mdm.training.optimizer import lr_at, parameter_groups
 
 
 def build_model(config: MDMConfig, vocab_sizes: dict[Modality | str, int]) -> tuple[MDMNetwork, MultimodalDiffusion]:
@@ -93,27 +93,6 @@ def missing_compiler(device: torch.device) -> str | None:
         return (f"torch.compile on a CPU builds C++ kernels, and the compiler {compiler!r} (the CXX variable, "
                 f"else g++) is not on PATH")
     return None
-
-
-def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:
-    """Linear warm-up to ``lr``, constant after it (the paper gives no decay) or decayed (``train.lr_decay``).
-
-    ``progress`` in [0, 1] is how much of the run is done (default ``step / config.steps``);
-    a linear or cosine decay takes the rate from ``lr`` at 0 to ``lr * lr_final_fraction`` at 1,
-    multiplied by the warm-up ramp (so the decay's clock starts at step 0, not after warm-up).
-    Why offer it: the runs here are cut by a time budget long before any plateau, and
-    decaying to zero by the end of a budget has done better than a constant rate for the
-    same compute (Li et al., "Budgeted Training", ICLR 2020). Not measured to help here, so the presets keep it
-    constant: ``moving-digits`` seed 2, 27 min on 2 CPU threads, drew the requested digit in 48.0% of frames decayed
-    linearly against 72.9% at the constant rate (``mdm eval --suite moving-digits``, 100 clips;
-    experiments/video-coherence).
-    """
-    rate = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
-    if config.lr_decay == "constant":
-        return rate
-    p = min(max(step / config.steps if progress is None else progress, 0.0), 1.0)
-    shape = 1.0 - p if config.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
-    return rate * (config.lr_final_fraction + (1.0 - config.lr_final_fraction) * shape)
 
 
 class TrainingObjective(nn.Module):
@@ -166,7 +145,8 @@ class Trainer:
             compile_blocks(network)
         self.objective = self.dist.wrap(TrainingObjective(network, diffusion), units=network.backbone.blocks)
         self.dist.shard(self.ema.model, self.ema.model.backbone.blocks)  # FSDP: the EMA keeps the same shards
-        self.optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(parameter_groups(network, config), lr=config.lr,
+                                           weight_decay=config.weight_decay)
         self.draw = task_sampler(self.data, config.task_weights, self.generator)
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
@@ -226,7 +206,7 @@ class Trainer:
                 f"is kept. Try a lower train.lr or train.grad_clip.")
         self.lr = lr_at(self.step, config, progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         grad_norm = dist.local_value(torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip))
