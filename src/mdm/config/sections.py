@@ -245,8 +245,9 @@ class TrainConfig:
     # (train.steps, or the --minutes budget when it ends first), times the warm-up ramp
     lr_decay: str = "constant"
     lr_final_fraction: float = 0.0
-    # the VAE's rate as a share of lr (same warm-up and decay). Adam moves every weight by about the rate each step
-    # even once its loss has converged, so a VAE at the denoiser's rate keeps moving the latents the denoiser reads
+    # the VAE's rate as a share of lr (same warm-up and decay; 0 freezes it): Adam keeps moving converged weights by
+    # about the rate, and so the latents the denoiser reads. On moving-digits at lr 2e-3, 0.25 did not bring back
+    # the caption path (experiments/video-seeds), so no preset sets it
     vae_lr_scale: float = 1.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
