@@ -28,8 +28,9 @@ from mdm.training.prepare import load_samples
 
 
 def frame0_scores(pipe: MDMPipeline, codes: torch.Tensor, captions: list[str] | None, labels: torch.Tensor | None,
-                  level: float, seed: int = 0) -> tuple[float, float]:
-    """(mean score entropy, argmax accuracy) over frame 0's codes, the clip noised whole at ``level``."""
+                  level: float, null_caption: bool = False, seed: int = 0) -> tuple[float, float]:
+    """(mean score entropy, argmax accuracy of ink codes) over frame 0's codes, the clip noised whole at
+    ``level``; ``null_caption`` feeds the caption's null condition (noise at tau = T, as guidance's) instead."""
     network, diffusion = pipe.network, pipe.diffusion
     side = pipe.config.layout.image_size // pipe.config.layout.vq_factor
     video = Segment(SegmentSpec.video(pipe.frames, side, side), codes, True)
@@ -39,22 +40,24 @@ def frame0_scores(pipe: MDMPipeline, codes: torch.Tensor, captions: list[str] | 
         segments = [Segment(SegmentSpec.text(ids.shape[1]), ids, False), video]
     layout = network.make_layout([s.spec for s in segments])
     generator = torch.Generator().manual_seed(seed)
-    process = diffusion.process(network, Modality.IMAGE)
     zs, taus, seg_taus = [], [], []
-    noised = None
     for seg in segments:
         mu = network.vae.encode(seg.states, seg.spec.modality)[0]
+        process = diffusion.process(network, seg.spec.modality)
         if seg.target:
             noised = process.corrupt_at(network, seg.spec, seg.states, mu, level, generator)
-            zs.append(noised.z), taus.append(noised.tau), seg_taus.append(noised.segment_tau)
+            z, tau, seg_tau = noised.z, noised.tau, noised.segment_tau
+        elif null_caption:
+            noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed + 1))
+            z, tau = process.null_condition(network, mu, noise)
+            seg_tau = tau[:, 0]
         else:
-            zs.append(mu), taus.append(torch.zeros(mu.shape[:2])), seg_taus.append(torch.zeros(mu.shape[0]))
+            z, tau, seg_tau = mu, torch.zeros(mu.shape[:2]), torch.zeros(mu.shape[0])
+        zs.append(z), taus.append(tau), seg_taus.append(seg_tau)
     out = diffusion.logits(network, torch.cat(zs, 1), torch.cat(taus, 1), torch.stack(seg_taus, 1), layout,
                            labels)[-1]
     f0 = slice(0, side * side)
-    logp = out[:, f0].float().log_softmax(-1)
-    target = codes[:, f0]
-    return scored(logp, target)
+    return scored(out[:, f0].float().log_softmax(-1), codes[:, f0])
 
 
 def scored(logp: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
@@ -63,30 +66,6 @@ def scored(logp: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     loss = -logp.gather(-1, target[..., None])[..., 0].mean()
     ink = target != target.flatten().mode().values
     return float(loss), float((logp.argmax(-1) == target)[ink].float().mean())
-
-
-def null_caption_scores(pipe: MDMPipeline, codes: torch.Tensor, captions: list[str], level: float) -> tuple:
-    """Frame-0 scores with the caption replaced by its null condition (noise at tau = T, as guidance's)."""
-    network = pipe.network
-    ids = pipe.encode_text(captions, "caption")
-    mu = network.vae.encode(ids, Modality.TEXT)[0]
-    text = pipe.diffusion.process(network, Modality.TEXT)
-    z_null, tau_null = text.null_condition(network, mu, torch.randn(mu.shape, generator=torch.Generator()
-                                                                    .manual_seed(1)))
-    side = pipe.config.layout.image_size // pipe.config.layout.vq_factor
-    segments = [Segment(SegmentSpec.text(ids.shape[1]), ids, False),
-                Segment(SegmentSpec.video(pipe.frames, side, side), codes, True)]
-    layout = network.make_layout([s.spec for s in segments])
-    vmu = network.vae.encode(codes, Modality.IMAGE)[0]
-    noised = pipe.diffusion.process(network, Modality.IMAGE).corrupt_at(network, segments[1].spec, codes, vmu,
-                                                                        level, torch.Generator().manual_seed(0))
-    z = torch.cat([z_null, noised.z], 1)
-    tau = torch.cat([tau_null, noised.tau], 1)
-    seg_tau = torch.stack([tau_null[:, 0], noised.segment_tau], 1)
-    out = pipe.diffusion.logits(network, z, tau, seg_tau, layout)[-1]
-    f0 = slice(0, side * side)
-    logp = out[:, f0].float().log_softmax(-1)
-    return scored(logp, codes[:, f0])
 
 
 def swap_digit(caption: str, label: int, other: int) -> str:
@@ -134,7 +113,7 @@ def main() -> None:
         null_class = torch.full_like(labels, pipe.network.backbone.null_class)
         for level in args.levels:
             cap = [frame0_scores(pipe, codes, c, None, level) for c in (captions, swapped)]
-            cap.append(null_caption_scores(pipe, codes, captions, level))
+            cap.append(frame0_scores(pipe, codes, captions, None, level, null_caption=True))
             cls = [frame0_scores(pipe, codes, None, lab, level) for lab in (labels, others, null_class)]
             fmt = lambda rows: " / ".join(f"{se:.2f}; {acc:.0%}" for se, acc in rows)  # noqa: E731
             print(f"| {run} | {level} | {fmt(cap)} | {fmt(cls)} | {lat['digit_spread']:.2f}, "
