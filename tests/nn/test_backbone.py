@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from mdm.config import BackboneConfig, load_config
+from mdm.config import BackboneConfig, ConfigError, load_config
 from mdm.nn.backbone import Backbone
 from mdm.nn.embeddings import grid_position_embedding
 from mdm.nn.layout import SegmentSpec, SequenceLayout
@@ -367,3 +367,44 @@ def test_the_scan_init_ranges_reach_every_head(kind):
     for bad in (["backbone.dt_init=[0.1,0.01]"], ["backbone.a_init=[0,4]"], ["backbone.a_init=3"]):
         with pytest.raises(ConfigError, match=bad[0].split("=")[0]):
             load_config("tiny", bad)
+
+
+def test_attention_pooling_starts_as_the_mean_and_can_single_out_a_position():
+    net = Backbone(tiny(text_modulation=True, text_pooling="attention"))
+    layout = make_layout(net)
+    content = torch.randn(3, layout.n_content, 32)
+    content_t = torch.full((3, layout.n_content), 5.0)
+    content_t[:2, N_IMAGE:] = 0  # samples 0 and 1 are given their text; sample 2's is noised
+    with torch.no_grad():
+        torch.testing.assert_close(net.pooled_text(content, content_t, layout),
+                                   Backbone.clean_text_mean(content, content_t, layout))
+        key = N_IMAGE + 2  # make one text position stand out along every head's query
+        net.text_query.copy_(torch.ones_like(net.text_query) * 50.0)
+        content[0, key] = 5.0
+        pooled = net.pooled_text(content, content_t, layout)
+    torch.testing.assert_close(pooled[0], content[0, key], atol=1e-3, rtol=0)
+    assert (pooled[2] == 0).all() and pooled.isfinite().all()  # a sample without clean text pools to zeros
+
+
+def test_attention_pooling_query_learns_once_the_projection_does():
+    torch.manual_seed(0)
+    net = Backbone(tiny(text_modulation=True, text_pooling="attention"))
+    with torch.no_grad():
+        net.text_modulation.weight.normal_()
+        for adaln in (net.adaln, net.adaln_out):
+            adaln.linear.weight.normal_(std=0.1)
+    layout = make_layout(net)
+    content, content_t, segment_t = make_inputs(net, layout)
+    content_t[:, N_IMAGE:] = 0
+    net(content, content_t, segment_t, layout).square().sum().backward()
+    assert net.text_query.grad is not None and net.text_query.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"text_pooling": "max"}, "text_pooling must be mean or attention"),
+    ({"text_pooling": "attention"}, "text_modulation, which is off"),
+    ({"text_pooling": "attention", "text_modulation": True, "head_dim": 24}, "not a multiple of head_dim"),
+])
+def test_text_pooling_config_errors_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny(**overrides)

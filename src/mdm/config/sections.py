@@ -76,6 +76,9 @@ class BackboneConfig:
     n_classes: int = 0  # class labels for the CLS token (plus one null class)
     class_modulation: bool = False  # the class also enters every position's adaLN (DiT's t + y); see Backbone
     text_modulation: bool = False  # the mean of the clean text (the caption given) also enters it; see Backbone
+    # how text_modulation pools the clean text: "mean" (every position alike) or "attention" (one learned query per
+    # head_dim channels, zero at init so it starts as the mean; it can single out the words that carry the condition)
+    text_pooling: str = "mean"
     max_seq_len: int = 4096
     pos_embed: bool = True
     grid_pos_embed: bool = False  # image/video tokens also embed their (frame, row, col); see grid_position_embedding
@@ -98,6 +101,14 @@ class BackboneConfig:
             raise ConfigError("backbone.row_pad and backbone.n_classes must be >= 0")
         if self.class_modulation and self.n_classes == 0:
             raise ConfigError("backbone.class_modulation needs class labels: set backbone.n_classes (it is 0)")
+        if self.text_pooling not in ("mean", "attention"):
+            raise ConfigError(f"backbone.text_pooling must be mean or attention, got {self.text_pooling!r}")
+        if self.text_pooling == "attention" and not self.text_modulation:
+            raise ConfigError("backbone.text_pooling=attention pools the text for backbone.text_modulation, "
+                              "which is off: set backbone.text_modulation=true")
+        if self.text_pooling == "attention" and self.d_model % self.head_dim:
+            raise ConfigError(f"backbone.text_pooling=attention splits d_model into heads of head_dim channels: "
+                              f"d_model {self.d_model} is not a multiple of head_dim {self.head_dim}")
         try:
             parse_pattern_set(self.scan_patterns)
         except ValueError as e:

@@ -16,7 +16,8 @@ last. The modulation is computed once per distinct (class, noise level) pair.
 
 With ``text_modulation`` the clean text of a sample (a caption or question given as
 the condition: its positions at network time 0) enters the modulation the same way,
-as its mean embedding through a zero-initialised projection -- the pooled text
+as its mean embedding (or, with ``text_pooling = attention``, an attention pool
+whose zero query starts as the mean) through a zero-initialised projection -- the pooled text
 vector that SD3/PixArt-style DiTs add to ``t``. A clip drawn from a caption otherwise
 learns the caption only through tokens at one end of the sequence, which the training
 clips with whole frames clean (``diffusion.clean_frames_prob``) rarely need. A dropped
@@ -73,6 +74,9 @@ class Backbone(nn.Module):
         self.text_modulation = nn.Linear(d, d, bias=False) if config.text_modulation else None
         if self.text_modulation is not None:
             nn.init.zeros_(self.text_modulation.weight)
+        # text_pooling = attention: one query per head of head_dim channels; zero, so it starts as the mean
+        self.text_query = (nn.Parameter(torch.zeros(d // config.head_dim, config.head_dim))
+                           if config.text_modulation and config.text_pooling == "attention" else None)
         self.special_embed = nn.Embedding(N_SPECIAL, d)
         self.time_embed = TimestepEmbedder(d)
         self.blocks = nn.ModuleList(build_block(config) for _ in range(config.n_layers))
@@ -142,8 +146,8 @@ class Backbone(nn.Module):
             sample = torch.arange(b, device=device)[:, None] * len(levels) + level_of  # (b, l): (sample, level)
             pairs, cond_of = torch.unique(sample, return_inverse=True)
             owner = pairs // len(levels)
-            cond_emb = t_emb[pairs % len(levels)] + self.text_modulation(self.clean_text_mean(content, content_t,
-                                                                                              layout))[owner]
+            cond_emb = t_emb[pairs % len(levels)] + self.text_modulation(self.pooled_text(content, content_t,
+                                                                                          layout))[owner]
             if self.class_modulation is not None:
                 cond_emb = cond_emb + self.class_modulation(class_labels[owner]).to(dtype)
         elif self.class_modulation is not None:
@@ -177,15 +181,38 @@ class Backbone(nn.Module):
         x = modulate(self.norm_out(x), shift, scale)
         return x[:, layout.content_positions.to(device)]
 
+    def pooled_text(self, content: Tensor, content_t: Tensor, layout: SequenceLayout) -> Tensor:
+        """(b, d) each sample's clean text pooled for ``text_modulation``: the mean, or (``text_pooling =
+        attention``) per head a softmax over the clean text positions of ``content . query / sqrt(head_dim)``.
+
+        Why attention: a caption's condition sits in a few of its positions (a digit word is 1-5 of 32, the rest
+        shared words and pads), so the mean shrinks the difference between two conditions by that share and the
+        projection learns it that much more slowly than the class's own embedding (measured on moving digits).
+        """
+        if self.text_query is None:
+            return self.clean_text_mean(content, content_t, layout)
+        clean = self.clean_text_mask(content_t, layout)  # (b, n)
+        b, n, d = content.shape
+        heads = content.view(b, n, *self.text_query.shape)  # (b, n, h, c)
+        scores = torch.einsum("bnhc,hc->bnh", heads, self.text_query.to(content.dtype)) / self.config.head_dim ** 0.5
+        weights = scores.masked_fill(~clean[..., None], float("-inf")).softmax(1)
+        weights = torch.where(clean.any(1)[:, None, None], weights, torch.zeros_like(weights))  # no text: zeros
+        return torch.einsum("bnh,bnhc->bhc", weights, heads).reshape(b, d)
+
+    @staticmethod
+    def clean_text_mask(content_t: Tensor, layout: SequenceLayout) -> Tensor:
+        """(b, n) the clean text positions (network time 0) of each sample."""
+        is_text = torch.zeros(layout.n_content, dtype=torch.bool, device=content_t.device)
+        for seg in layout.segments:
+            if seg.spec.modality is Modality.TEXT:
+                is_text[seg.content] = True
+        return is_text & (content_t == 0)
+
     @staticmethod
     def clean_text_mean(content: Tensor, content_t: Tensor, layout: SequenceLayout) -> Tensor:
         """(b, d) the mean embedding of each sample's clean text positions (network time 0); zeros where a
         sample has none (no text segment, or its text is noised or dropped)."""
-        is_text = torch.zeros(layout.n_content, dtype=torch.bool, device=content.device)
-        for seg in layout.segments:
-            if seg.spec.modality is Modality.TEXT:
-                is_text[seg.content] = True
-        clean = (is_text & (content_t == 0)).to(content.dtype)  # (b, n)
+        clean = Backbone.clean_text_mask(content_t, layout).to(content.dtype)  # (b, n)
         return torch.einsum("bn,bnd->bd", clean, content) / clean.sum(1, keepdim=True).clamp(min=1)
 
     def _check(self, content: Tensor, content_t: Tensor, segment_t: Tensor, layout: SequenceLayout,
