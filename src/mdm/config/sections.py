@@ -75,7 +75,7 @@ class BackboneConfig:
     # sequence
     n_classes: int = 0  # class labels for the CLS token (plus one null class)
     class_modulation: bool = False  # the class also enters every position's adaLN (DiT's t + y); see Backbone
-    text_modulation: bool = False  # the mean of the clean text (the caption given) also enters it; see Backbone
+    text_modulation: bool = False  # the pooled clean text (the caption given) also enters it; see Backbone
     # how text_modulation pools the clean text: "mean" (every position alike) or "attention" (one learned query per
     # head_dim channels, zero at init so it starts as the mean; it can single out the words that carry the condition)
     text_pooling: str = "mean"

@@ -76,7 +76,7 @@ class Backbone(nn.Module):
             nn.init.zeros_(self.text_modulation.weight)
         # text_pooling = attention: one query per head of head_dim channels; zero, so it starts as the mean
         self.text_query = (nn.Parameter(torch.zeros(d // config.head_dim, config.head_dim))
-                           if config.text_modulation and config.text_pooling == "attention" else None)
+                           if config.text_pooling == "attention" else None)  # the config ties it to text_modulation
         self.special_embed = nn.Embedding(N_SPECIAL, d)
         self.time_embed = TimestepEmbedder(d)
         self.blocks = nn.ModuleList(build_block(config) for _ in range(config.n_layers))
