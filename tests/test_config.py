@@ -345,7 +345,9 @@ def test_schedule_and_task_names_are_checked_where_they_are_used():
 
 
 @pytest.mark.parametrize("override,key", [("diffusion.text_schedule=cosine", "diffusion.text_schedule"),
-                                          ("train.task_weights={captioning: 1.0}", "train.task_weights")])
+                                          ("train.task_weights={captioning: 1.0}", "train.task_weights"),
+                                          ("train.curriculum_task_weights={captioning: 1.0}",
+                                           "train.curriculum_task_weights")])
 def test_mdm_train_refuses_a_bad_name_before_stage_0(tmp_path, capsys, override, key):
     from mdm.cli import main
 

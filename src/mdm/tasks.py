@@ -44,11 +44,11 @@ class Task(str, Enum):
     JOINT = "joint"
 
 
-def check_task_weights(weights: dict[str, float]) -> None:
-    """A ConfigError naming ``train.task_weights`` if a key of the mixture is not a task."""
+def check_task_weights(weights: dict[str, float], field: str = "train.task_weights") -> None:
+    """A ConfigError naming ``field`` (the config key of ``weights``) if a key of the mixture is not a task."""
     for name in weights:
         if name not in {t.value for t in Task}:
-            raise ConfigError(f"train.task_weights: {name!r} is not one of {[t.value for t in Task]}")
+            raise ConfigError(f"{field}: {name!r} is not one of {[t.value for t in Task]}")
 
 
 # (part, generated?) per task; a part is "image" or a text role.

@@ -37,12 +37,15 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("decay,vae_scale", [("constant", 1.0), ("linear", 1.0), ("constant", 0.25)])
-def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path, decay, vae_scale):
+@pytest.mark.parametrize("decay,vae_scale,curriculum", [("constant", 1.0, 0), ("linear", 1.0, 0),
+                                                        ("constant", 0.25, 0), ("constant", 1.0, 4)])
+def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path, decay, vae_scale, curriculum):
     # log_every=2 with a checkpoint at the odd step 3: the half-filled log window is saved and restored too.
-    # A decay over train.steps depends on the step only, so it resumes exactly as well; so do two rate groups.
+    # A decay over train.steps depends on the step only, so it resumes exactly as well; so do two rate groups,
+    # and a curriculum that ends after the checkpoint (the resumed run draws its step 4 from the curriculum).
     extra = ("train.checkpoint_every=3", "train.log_every=2", f"train.lr_decay={decay}",
-             f"train.vae_lr_scale={vae_scale}")
+             f"train.vae_lr_scale={vae_scale}", f"train.curriculum_steps={curriculum}",
+             "train.curriculum_task_weights={text_to_image: 1.0}")
     full = train_run(tiny(6, *extra), tmp_path / "full", progress=False, log=lambda _: None)
 
     def crash_at_4(trainer, entry):
@@ -62,6 +65,23 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run_exactly(tmp_path, de
         a = load_file(tmp_path / "full" / "checkpoint" / name)
         b = load_file(tmp_path / "cut" / "checkpoint" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_curriculum_draws_its_own_tasks_first_then_the_mixture(tmp_path):
+    config = tiny(12, "train.curriculum_steps=5", "train.curriculum_task_weights={joint: 0, text_to_image: 2.0}")
+    history = train_run(config, tmp_path / "run", progress=False, log=lambda _: None).trainer.history
+    drawn = [[k[len("se_"):] for k in h if k.startswith("se_")] for h in history]  # log_every=1: one task a step
+    assert drawn[:5] == [["text_to_image"]] * 5
+    assert {t for d in drawn[5:] for t in d} - {"text_to_image"}  # then the whole mixture, by its weights
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.curriculum_steps=3", r"train.curriculum_steps = 3 needs train.curriculum_task_weights with a weight > 0"),
+    ("train.curriculum_steps=-1", r"train.curriculum_steps must be an integer >= 0, got -1"),
+    ("train.curriculum_task_weights={vqa: -1}", r"train.curriculum_task_weights.vqa must be a number >= 0")])
+def test_a_curriculum_without_a_task_or_with_bad_numbers_is_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny(4, override)
 
 
 @pytest.mark.parametrize("decay,final,shape", [

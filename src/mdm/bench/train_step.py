@@ -87,7 +87,8 @@ class _Step:
     def __init__(self, config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int],
                  compile_blocks: bool) -> None:
         network, diffusion = build_model(config, vocab)
-        train = replace(config.train, task_weights={task.value: 1.0}, compile=compile_blocks, mixed_precision="no")
+        train = replace(config.train, task_weights={task.value: 1.0}, curriculum_steps=0, compile=compile_blocks,
+                        mixed_precision="no")
         self.trainer = Trainer(network, diffusion, data, train)
         self.trainer.network.train()
         self.task = task

@@ -148,6 +148,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(parameter_groups(network, config), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.draw = task_sampler(self.data, config.task_weights, self.generator)
+        self.draw_curriculum = (task_sampler(self.data, config.curriculum_task_weights, self.generator)
+                                if config.curriculum_steps else None)
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
         self.elapsed = 0.0  # training seconds over every call of run(), resumptions included
@@ -190,7 +192,7 @@ class Trainer:
     def train_step(self, progress: float | None = None) -> dict[str, float]:
         """One optimizer step; ``progress`` is the share of the run done, for a decaying rate (:func:`lr_at`)."""
         config, dist = self.config, self.dist
-        source, task = self.draw()
+        source, task = (self.draw_curriculum if self.step < config.curriculum_steps else self.draw)()
         data = self.data.sources[source].data
         index = torch.randint(len(data), (config.batch_size,), generator=self.generator)
         rows = dist.rows(config.batch_size)

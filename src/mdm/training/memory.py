@@ -148,7 +148,7 @@ def probe_activations(network: MDMNetwork, diffusion: MultimodalDiffusion, data:
     with _untouched(network, device):
         network.train()
         generator = torch.Generator(device).manual_seed(0)  # the probe's own draws; the run's stay untouched
-        for source, task in trained_pairs(data, config.train.task_weights):
+        for source, task in trained_pairs(data, config.train.drawn_task_weights()):
             found[source, task] = []
             for n in sizes:
                 batch = mixture.sources[source].data.subset(torch.zeros(n, dtype=torch.long)).to(device)

@@ -154,7 +154,7 @@ def check_mixture(config: MDMConfig) -> None:
     ``train.task_weights`` its items can train, and RGB images (``layout.image_channels`` 3) where it reads files
     or draws ShapesWorld."""
     check_task_weights(config.train.task_weights)
-    trained = {Task(name) for name, w in config.train.task_weights.items() if w > 0}
+    trained = {Task(name) for name, w in config.train.drawn_task_weights().items() if w > 0}
     for i, spec in enumerate(config.data.sources):
         kind, where = spec["kind"], f"data.sources[{i}] ({spec['kind']})"
         check_files(i, spec)

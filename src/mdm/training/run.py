@@ -63,7 +63,7 @@ def write_sample_grid(trainer: Trainer, diffusion, data: PreparedData, config: M
 
     pipe = MDMPipeline(network or trainer.ema.model, diffusion, data.tokenizer, data.vq, data.text_lens, config)
     sampler = SamplerConfig(steps=20)
-    trained = {Task(t) for t in trained_tasks(trainer.config.task_weights, data)}
+    trained = {Task(t) for t in trained_tasks(trainer.config.drawn_task_weights(), data)}
     if Task.JOINT in trained:
         images, titles = pipe.joint(n, sampler, seed=0)
         title, referee = judged_grid_title(f"step {trainer.step}: image + caption together",
@@ -170,6 +170,7 @@ def check_config(config: MDMConfig) -> None:
     is done."""
     check_schedules(config.diffusion)
     check_task_weights(config.train.task_weights)
+    check_task_weights(config.train.curriculum_task_weights, "train.curriculum_task_weights")
     if config.data.name == "mixture":
         check_mixture(config)
 
@@ -252,7 +253,7 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
         dist.on_main(save_checkpoint, out / CHECKPOINT_DIR, config=config, network=network, model_state=model_state,
                      ema_state=ema_state, tokenizer=data.tokenizer, vq=data.vq, text_lens=data.text_lens,
                      step=tr.step, trainer_tensors=tensors, trainer_meta=meta,
-                     trained_tasks=trained_tasks(config.train.task_weights, data))
+                     trained_tasks=trained_tasks(config.train.drawn_task_weights(), data))
         dist.on_main(write_time_warp, network, out / "time-warp.png")
 
     def whole_ema() -> torch.nn.Module | None:
