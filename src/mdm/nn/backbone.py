@@ -195,8 +195,8 @@ class Backbone(nn.Module):
         b, n, d = content.shape
         heads = content.view(b, n, *self.text_query.shape)  # (b, n, h, c)
         scores = torch.einsum("bnhc,hc->bnh", heads, self.text_query.to(content.dtype)) / self.config.head_dim ** 0.5
-        weights = scores.masked_fill(~clean[..., None], float("-inf")).softmax(1)
-        weights = torch.where(clean.any(1)[:, None, None], weights, torch.zeros_like(weights))  # no text: zeros
+        mask = clean[..., None]  # a finite fill: a sample without clean text softmaxes to a finite row, zeroed here
+        weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(1) * mask
         return torch.einsum("bnh,bnhc->bhc", weights, heads).reshape(b, d)
 
     @staticmethod
