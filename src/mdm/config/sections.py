@@ -277,7 +277,8 @@ class TrainConfig:
                                                         "class_to_image": 1.0})
     # a curriculum: the first curriculum_steps steps draw their tasks by curriculum_task_weights instead of
     # task_weights. On moving-digits the class task trained beside text-to-image from step 0 kept the caption's
-    # route from forming, while text-to-image alone formed it in ~750 steps (experiments/video-seeds)
+    # route from forming; 1000 steps of text-to-image alone formed it on two seeds of three, and the caption then
+    # worked on one (experiments/video-seeds), so no preset sets it
     curriculum_steps: int = 0
     curriculum_task_weights: dict = field(default_factory=dict)
 
