@@ -164,6 +164,15 @@ def test_a_source_that_supports_none_of_the_tasks_is_refused_by_its_index(mixtur
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
+def test_the_refusal_names_the_curriculum_when_the_run_has_one(mixture_files, tmp_path):
+    config = mixture(mixture_files, "train.task_weights={text_to_image: 1}", "train.curriculum_steps=5",
+                     "train.curriculum_task_weights={vqa: 1}")
+    with pytest.raises(ConfigError, match=r"data\.sources\[2\] \(chat\) supports none of the tasks "
+                                          r"train\.task_weights with train\.curriculum_task_weights trains "
+                                          r"\(text_to_image, vqa\)"):
+        train_run(config, tmp_path / "run", **QUIET)
+
+
 def test_a_missing_file_is_named_by_source_index_and_key_before_any_work(mixture_files, tmp_path):
     mixture_files["answers"].unlink()
     with pytest.raises(FileNotFoundError, match=r"data\.sources\[1\]\.annotations: annotations JSON file not "

@@ -155,12 +155,14 @@ def check_mixture(config: MDMConfig) -> None:
     or draws ShapesWorld."""
     check_task_weights(config.train.task_weights)
     trained = {Task(name) for name, w in config.train.drawn_task_weights().items() if w > 0}
+    keys = ("train.task_weights with train.curriculum_task_weights" if config.train.curriculum_steps
+            else "train.task_weights")
     for i, spec in enumerate(config.data.sources):
         kind, where = spec["kind"], f"data.sources[{i}] ({spec['kind']})"
         check_files(i, spec)
         tasks = supported_tasks(PARTS[kind])
         if not trained & set(tasks):
-            raise ConfigError(f"{where} supports none of the tasks train.task_weights trains "
+            raise ConfigError(f"{where} supports none of the tasks {keys} trains "
                               f"({', '.join(sorted(t.value for t in trained)) or 'none'}): its items hold "
                               f"{', '.join(PARTS[kind])}, which train {', '.join(t.value for t in tasks)}")
         if "image" in PARTS[kind] and kind != "digits" and config.layout.image_channels != 3:
