@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mdm.cli import main
-from mdm.config import load_config
+from mdm.config import ConfigError, load_config
 from mdm.diffusion.sampling import SamplerConfig
 from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import check_clips, load_samples
@@ -126,3 +126,23 @@ def test_moving_digits_suite_scores_generated_and_real_clips(video_run, tmp_path
     # drew the digits at) finds every clip consistent and reads the digit in most frames.
     assert scores["real_consistency"] == 1.0 and scores["real_frame_accuracy"] >= 0.75
     assert (tmp_path / "moving-digits-dpmsolver++-2-cosine-g1.json").is_file()
+
+
+def test_a_curriculum_trains_with_its_own_clean_frame_share_then_the_runs(tmp_path):
+    curriculum = ["train.curriculum_steps=2", "train.curriculum_task_weights={text_to_image: 1.0}", "train.steps=4"]
+
+    def run_losses(name: str, *extra: str) -> tuple[list[float], float]:
+        result = train_run(load_config("tiny", VIDEO + curriculum + list(extra)), tmp_path / name, **QUIET)
+        return [h["loss"] for h in result.trainer.history], result.trainer.diffusion.config.clean_frames_prob
+
+    own, after = run_losses("own", "diffusion.clean_frames_prob=1.0", "train.curriculum_clean_frames_prob=0")
+    none, _ = run_losses("none", "diffusion.clean_frames_prob=0")
+    runs, _ = run_losses("runs", "diffusion.clean_frames_prob=1.0")
+    assert own[:2] == none[:2]  # the curriculum's steps train with its share (0), not the run's (1.0) ...
+    assert own[0] != runs[0]  # ... which would give other losses
+    assert own[2] != none[2] and after == 1.0  # after it, the run's share again, from the same weights
+
+
+def test_a_curriculum_clean_frame_share_outside_0_1_is_refused():
+    with pytest.raises(ConfigError, match=r"train.curriculum_clean_frames_prob is a probability in \[0, 1\].*got 1.5"):
+        load_config("tiny", VIDEO + ["train.curriculum_clean_frames_prob=1.5"])

@@ -281,6 +281,9 @@ class TrainConfig:
     # worked on one (experiments/video-seeds), so no preset sets it
     curriculum_steps: int = 0
     curriculum_task_weights: dict = field(default_factory=dict)
+    # the curriculum's diffusion.clean_frames_prob (None: the run's). A clip with clean frames shows its digit, so
+    # only clips without any need the caption; with none, seed 1 read the caption by step 500 instead of ~1600
+    curriculum_clean_frames_prob: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -314,6 +317,10 @@ class TrainConfig:
                     raise ConfigError(f"train.{field_name}.{name} must be a number >= 0, got {w!r}")
         if not isinstance(self.curriculum_steps, int) or self.curriculum_steps < 0:
             raise ConfigError(f"train.curriculum_steps must be an integer >= 0, got {self.curriculum_steps!r}")
+        p = self.curriculum_clean_frames_prob
+        if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+            raise ConfigError(f"train.curriculum_clean_frames_prob is a probability in [0, 1] (or null: the run's "
+                              f"diffusion.clean_frames_prob), got {p!r}")
         if self.curriculum_steps and not any(w > 0 for w in self.curriculum_task_weights.values()):
             raise ConfigError(f"train.curriculum_steps = {self.curriculum_steps} needs train.curriculum_task_weights "
                               f"with a weight > 0, e.g. {{text_to_image: 1.0}}; got {self.curriculum_task_weights}")
@@ -349,8 +356,10 @@ class MDMConfig:
             raise ConfigError(f"diffusion.image_process = {self.diffusion.image_process} needs image states: "
                               f"layout.image_tokens = pixels feeds raw patches, which only the Gaussian noise MSE "
                               f"diffuses (set layout.image_tokens=vq or diffusion.image_process=gaussian)")
-        if self.layout.image_tokens is ImageTokens.PIXELS and self.diffusion.clean_frames_prob > 0:
-            raise ConfigError("diffusion.clean_frames_prob needs VQ-coded clips (layout.image_tokens = vq): "
+        if self.layout.image_tokens is ImageTokens.PIXELS and (self.diffusion.clean_frames_prob > 0
+                                                               or self.train.curriculum_clean_frames_prob):
+            raise ConfigError("diffusion.clean_frames_prob (and train.curriculum_clean_frames_prob) needs VQ-coded "
+                              "clips (layout.image_tokens = vq): "
                               "pixel-patch clips train with one noise level for the whole clip, and the frame "
                               "passes that use clean frames need VQ codes")
 

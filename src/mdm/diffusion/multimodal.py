@@ -80,6 +80,13 @@ class MultimodalDiffusion:
         self.T = config.num_train_timesteps
         self._processes: dict[tuple[Modality, bool], DiffusionProcess] = {}
 
+    def train_with(self, config: DiffusionConfig) -> None:
+        """Train under ``config`` from now on: a curriculum stage's clean-frame share
+        (``train.curriculum_clean_frames_prob``). The processes are rebuilt, as each holds the config it was made
+        with; the run's own config object is left as it was (it is the one the checkpoint saves)."""
+        check_schedules(config)
+        self.config, self._processes = config, {}
+
     def process(self, network: MDMNetwork, modality: Modality) -> DiffusionProcess:
         """The process of ``modality`` for this network (pixel patches: the noise MSE)."""
         key = (Modality(modality), Modality(modality) in network.continuous)

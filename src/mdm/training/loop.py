@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -150,6 +151,9 @@ class Trainer:
         self.draw = task_sampler(self.data, config.task_weights, self.generator)
         self.draw_curriculum = (task_sampler(self.data, config.curriculum_task_weights, self.generator)
                                 if config.curriculum_steps else None)
+        # the diffusion config of each stage: the curriculum's may give its own clean-frame share
+        self.stage_diffusion = (diffusion.config, diffusion.config if config.curriculum_clean_frames_prob is None
+                                else replace(diffusion.config, clean_frames_prob=config.curriculum_clean_frames_prob))
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
         self.elapsed = 0.0  # training seconds over every call of run(), resumptions included
@@ -192,7 +196,11 @@ class Trainer:
     def train_step(self, progress: float | None = None) -> dict[str, float]:
         """One optimizer step; ``progress`` is the share of the run done, for a decaying rate (:func:`lr_at`)."""
         config, dist = self.config, self.dist
-        source, task = (self.draw_curriculum if self.step < config.curriculum_steps else self.draw)()
+        in_curriculum = self.step < config.curriculum_steps
+        source, task = (self.draw_curriculum if in_curriculum else self.draw)()
+        stage = self.stage_diffusion[in_curriculum]
+        if self.diffusion.config is not stage:
+            self.diffusion.train_with(stage)
         data = self.data.sources[source].data
         index = torch.randint(len(data), (config.batch_size,), generator=self.generator)
         rows = dist.rows(config.batch_size)
