@@ -104,6 +104,8 @@ def test_range_and_list_fields_name_what_is_expected(overrides, message):
 def test_clean_frames_on_pixel_patches_is_refused():
     with pytest.raises(ConfigError, match=r"diffusion.clean_frames_prob needs VQ-coded clips"):
         load_config("tiny", ["layout.image_tokens=pixels", "diffusion.clean_frames_prob=0.5"])
+    with pytest.raises(ConfigError, match=r"line: train.curriculum_clean_frames_prob needs VQ-coded clips"):
+        load_config("tiny", ["layout.image_tokens=pixels", "train.curriculum_clean_frames_prob=0.5"])
 
 
 @pytest.mark.parametrize("key,value,message", [

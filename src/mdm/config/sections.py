@@ -356,10 +356,11 @@ class MDMConfig:
             raise ConfigError(f"diffusion.image_process = {self.diffusion.image_process} needs image states: "
                               f"layout.image_tokens = pixels feeds raw patches, which only the Gaussian noise MSE "
                               f"diffuses (set layout.image_tokens=vq or diffusion.image_process=gaussian)")
-        if self.layout.image_tokens is ImageTokens.PIXELS and (self.diffusion.clean_frames_prob > 0
-                                                               or self.train.curriculum_clean_frames_prob):
-            raise ConfigError("diffusion.clean_frames_prob (and train.curriculum_clean_frames_prob) needs VQ-coded "
-                              "clips (layout.image_tokens = vq): "
+        clean_keys = [k for k, p in (("diffusion.clean_frames_prob", self.diffusion.clean_frames_prob),
+                                     ("train.curriculum_clean_frames_prob", self.train.curriculum_clean_frames_prob))
+                      if p]
+        if self.layout.image_tokens is ImageTokens.PIXELS and clean_keys:
+            raise ConfigError(f"{' and '.join(clean_keys)} needs VQ-coded clips (layout.image_tokens = vq): "
                               "pixel-patch clips train with one noise level for the whole clip, and the frame "
                               "passes that use clean frames need VQ codes")
 
