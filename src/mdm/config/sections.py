@@ -282,7 +282,8 @@ class TrainConfig:
     curriculum_steps: int = 0
     curriculum_task_weights: dict = field(default_factory=dict)
     # the curriculum's diffusion.clean_frames_prob (None: the run's). A clip with clean frames shows its digit, so
-    # only clips without any need the caption; with none, seed 1 read the caption by step 500 instead of ~1600
+    # only clips without any need the caption; with none, every seed read it by step 750 (seed 1: ~1600 with 0.75)
+    # and the caption reached 93% of frames on the two seeds evaluated; the preset waits for the third
     curriculum_clean_frames_prob: float | None = None
 
     def __post_init__(self) -> None:
