@@ -151,7 +151,8 @@ class Trainer:
         self.draw = task_sampler(self.data, config.task_weights, self.generator)
         self.draw_curriculum = (task_sampler(self.data, config.curriculum_task_weights, self.generator)
                                 if config.curriculum_steps else None)
-        # the diffusion config of each stage: the curriculum's may give its own clean-frame share
+        # the diffusion config after and during the curriculum (indexed by "in the curriculum"), which may give
+        # its own clean-frame share
         self.stage_diffusion = (diffusion.config, diffusion.config if config.curriculum_clean_frames_prob is None
                                 else replace(diffusion.config, clean_frames_prob=config.curriculum_clean_frames_prob))
         self.running: dict[str, float] = {}
