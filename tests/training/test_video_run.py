@@ -146,3 +146,23 @@ def test_a_curriculum_trains_with_its_own_clean_frame_share_then_the_runs(tmp_pa
 def test_a_curriculum_clean_frame_share_outside_0_1_is_refused():
     with pytest.raises(ConfigError, match=r"train.curriculum_clean_frames_prob is a probability in \[0, 1\].*got 1.5"):
         load_config("tiny", VIDEO + ["train.curriculum_clean_frames_prob=1.5"])
+
+
+def test_a_run_resumed_inside_a_curriculum_with_its_own_clean_frame_share_repeats_the_whole_run(tmp_path):
+    overrides = VIDEO + ["train.curriculum_steps=2", "train.curriculum_task_weights={text_to_image: 1.0}",
+                         "train.steps=4", "train.checkpoint_every=1", "diffusion.clean_frames_prob=1.0",
+                         "train.curriculum_clean_frames_prob=0"]
+    full = [h["loss"] for h in train_run(load_config("tiny", overrides), tmp_path / "full", **QUIET).trainer.history]
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_2(trainer, entry):
+        if trainer.step == 2:  # after the step-1 checkpoint, inside the curriculum
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_run(load_config("tiny", overrides), tmp_path / "cut", on_log=crash_at_2, **QUIET)
+    resumed = train_run(load_config("tiny", overrides), tmp_path / "cut", resume=True, **QUIET)
+    assert resumed.resumed_from == 1
+    assert [h["loss"] for h in resumed.trainer.history] == full[1:]
