@@ -277,13 +277,12 @@ class TrainConfig:
                                                         "class_to_image": 1.0})
     # a curriculum: the first curriculum_steps steps draw their tasks by curriculum_task_weights instead of
     # task_weights. On moving-digits the class task trained beside text-to-image from step 0 kept the caption's
-    # route from forming; 1000 steps of text-to-image alone formed it on two seeds of three, and the caption then
-    # worked on one (experiments/video-seeds), so no preset sets it
+    # route from forming; 1000 steps of text-to-image alone form it (experiments/video-seeds; the preset sets it)
     curriculum_steps: int = 0
     curriculum_task_weights: dict = field(default_factory=dict)
     # the curriculum's diffusion.clean_frames_prob (None: the run's). A clip with clean frames shows its digit, so
     # only clips without any need the caption; with none, every seed read it by step 750 (seed 1: ~1600 with 0.75)
-    # and the caption reached 93% of frames on the two seeds evaluated; the preset waits for the third
+    # and the caption kept the named digit in 80-93% of frames on three seeds (moving-digits sets 0)
     curriculum_clean_frames_prob: float | None = None
 
     def __post_init__(self) -> None:
