@@ -75,6 +75,22 @@ def test_a_curriculum_draws_its_own_tasks_first_then_the_mixture(tmp_path):
     assert {t for d in drawn[5:] for t in d} - {"text_to_image"}  # then the whole mixture, by its weights
 
 
+@pytest.mark.parametrize("steps,says", [(3, True), (6, False)])
+def test_a_run_that_stops_inside_its_curriculum_says_which_tasks_never_trained(tmp_path, steps, says):
+    config = tiny(steps, "train.curriculum_steps=5", "train.curriculum_task_weights={text_to_image: 1.0}")
+    lines: list[str] = []
+    train_run(config, tmp_path / "run", progress=False, log=lines.append)
+    notes = [line for line in lines if "inside its curriculum" in line]
+    if says:
+        untrained = sorted(t for t, w in config.train.task_weights.items() if w > 0 and t != "text_to_image")
+        assert notes == [f"note: the run stopped at step 3, inside its curriculum (train.curriculum_steps = 5), so "
+                         f"{', '.join(untrained)} never trained; continue it past step 5: mdm train --out "
+                         f"{tmp_path / 'run'} --resume (with train.steps=N if it reached its steps)"]
+        assert untrained  # the tiny mixture has tasks beyond the curriculum's
+    else:
+        assert notes == []
+
+
 @pytest.mark.parametrize("override,message", [
     ("train.curriculum_steps=3", r"train.curriculum_steps = 3 needs train.curriculum_task_weights with a weight > 0"),
     ("train.curriculum_steps=-1", r"train.curriculum_steps must be an integer >= 0, got -1"),

@@ -165,6 +165,21 @@ def step_memory(network: torch.nn.Module, diffusion, data: PreparedData, config:
     return check_step_memory(estimate, free_memory_bytes(device))
 
 
+def curriculum_cut_note(config: MDMConfig, step: int, out: Path) -> str | None:
+    """What a run that stopped inside its curriculum (a time budget, Ctrl-C, few ``train.steps``) never trained:
+    the tasks only the mixture after it draws, which the checkpoint still lists as its tasks. None otherwise."""
+    train = config.train
+    if step >= train.curriculum_steps:
+        return None
+    drawn = {task for task, weight in train.curriculum_task_weights.items() if weight > 0}
+    untrained = sorted(task for task, weight in train.task_weights.items() if weight > 0 and task not in drawn)
+    if not untrained:
+        return None
+    return (f"note: the run stopped at step {step}, inside its curriculum (train.curriculum_steps = "
+            f"{train.curriculum_steps}), so {', '.join(untrained)} never trained; continue it past step "
+            f"{train.curriculum_steps}: mdm train --out {out} --resume (with train.steps=N if it reached its steps)")
+
+
 def check_config(config: MDMConfig) -> None:
     """The checks of ``config`` that need the modules it names (schedules, tasks, a mixture's files), before any work
     is done."""
@@ -283,4 +298,7 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
         + (f", fsdp: {local / 1e6:.2f}M parameters held here" if dist.sharded else ""))
     trainer.run(time_budget_s=time_budget_s, progress=progress, on_log=on_log, on_step=sample_hook,
                 checkpoint_every=config.train.checkpoint_every, save=save, catch_interrupt=True)
+    note = curriculum_cut_note(config, trainer.step, out)
+    if note:
+        say(note)
     return RunResult(out, trainer, data, resumed_from)
