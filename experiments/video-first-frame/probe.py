@@ -21,7 +21,7 @@ import torch
 from mdm.diffusion.sampler_config import SamplerConfig
 from mdm.evaluation.figures import video_strip
 from mdm.evaluation.judges.digit_classifier import train_digit_classifier
-from mdm.evaluation.video import digit_crops, ink_centroids
+from mdm.evaluation.video import digit_crops, ink_centroids, score_clips
 from mdm.pipeline import MDMPipeline
 from mdm.training.prepare import load_samples
 
@@ -33,16 +33,6 @@ def judge_first_frames(clips: torch.Tensor, classifier, digit_size: int) -> tupl
     with torch.no_grad():
         probs = classifier(crops).softmax(-1)
     return probs, first.float().clamp(0, 1).sum((1, 2, 3, 4))
-
-
-def later_frames_right(clips: torch.Tensor, labels: torch.Tensor, classifier, digit_size: int) -> torch.Tensor:
-    """(b,) how many of frames 1..T-1 of the same one-pass draw the judge reads as the requested digit: a wrong
-    frame 0 in a clip whose other frames are right is a defect of frame 0 (placement, a ghost), not of the class."""
-    rest = clips[:, 1:]
-    crops = digit_crops(rest, ink_centroids(rest), digit_size, classifier.image_size)
-    with torch.no_grad():
-        picked = classifier(crops).argmax(-1).view(rest.shape[0], rest.shape[1])
-    return (picked == labels[:, None]).sum(1)
 
 
 def main() -> None:
@@ -76,7 +66,9 @@ def main() -> None:
         clips = pipe.class_to_video(labels.tolist(), sampler, seed=args.seed)
         probs, mass = judge_first_frames(clips, classifier, digit_size)
         picked = probs.argmax(-1)
-        rest_right = later_frames_right(clips, labels, classifier, digit_size)
+        # how many of frames 1..T-1 of the same one-pass draw the suite's judge reads as the requested digit: a
+        # wrong frame 0 in a clip whose other frames are right is frame 0's defect (placement, a ghost)
+        rest_right = score_clips(clips, labels, classifier, digit_size).frame_correct[:, 1:].sum(1)
         wrong = (picked != labels).nonzero().flatten().tolist()
         rows = [{"clip": i, "requested": int(labels[i]), "judged": int(picked[i]),
                  "p_judged": round(float(probs[i, picked[i]]), 3), "p_requested": round(float(probs[i, labels[i]]), 3),
