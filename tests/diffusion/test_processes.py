@@ -63,3 +63,47 @@ def test_process_samples_and_scores_with_the_right_shapes(name):
     scores = target_loss(net, diffusion, [Segment(TXT, text, False), Segment(IMG, image, True)], n_levels=4)
     again = target_loss(net, diffusion, [Segment(TXT, text, False), Segment(IMG, image, True)], n_levels=4)
     assert scores.shape == (4,) and (scores >= 0).all() and torch.equal(scores, again)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "absorbing"])
+def test_balanced_first_frame_weighs_frame_zero_in_clips_without_clean_frames(name):
+    """With prefix clean frames, frame 0 is a target only in clips given none; ``balance_first_frame`` weighs its
+    positions there by 1 / (1 - clean_frames_prob), and nothing else changes."""
+    from mdm.diffusion.batch_random import BatchRandom
+
+    net, diffusion = build(name)
+    process = diffusion.process(net, Modality.IMAGE)
+    process.config.clean_frames, process.config.clean_frames_prob = "prefix", 0.75
+    process.config.per_position_t_prob = 0.0
+    clip = SegmentSpec.video(4, 2, 2)  # 4 frames of 2x2 codes, frame-major
+    codes = torch.randint(0, 16, (64, 16), generator=torch.Generator().manual_seed(0))
+    vae_out = net.vae(codes, Modality.IMAGE)
+
+    def corrupt(balance: bool):
+        process.config.balance_first_frame = balance
+        return process.corrupt(net, clip, codes, vae_out, BatchRandom(torch.Generator().manual_seed(1), "cpu"))
+
+    plain, balanced = corrupt(False), corrupt(True)
+    assert plain.weight is None and torch.equal(plain.predict, balanced.predict)
+    weight = balanced.weight.view(64, 4, 4)
+    assert (weight[:, 1:] == 1.0).all() and (weight[:, 0] == weight[:, 0, :1]).all()
+    whole = weight[:, 0, 0] == 4.0  # the clips given no clean frame
+    assert 0 < whole.sum() < 64 and (weight[~whole] == 1.0).all()
+    scored_first = plain.predict.view(64, 4, 4)[:, 0].any(dim=1)  # a prefix clip gives frame 0 clean
+    assert (whole >= scored_first).all() and scored_first.sum() > 0.8 * whole.sum()
+    out = torch.randn(64, 16, 16, generator=torch.Generator().manual_seed(2))
+    (plain_total, plain_count), (total, count) = process.loss(out, codes, plain), process.loss(out, codes, balanced)
+    assert torch.equal(count, plain_count)  # the average is still over the clip's positions
+    assert torch.allclose(total[~whole], plain_total[~whole]) and (total[scored_first] > plain_total[scored_first]).all()
+    first_only = process.loss(out, codes, type(plain)(**{**plain.__dict__, "predict": plain.predict & (
+        torch.arange(16) < 4)}))[0]  # frame 0's share of the plain loss
+    assert torch.allclose(total, plain_total + 3 * first_only, rtol=1e-5, atol=1e-5)
+
+
+def test_balanced_first_frame_needs_prefix_clean_frames():
+    from mdm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"diffusion.balance_first_frame .* needs diffusion.clean_frames=prefix, "
+                                          r"got 'random'"):
+        load_config("tiny", ["diffusion.balance_first_frame=true", "diffusion.clean_frames_prob=0.5"])
+    assert load_config("tiny", ["diffusion.balance_first_frame=true", "diffusion.clean_frames=prefix"])

@@ -59,15 +59,14 @@ class BackboneConfig:
     chunk_size: int = 64  # the longest SSD chunk (best on CPU; shorter tails run as balanced chunks); CUDA uses >= 64
     discretization: Discretization = Discretization.ZOH
     segment_len: int = 2048  # positions a Mamba block processes at a time (exact; bounds temporaries)
-    # the causal conv + SiLU and the SSD's in-chunk matrix of Mamba blocks by C++ kernels on CPU (float32/64, eager;
-    # built on first use, PyTorch with one warning when they cannot be built); false: PyTorch everywhere. Same results.
+    # the causal conv + SiLU and the SSD's in-chunk matrix by C++ kernels on CPU (float32/64, eager; built on first
+    # use, PyTorch with a warning when they cannot be); false: PyTorch everywhere. Same results.
     cpu_kernels: bool = True
     # initial range of each scan head's step dt (log-uniform) and decay rate A (uniform): the public Mamba-2's
     # [0.001, 0.1] and [1, 16] forget a token within ~30 positions in most heads (decay exp(-dt A) a position)
     dt_init: list = field(default_factory=lambda: [0.001, 0.1])
     a_init: list = field(default_factory=lambda: [1.0, 16.0])
-    # scan switches (DESIGN.md §1.6)
-    scan_patterns: str = "1234/12"
+    scan_patterns: str = "1234/12"  # scan switches (DESIGN.md §1.6)
     row_pad: int = 0  # DiM's learned pads after each image row/column; 0 = off until measured
     long_skips: bool = False  # U-ViT skips between the two halves (mirrors the scan cycle)
     # Transformer baseline
@@ -190,6 +189,7 @@ class DiffusionConfig:
     per_position_t_prob: float = 0.5  # share of noised segments trained with an independent t per position
     clean_frames_prob: float = 0.0  # share of noised VQ-coded clips trained with whole frames clean (clean_frames)
     clean_frames: str = "random"  # which frames: "random" (any subset) or "prefix" (the first k, as frame passes)
+    balance_first_frame: bool = False  # prefix: weight frame 0 by 1/(1-clean_frames_prob) where noised (base.py)
     cond_dropout: float = 0.1  # classifier-free guidance: drop the class / condition segments
     # the process of each modality's states (mdm.diffusion.registry): "gaussian" (Gaussian latents with score
     # entropy over clean candidates, the paper's literal reading) or "absorbing" (SEDD's absorbing graph)
@@ -227,6 +227,9 @@ class DiffusionConfig:
             raise ConfigError(f"diffusion.absorbing_loss must be elbo or masked_mean, got {self.absorbing_loss!r}")
         if self.clean_frames not in ("random", "prefix"):
             raise ConfigError(f"diffusion.clean_frames must be random or prefix, got {self.clean_frames!r}")
+        if self.balance_first_frame and self.clean_frames != "prefix":
+            raise ConfigError("diffusion.balance_first_frame weights the frame that prefix clean frames never "
+                              f"noise: it needs diffusion.clean_frames=prefix, got {self.clean_frames!r}")
         for name in ("self_conditioning", "time_warping"):
             if getattr(self, name) and not self.gaussian_modalities():
                 raise ConfigError(f"diffusion.{name} serves the gaussian process only (Gaussian latents); "
@@ -256,16 +259,14 @@ class TrainConfig:
     # (train.steps, or the --minutes budget when it ends first), times the warm-up ramp
     lr_decay: str = "constant"
     lr_final_fraction: float = 0.0
-    # the VAE's rate as a share of lr (same warm-up and decay; 0 freezes it): Adam keeps moving converged weights by
-    # about the rate, and so the latents the denoiser reads. On moving-digits at lr 2e-3, 0.25 did not bring back
-    # the caption path (experiments/video-seeds), so no preset sets it
+    # the VAE's rate as a share of lr (same warm-up and decay; 0 freezes it). On moving-digits at lr 2e-3, 0.25 did
+    # not bring back the caption path (experiments/video-seeds), so no preset sets it
     vae_lr_scale: float = 1.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     mixed_precision: str = "auto"  # auto = bf16 autocast on a CUDA device that supports it; "bf16"; "no"
     distributed: str = "ddp"  # under torchrun: "ddp" (whole model per process) or "fsdp" (sharded, large sizes)
-    # torch.compile each backbone block in place (inductor; on a CPU it needs a C++ compiler). The first steps
-    # pay the compile (~50 s for moving-digits here), then a step takes 0.35 s instead of 0.42 s (training/loop.py)
+    # torch.compile each backbone block in place (inductor; on a CPU it needs a C++ compiler; training/loop.py)
     compile: bool = False
     seed: int = 0
     log_every: int = 50
@@ -275,14 +276,12 @@ class TrainConfig:
     task_weights: dict = field(default_factory=lambda: {"text_to_image": 1.0, "image_to_text": 1.0, "vqa": 1.0,
                                                         "text_to_text": 1.0, "joint": 1.0,
                                                         "class_to_image": 1.0})
-    # a curriculum: the first curriculum_steps steps draw their tasks by curriculum_task_weights instead of
-    # task_weights. On moving-digits the class task trained beside text-to-image from step 0 kept the caption's
-    # route from forming; 1000 steps of text-to-image alone form it (experiments/video-seeds; the preset sets it)
+    # a curriculum: the first curriculum_steps steps draw their tasks by curriculum_task_weights. On moving-digits
+    # the class task beside text-to-image kept the caption's route from forming (experiments/video-seeds)
     curriculum_steps: int = 0
     curriculum_task_weights: dict = field(default_factory=dict)
     # the curriculum's diffusion.clean_frames_prob (None: the run's). A clip with clean frames shows its digit, so
-    # only clips without any need the caption; with none, every seed read it by step 750 (seed 1: ~1600 with 0.75)
-    # and the caption kept the named digit in 80-93% of frames on three seeds (moving-digits sets 0)
+    # only clips without any need the caption; with none, every seed read it by step 750 (moving-digits sets 0)
     curriculum_clean_frames_prob: float | None = None
 
     def __post_init__(self) -> None:
@@ -332,7 +331,6 @@ class TrainConfig:
             for name, w in self.curriculum_task_weights.items():
                 weights[name] = max(w, weights.get(name, 0.0))
         return weights
-
 
 
 @dataclass
@@ -386,11 +384,9 @@ def check_finite(config: MDMConfig) -> None:
 # now: an old checkpoint's config.json (or a YAML file) holding that value loads with the key ignored; any other
 # value is an error, since the code can no longer do what it asked.
 REMOVED_FIELDS: dict[type, dict[str, Any]] = {
-    # image SNR / 64 beside the text's: text->text 34.8 against 43.4 and text->image 12.7 against 15.8 with the
-    # text shift alone (27-minute ShapesWorld mixtures, experiments/answers-from-the-prior)
+    # image SNR / 64 beside the text's: lower text->text and text->image (experiments/answers-from-the-prior)
     DiffusionConfig: {"image_snr_shift": 1.0},
-    # a depthwise k x k x k conv over each clip's (frame, row, column) grid before every block: frame t + 1 was frame
-    # t moved in 15.0% of frames with k = 3 against 24.6% without (moving digits, experiments/video-coherence)
+    # a depthwise conv over each clip's (frame, row, column) grid: less motion kept (experiments/video-coherence)
     BackboneConfig: {"grid_conv": 0},
 }
 

@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mdm.diffusion.base import Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames, clean_latent
+from mdm.diffusion.base import (Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames, clean_latent,
+                               first_frame_weight)
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.objective import score_entropy_onehot
 from mdm.diffusion.sampler_config import CommitSchedule, SamplerConfig, commit_most_confident, committed_count
@@ -126,10 +127,12 @@ class Absorbing(DiffusionProcess):
         b, n = states.shape[:2]
         t = EPS + (1 - EPS) * rng.rand(b, 1)  # SEDD draws t in (eps, 1]: the weight 1/t stays bounded
         masked = rng.rand(b, n) < mask_probability(t)
-        masked = masked & ~clean_frames(cfg, spec, rng, b, mu.device)  # whole frames given unmasked
+        frames = clean_frames(cfg, spec, rng, b, mu.device)
+        masked = masked & ~frames  # whole frames given unmasked
         level = t.expand(b, n) * self.T
         tau = torch.where(masked, level, torch.zeros_like(level))
-        return Corrupted(self.masked_input(network, masked, mu), tau, level[:, 0], masked, level=t)
+        return Corrupted(self.masked_input(network, masked, mu), tau, level[:, 0], masked, level=t,
+                         weight=first_frame_weight(cfg, spec, frames))
 
     def corrupt_at(self, network: MDMNetwork, spec: SegmentSpec, states: Tensor, mu: Tensor, level: float,
                    generator: torch.Generator) -> Corrupted:
@@ -141,10 +144,10 @@ class Absorbing(DiffusionProcess):
 
     def loss(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> tuple[Tensor, Tensor]:
         if self.config.absorbing_loss == "masked_mean":  # the plain CE, averaged over the masked positions
-            per_position = score_entropy_onehot(out, states) * corrupted.predict
+            per_position = score_entropy_onehot(out, states) * corrupted.scored()
             return per_position.sum(dim=1), corrupted.predict.sum(dim=1)
         sigma, dsigma = log_linear_sigma(corrupted.level)
-        per_position = absorbing_weighted_ce(out, states, sigma, dsigma) * corrupted.predict
+        per_position = absorbing_weighted_ce(out, states, sigma, dsigma) * corrupted.scored()
         return per_position.sum(dim=1), torch.full_like(per_position[:, 0], states.shape[1])
 
     def likelihood(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> Tensor:

@@ -49,6 +49,11 @@ class Corrupted:
     predict: Tensor  # (b, n) bool: the positions the loss scores
     noise: Tensor | None = None  # (b, n, e) the Gaussian noise, where the loss needs it
     level: Tensor | None = None  # (b, 1) the level in (0, 1], where the loss weights by it
+    weight: Tensor | None = None  # (b, n) each position's loss weight (first_frame_weight), None for all 1
+
+    def scored(self) -> Tensor:
+        """(b, n) each position's share of the loss: ``predict`` times ``weight``."""
+        return self.predict if self.weight is None else self.predict * self.weight
 
 
 @dataclass
@@ -80,6 +85,24 @@ def clean_frames(config: DiffusionConfig, spec: SegmentSpec, rng: BatchRandom, b
     else:
         chosen = gate & (rng.rand(b, frames) < rng.rand(b, 1))
     return chosen.repeat_interleave(n // frames, dim=1)  # content is frame-major
+
+
+def first_frame_weight(config: DiffusionConfig, spec: SegmentSpec, frames_clean: Tensor) -> Tensor | None:
+    """(b, n) loss weights that train frame 0 as much as the last frame (``balance_first_frame``), or None.
+
+    With prefix clean frames (:func:`clean_frames`) frame 0 is a target only in the clips
+    given no clean frame, a share ``1 - clean_frames_prob`` of them, while frame ``T - 1``
+    is a target in every clip; the frame passes draw frame 0 from nothing and every later
+    frame from it. Frame 0's positions in those clips weigh ``1 / (1 - clean_frames_prob)``
+    (measured: experiments/video-first-frame).
+    """
+    p = config.clean_frames_prob
+    if not (config.balance_first_frame and spec.is_video) or p == 0 or p == 1:
+        return None
+    n = spec.n_content
+    first = torch.arange(n, device=frames_clean.device) < n // spec.frames  # content is frame-major
+    whole = ~frames_clean.any(dim=1, keepdim=True)
+    return torch.where(whole & first, 1.0 / (1.0 - p), 1.0)
 
 
 def clean_latent(network: MDMNetwork, vae_out: VAEOutput) -> Tensor:

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from mdm.config import DiffusionConfig
 from mdm.diffusion.base import (Corrupted, DiffusionProcess, SegmentSampler, StepInput, clean_frames, clean_latent,
-                               self_conditioned)
+                               first_frame_weight, self_conditioned)
 from mdm.diffusion.batch_random import BatchRandom
 from mdm.diffusion.objective import expected_latent, gaussian_offset, score_entropy_onehot
 from mdm.diffusion.sampler_config import SamplerConfig, Solver, commit_most_confident, committed_count
@@ -79,14 +79,15 @@ class GaussianLatent(DiffusionProcess):
         per_position = (rng.rand(b) < cfg.per_position_t_prob)[:, None]
         t_free = rng.randint(T, b, n) if warp is None else warp.timesteps(rng.rand(b, n), T)
         clean = per_position & (rng.rand(b, n) < rng.rand(b, 1))  # a random share of positions left clean
-        clean = clean | clean_frames(cfg, spec, rng, b, mu.device)
+        frames = clean_frames(cfg, spec, rng, b, mu.device)
+        clean = clean | frames
         segment_tau = (t[:, 0] + 1).float()  # the TIME token: the segment's shared level, as at sampling
         t = torch.where(per_position, t_free, t)
         noise = rng.randn(*z0.shape, dtype=z0.dtype)
         # Clean positions are fed mu, as committed positions are at sampling (c_y = mu(e(y))).
         z = torch.where(clean[..., None], mu, self.schedule.add_noise(z0, noise, t))
         tau = torch.where(clean, torch.zeros_like(t), t + 1).float()
-        return Corrupted(z, tau, segment_tau, ~clean, noise)
+        return Corrupted(z, tau, segment_tau, ~clean, noise, weight=first_frame_weight(cfg, spec, frames))
 
     def warp(self, network: MDMNetwork) -> TimeWarp | None:
         """The network's fitted time warp of this modality, or None when it trained without one."""
@@ -116,7 +117,7 @@ class GaussianLatent(DiffusionProcess):
         return Corrupted(z, tau, tau[:, 0], torch.ones(b, n, dtype=torch.bool, device=mu.device), noise)
 
     def loss(self, out: Tensor, states: Tensor, corrupted: Corrupted) -> tuple[Tensor, Tensor]:
-        per_position = score_entropy_onehot(out, states) * corrupted.predict
+        per_position = score_entropy_onehot(out, states) * corrupted.scored()
         return per_position.sum(dim=1), corrupted.predict.sum(dim=1)
 
     # -- conditions ----------------------------------------------------------
