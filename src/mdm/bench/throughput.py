@@ -53,11 +53,12 @@ def _sampling_job(config_dict: dict, resolution: int, batch: int, steps: int, th
 
 def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS, batch: int = 4,
                      steps: int = 20, threads: int | None = None, max_seconds: float = 120.0,
-                     seed: int = 0, lengths: tuple[int, ...] = DEFAULT_LENGTHS) -> dict:
+                     seed: int = 0, lengths: tuple[int, ...] = DEFAULT_LENGTHS, isolate: bool = True) -> dict:
     """Images/s of ``config``'s backbone and of a parameter-matched Transformer at each resolution,
     and the forward latency of both at each token length.
 
     A backbone stops at the first resolution (length) that took longer than ``max_seconds``.
+    ``isolate=False`` measures in this process (:func:`mdm.bench.timing.in_subprocess`).
     """
     threads = threads or torch.get_num_threads()
     mamba = config.backbone
@@ -74,7 +75,8 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
             c = replace(config, backbone=replace(backbone, max_seq_len=max(backbone.max_seq_len, side * side + 64),
                                                  n_classes=max(backbone.n_classes, 1)),
                         layout=replace(config.layout, image_size=resolution))
-            row = timing.in_subprocess(_sampling_job, to_dict(c), resolution, batch, steps, threads, seed)
+            row = timing.in_subprocess(_sampling_job, to_dict(c), resolution, batch, steps, threads, seed,
+                                       isolate=isolate)
             if "error" in row:  # out of memory or a failure in the child: keep what was measured, stop here
                 print(f"{name:<12} {resolution:>4} px  failed: {row['error']}", flush=True)
                 break
@@ -86,7 +88,7 @@ def bench_throughput(config: MDMConfig, resolutions: tuple[int, ...] = DEFAULT_R
         latency = []
         for length in lengths:
             job_config = to_dict(replace(backbone, max_seq_len=max(backbone.max_seq_len, length)))
-            row = timing.in_subprocess(timing.backbone_job, job_config, length, threads, seed)
+            row = timing.in_subprocess(timing.backbone_job, job_config, length, threads, seed, isolate=isolate)
             if "error" in row:
                 print(f"{name:<12} {length:>6} tokens  failed: {row['error']}", flush=True)
                 break

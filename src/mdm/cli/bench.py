@@ -88,7 +88,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
         raise ValueError("--batch and --steps must be >= 1")
     out = _out_folder(args)
     result = bench_throughput(config, resolutions, args.batch, args.steps, args.threads, args.max_seconds,
-                              lengths=lengths)
+                              lengths=lengths, isolate=not args.in_process)
     _report(out, "throughput", result, format_throughput(result), plot_throughput)
     return 0
 

@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="images sampled together")
     p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
     _add_bench_args(p, "throughput", 120.0, "stop a backbone after the first resolution slower than this")
+    p.add_argument("--in-process", action="store_true", help="measure in this process, not a fresh one per point")
     p.set_defaults(func=cmd_bench_throughput)
 
     p = bench.add_parser("video", help="latency and memory of DiM vs full spatio-temporal attention as clips grow")
