@@ -1,41 +1,67 @@
-"""The kernels' build: from a copy of the source that keeps its path and time while its text is unchanged."""
+"""The kernels' build cache: reused when the code, flags and torch match (whatever the checkout's or the virtual
+environment's path), rebuilt when any of them changes."""
 
-import os
+import pytest
+import torch
 
 from mdm.nn import cpu_kernels
-from mdm.nn.cpu_kernels import stable_source
+from mdm.nn.cpu_kernels import build_fingerprint, load_cached
+
+KERNEL = "ssd_scan"  # for conftest's built_kernel
 
 
-def test_the_copy_is_rewritten_only_when_the_text_changes(tmp_path):
-    checkout, build = tmp_path / "clone", tmp_path / "build"
-    checkout.mkdir()
-    source = checkout / "scan.cpp"
-    source.write_text("int one() { return 1; }\n")
-    copy = stable_source(source, build)
-    assert copy == build / "scan.cpp" and copy.read_text() == source.read_text()
-
-    os.utime(copy, ns=(10**18, 10**18))  # an old build's copy: ninja compares this time with the object's
-    source.touch()  # a fresh clone: same text, new time
-    assert stable_source(source, build) == copy and copy.stat().st_mtime_ns == 10**18
-
-    source.write_text("int one() { return 2; }\n")
-    stable_source(source, build)
-    assert copy.read_text() == "int one() { return 2; }\n" and copy.stat().st_mtime_ns != 10**18
-    assert sorted(p.name for p in build.iterdir()) == ["scan.cpp"]  # no partial file left behind
+def test_the_fingerprint_follows_the_source_the_flags_and_torch(monkeypatch):
+    base = build_fingerprint(b"int one() { return 1; }", ["-O3"])
+    assert base == build_fingerprint(b"int one() { return 1; }", ["-O3"])
+    assert base != build_fingerprint(b"int one() { return 2; }", ["-O3"])
+    assert base != build_fingerprint(b"int one() { return 1; }", ["-O3", "-mavx2"])
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert base != build_fingerprint(b"int one() { return 1; }", ["-O3"])
 
 
-def test_the_kernel_is_built_from_the_copy_not_the_checkout(tmp_path, monkeypatch):
+def test_nothing_is_loaded_without_a_matching_fingerprint(tmp_path):
+    (tmp_path / "mdm_k.so").write_bytes(b"not a library")
+    assert load_cached("mdm_k", tmp_path, "abc") is None  # no fingerprint recorded
+    (tmp_path / "mdm_k.fingerprint").write_text("other")
+    assert load_cached("mdm_k", tmp_path, "abc") is None  # built from other code
+
+
+@pytest.fixture
+def fresh_cache():
+    cpu_kernels.cpu_kernel.cache_clear()
+    yield
+    cpu_kernels.cpu_kernel.cache_clear()
+
+
+def test_a_missing_build_is_made_and_recorded(tmp_path, monkeypatch, fresh_cache):
     from torch.utils import cpp_extension
 
-    built = {}
+    calls = []
     monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda module, verbose: str(tmp_path / module))
-    monkeypatch.setattr(cpp_extension, "load", lambda module, sources, **kwargs: built.update(module=module,
-                                                                                             sources=sources))
+    monkeypatch.setattr(cpp_extension, "load", lambda module, **kwargs: calls.append(module) or "built")
+    for module in ("mdm_ssd_scan", "mdm_ssd_scan_avx2"):
+        (tmp_path / module).mkdir()
+    assert cpu_kernels.cpu_kernel("ssd_scan") == "built" and len(calls) == 1
+    assert (tmp_path / calls[0] / f"{calls[0]}.fingerprint").read_text() == build_fingerprint(
+        (cpu_kernels.SOURCES / "ssd_scan.cpp").read_bytes(), _flags(calls[0]))
+
+
+def _flags(module: str) -> list[str]:
+    avx2 = ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return ["-O3", "-fopenmp"] + (avx2 if module.endswith("_avx2") else [])
+
+
+def test_a_recorded_build_loads_without_the_compiler(built_kernel, monkeypatch, fresh_cache):
+    """``built_kernel`` (conftest) has built ssd_scan in this environment; a second process of another clone with the
+    same code must load it without ``cpp_extension.load`` (whose ninja would rebuild for a new headers path)."""
+    from torch.utils import cpp_extension
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt although the fingerprint matched")
+
+    assert cpu_kernels.cpu_kernel("ssd_scan") is not None  # records the fingerprint if an older build lacked it
     cpu_kernels.cpu_kernel.cache_clear()
-    try:
-        cpu_kernels.cpu_kernel("ssd_scan")
-    finally:
-        cpu_kernels.cpu_kernel.cache_clear()
-    assert built["sources"] == [str(tmp_path / built["module"] / "ssd_scan.cpp")]
-    assert (tmp_path / built["module"] / "ssd_scan.cpp").read_bytes() == \
-        (cpu_kernels.SOURCES / "ssd_scan.cpp").read_bytes()
+    monkeypatch.setattr(cpp_extension, "load", no_build)
+    loaded = cpu_kernels.cpu_kernel("ssd_scan")
+    assert loaded is not None and any(callable(getattr(loaded, name)) for name in dir(loaded)
+                                      if not name.startswith("_"))

@@ -1,8 +1,8 @@
 """The project's C++ CPU kernels (``csrc/*.cpp``), built with ``torch.utils.cpp_extension`` on first use.
 
 Each kernel is a fused form of a PyTorch reference beside it (:mod:`mdm.nn.causal_conv`, :mod:`mdm.nn.ssd`), and
-tests tie the two together. A build takes about a minute and is cached on disk per machine, from a copy of the
-source kept there, so a new clone of the same code reuses it; a process loads each kernel once. Where the CPU has
+tests tie the two together. A build takes about a minute and is cached on disk per machine, with a fingerprint of
+what went into it, so a new clone of the same code reuses it; a process loads each kernel once. Where the CPU has
 AVX2 the build targets it (ATen's vectors, its Sleef ``exp``), under its own name so that a cached build is never
 loaded on a CPU without it. When a kernel cannot be built (no compiler, no ninja, a failed build)
 :func:`cpu_kernel` warns once with the error and returns None, and the caller keeps its reference; each new
@@ -14,6 +14,8 @@ only (``once_differentiable``): double backward, forward-mode AD and ``torch.fun
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import os
 import sys
 import warnings
@@ -35,29 +37,45 @@ def kernel_applies(x: Tensor) -> bool:
 
 
 def _build_directory(cpp_extension: ModuleType, module: str) -> Path | None:
-    """Where ``cpp_extension`` builds ``module``, or None. Asks a private helper; if that moves, the build still
-    works, only without :func:`stable_source` and the "compiling" message."""
+    """Where ``cpp_extension`` builds ``module``, or None. Asks a private helper; if that moves, every process
+    goes through ``cpp_extension.load`` (ninja decides) and only the "compiling" message is lost."""
     try:
         return Path(cpp_extension._get_build_directory(module, verbose=False))
     except Exception:
         return None
 
 
-def stable_source(source: Path, build_directory: Path) -> Path:
-    """``source`` copied into ``build_directory``, the copy rewritten only when its bytes differ.
+def build_fingerprint(source: bytes, flags: list[str]) -> str:
+    """What a cached build depends on: the kernel's text, the compiler flags, the torch and Python versions.
 
-    ninja rebuilds when a source's path or modification time changes, so building from the checkout would
-    redo the minute-long build in every new clone (CI's, a second worktree) although the code is the same.
-    The copy keeps one path per machine and keeps its time while the text is unchanged. Written through a
-    temporary file and a rename, so a process reading it never sees half a file."""
-    target = build_directory / source.name
-    text = source.read_bytes()
-    if not target.is_file() or target.read_bytes() != text:
-        build_directory.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-        partial.write_bytes(text)
-        partial.replace(target)
-    return target
+    ninja's own check also compares the build's command line, which names the environment's torch headers by
+    path, so a new clone with its own virtual environment would redo the minute-long build although nothing
+    that goes into the library changed. A build is reused when this fingerprint matches instead."""
+    digest = hashlib.sha256(source)
+    for part in (*flags, torch.__version__, sys.version.split()[0], sys.platform):
+        digest.update(b"\0" + part.encode())
+    return digest.hexdigest()
+
+
+def load_cached(module: str, build_directory: Path, fingerprint: str) -> ModuleType | None:
+    """The built ``module`` from ``build_directory`` when its recorded fingerprint is ``fingerprint``, else None
+    (nothing built yet, or built from other code, flags or torch)."""
+    stamp, library = build_directory / f"{module}.fingerprint", build_directory / f"{module}.so"
+    if not (stamp.is_file() and library.is_file() and stamp.read_text().strip() == fingerprint):
+        return None
+    spec = importlib.util.spec_from_file_location(module, library)
+    if spec is None or spec.loader is None:
+        return None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def _record(build_directory: Path, module: str, fingerprint: str) -> None:
+    """Write the fingerprint of the build just made, through a rename so no reader sees half of it."""
+    partial = build_directory / f"{module}.fingerprint.{os.getpid()}"
+    partial.write_text(fingerprint)
+    partial.replace(build_directory / f"{module}.fingerprint")
 
 
 @functools.cache
@@ -75,13 +93,20 @@ def cpu_kernel(name: str) -> ModuleType | None:
             module, flags = f"{module}_avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2",
                                                       "-DCPU_CAPABILITY=AVX2"]
         source, build_directory = SOURCES / f"{name}.cpp", _build_directory(cpp_extension, module)
+        fingerprint = build_fingerprint(source.read_bytes(), flags)
         if build_directory is not None:
-            source = stable_source(source, build_directory)
+            cached = load_cached(module, build_directory, fingerprint)
+            if cached is not None:
+                return cached
+            (build_directory / f"{module}.fingerprint").unlink(missing_ok=True)  # the build below replaces it
             if not any(build_directory.glob("*.so")):
                 print(f"mdm: compiling the CPU kernel {name} (once per machine, about a minute)", file=sys.stderr,
                       flush=True)
-        return cpp_extension.load(module, sources=[str(source)], extra_cflags=flags,
-                                  extra_ldflags=["-fopenmp"], verbose=False)
+        loaded = cpp_extension.load(module, sources=[str(source)], extra_cflags=flags,
+                                    extra_ldflags=["-fopenmp"], verbose=False)
+        if build_directory is not None:
+            _record(build_directory, module, fingerprint)
+        return loaded
     except Exception as error:  # a missing compiler or ninja, a failed build: the reference still works
         message = " ".join(str(error).split())[-600:]
         warnings.warn(f"mdm: the CPU kernel {name} could not be built ({type(error).__name__}: {message}); "
