@@ -17,3 +17,12 @@ def built_kernel(request):
         assert missing_compiler(torch.device("cpu")) is not None, f"a C++ compiler is on PATH but {name} did not build"
         pytest.skip("no C++ compiler: the kernel cannot be built here")
     return module
+
+
+@pytest.fixture
+def empty_build_cache(tmp_path, monkeypatch):
+    """``cpp_extension`` pointed at an empty build folder, so no kernel the machine built is loaded from it."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda module, verbose: str(tmp_path / module))
+    return tmp_path

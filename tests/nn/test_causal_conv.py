@@ -56,15 +56,13 @@ def test_kernel_is_used_and_the_reference_when_asked(kernel, monkeypatch):
     torch.testing.assert_close(causal_conv_silu(*half), causal_conv_silu_ref(*half), rtol=0, atol=0)
 
 
-def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch, tmp_path):
+def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch, empty_build_cache):
     from torch.utils import cpp_extension
 
     def broken_load(*args, **kwargs):
         raise RuntimeError("Error building extension: g++: fatal error: no input files")
 
     monkeypatch.setattr(cpp_extension, "load", broken_load)
-    # an empty build cache, so the machine's recorded build is not simply loaded
-    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda module, verbose: str(tmp_path / module))
     cpu_kernels.cpu_kernel.cache_clear()
     try:
         x, weight, bias, context = _inputs(2, 5, 6, 4, torch.float32)

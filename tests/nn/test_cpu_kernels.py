@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mdm.nn import cpu_kernels
-from mdm.nn.cpu_kernels import build_fingerprint, load_cached
+from mdm.nn.cpu_kernels import build_fingerprint, build_target, load_cached
 
 KERNEL = "ssd_scan"  # for conftest's built_kernel
 
@@ -33,22 +33,16 @@ def fresh_cache():
     cpu_kernels.cpu_kernel.cache_clear()
 
 
-def test_a_missing_build_is_made_and_recorded(tmp_path, monkeypatch, fresh_cache):
+def test_a_missing_build_is_made_and_recorded(empty_build_cache, monkeypatch, fresh_cache):
     from torch.utils import cpp_extension
 
     calls = []
-    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda module, verbose: str(tmp_path / module))
     monkeypatch.setattr(cpp_extension, "load", lambda module, **kwargs: calls.append(module) or "built")
-    for module in ("mdm_ssd_scan", "mdm_ssd_scan_avx2"):
-        (tmp_path / module).mkdir()
-    assert cpu_kernels.cpu_kernel("ssd_scan") == "built" and len(calls) == 1
-    assert (tmp_path / calls[0] / f"{calls[0]}.fingerprint").read_text() == build_fingerprint(
-        (cpu_kernels.SOURCES / "ssd_scan.cpp").read_bytes(), _flags(calls[0]))
-
-
-def _flags(module: str) -> list[str]:
-    avx2 = ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
-    return ["-O3", "-fopenmp"] + (avx2 if module.endswith("_avx2") else [])
+    module, flags = build_target("ssd_scan")
+    (empty_build_cache / module).mkdir()
+    assert cpu_kernels.cpu_kernel("ssd_scan") == "built" and calls == [module]
+    assert (empty_build_cache / module / f"{module}.fingerprint").read_text() == build_fingerprint(
+        (cpu_kernels.SOURCES / "ssd_scan.cpp").read_bytes(), flags)
 
 
 def test_a_recorded_build_loads_without_the_compiler(built_kernel, monkeypatch, fresh_cache):

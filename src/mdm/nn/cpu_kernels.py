@@ -60,7 +60,7 @@ def build_fingerprint(source: bytes, flags: list[str]) -> str:
 def load_cached(module: str, build_directory: Path, fingerprint: str) -> ModuleType | None:
     """The built ``module`` from ``build_directory`` when its recorded fingerprint is ``fingerprint``, else None
     (nothing built yet, or built from other code, flags or torch)."""
-    stamp, library = build_directory / f"{module}.fingerprint", build_directory / f"{module}.so"
+    stamp, library = _stamp(build_directory, module), build_directory / f"{module}.so"
     if not (stamp.is_file() and library.is_file() and stamp.read_text().strip() == fingerprint):
         return None
     spec = importlib.util.spec_from_file_location(module, library)
@@ -71,11 +71,27 @@ def load_cached(module: str, build_directory: Path, fingerprint: str) -> ModuleT
     return loaded
 
 
+def _stamp(build_directory: Path, module: str) -> Path:
+    """The file that records the fingerprint of the build of ``module`` in ``build_directory``."""
+    return build_directory / f"{module}.fingerprint"
+
+
 def _record(build_directory: Path, module: str, fingerprint: str) -> None:
     """Write the fingerprint of the build just made, through a rename so no reader sees half of it."""
     partial = build_directory / f"{module}.fingerprint.{os.getpid()}"
     partial.write_text(fingerprint)
-    partial.replace(build_directory / f"{module}.fingerprint")
+    partial.replace(_stamp(build_directory, module))
+
+
+def build_target(name: str) -> tuple[str, list[str]]:
+    """The module name and compiler flags of kernel ``name`` on this CPU."""
+    # -fopenmp: at::parallel_for splits work only in an OpenMP build (else it runs serially); the
+    # libgomp.so.1 it links is the one torch has loaded already (same soname), so one thread pool.
+    module, flags = f"mdm_{name}", ["-O3", "-fopenmp"]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        module, flags = f"{module}_avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2",
+                                                  "-DCPU_CAPABILITY=AVX2"]
+    return module, flags
 
 
 @functools.cache
@@ -86,19 +102,14 @@ def cpu_kernel(name: str) -> ModuleType | None:
     from torch.utils import cpp_extension
 
     try:
-        # -fopenmp: at::parallel_for splits work only in an OpenMP build (else it runs serially); the
-        # libgomp.so.1 it links is the one torch has loaded already (same soname), so one thread pool.
-        module, flags = f"mdm_{name}", ["-O3", "-fopenmp"]
-        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-            module, flags = f"{module}_avx2", flags + ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2",
-                                                      "-DCPU_CAPABILITY=AVX2"]
+        module, flags = build_target(name)
         source, build_directory = SOURCES / f"{name}.cpp", _build_directory(cpp_extension, module)
         fingerprint = build_fingerprint(source.read_bytes(), flags)
         if build_directory is not None:
             cached = load_cached(module, build_directory, fingerprint)
             if cached is not None:
                 return cached
-            (build_directory / f"{module}.fingerprint").unlink(missing_ok=True)  # the build below replaces it
+            _stamp(build_directory, module).unlink(missing_ok=True)  # the build below replaces it
             if not any(build_directory.glob("*.so")):
                 print(f"mdm: compiling the CPU kernel {name} (once per machine, about a minute)", file=sys.stderr,
                       flush=True)
