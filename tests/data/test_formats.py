@@ -318,3 +318,29 @@ def test_coco_fields_of_the_wrong_type_are_named(tmp_path):
         (tmp_path / "c.json").write_text(json.dumps(body))
         with pytest.raises(ValueError, match=said):
             CocoCaptionsDataset(tmp_path / "c.json", tmp_path, 8)
+
+
+def test_exif_orientation_turns_a_phone_photo_upright(tmp_path):
+    stored = Image.new("RGB", (40, 20), BLUE)  # landscape as stored: red on the left half
+    stored.paste(RED, (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; show the stored image rotated 90° clockwise
+    stored.save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    image = load_image(tmp_path / "portrait.jpg", (16, 8))  # portrait target: the whole upright photo
+    jpeg = 16  # JPEG's blocks bleed a little across the red-blue edge
+    assert colour_of(image[:, :8], jpeg) == RED and colour_of(image[:, 8:], jpeg) == BLUE  # red on top, upright
+    stored.save(tmp_path / "untagged.jpg", quality=95)
+    untagged = load_image(tmp_path / "untagged.jpg", (8, 16))
+    assert colour_of(untagged[:, :, :8], jpeg) == RED and colour_of(untagged[:, :, 8:], jpeg) == BLUE
+
+
+def test_transparent_pixels_are_shown_over_white(tmp_path):
+    logo = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # transparent black ground, as image editors save it
+    logo.paste((200, 40, 10, 255), (4, 4, 12, 12))
+    logo.save(tmp_path / "logo.png")
+    image = load_image(tmp_path / "logo.png", 16)
+    assert torch.allclose(image[:, 0, 0], torch.ones(3))  # the ground is white, not the stored black
+    assert torch.allclose(image[:, 8, 8], torch.tensor([200, 40, 10]) / 255.0, atol=1e-6)
+    half = Image.new("LA", (16, 16), (0, 128))  # black at half opacity over white: mid grey
+    half.save(tmp_path / "half.png")
+    assert abs(load_image(tmp_path / "half.png", 16).mean().item() - 127 / 255) < 0.01

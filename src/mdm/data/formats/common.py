@@ -9,9 +9,11 @@ ones; they are skipped, counted in ``dataset.skipped`` (paths and reasons in
 ``strict=True`` makes the first one an error naming it. Verifying lazily in
 ``__getitem__`` could not skip (the index is already promised), so a file that
 passes verification but fails to decode later raises there, naming itself.
-Images become float tensors (3, H, W) in [0, 1]: RGB (16-bit images scaled from
-their own range, :func:`to_rgb`), centre-cropped to the target aspect ratio, then
-resized (bicubic), as ImageNet generative models do.
+Images become float tensors (3, H, W) in [0, 1]: turned upright by their EXIF
+orientation (a phone stores a portrait photo as a landscape one plus a tag), RGB
+(16-bit images scaled from their own range, transparent pixels shown over white,
+:func:`to_rgb`), centre-cropped to the target aspect ratio, then resized (bicubic),
+as ImageNet generative models do.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -121,7 +123,7 @@ def load_image(path: PathLike, image_size: int | Sequence[int]) -> Tensor:
     h, w = size_hw(image_size)
     try:
         with Image.open(path) as im:
-            im = to_rgb(im)
+            im = to_rgb(ImageOps.exif_transpose(im))
             iw, ih = im.size
             scale = min(iw / w, ih / h)  # largest centred box with the target aspect
             cw, ch = round(w * scale), round(h * scale)
@@ -134,11 +136,13 @@ def load_image(path: PathLike, image_size: int | Sequence[int]) -> Tensor:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """``im`` as 8-bit RGB, its full range kept.
+    """``im`` as 8-bit RGB, its full range kept, transparent pixels over white.
 
     PIL's own ``convert("RGB")`` clips 16-bit and 32-bit integer pixels at 255 (a 16-bit grayscale PNG turns
-    almost all white), so those are scaled from their range first; a palette image with a transparent
-    colour goes through RGBA, as PIL asks, and keeps its palette colours.
+    almost all white), so those are scaled from their range first. It also drops the alpha channel, which
+    shows whatever colour the fully transparent pixels happen to store (often black: a logo on a transparent
+    ground would train as a logo on black); images with alpha, or a palette with a transparent colour, are
+    composited over white instead, as a page shows them.
     """
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         array = np.asarray(im, dtype=np.float64)
@@ -148,8 +152,10 @@ def to_rgb(im: Image.Image) -> Image.Image:
         array = np.asarray(im, dtype=np.float64)
         peak = 1.0 if array.max(initial=0.0) <= 1.0 else 255.0  # float TIFFs are stored in [0, 1] or [0, 255]
         return Image.fromarray(np.round(np.clip(array / peak, 0, 1) * 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        return im.convert("RGBA").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
     return im.convert("RGB")
 
 
