@@ -344,3 +344,7 @@ def test_transparent_pixels_are_shown_over_white(tmp_path):
     half = Image.new("LA", (16, 16), (0, 128))  # black at half opacity over white: mid grey
     half.save(tmp_path / "half.png")
     assert abs(load_image(tmp_path / "half.png", 16).mean().item() - 127 / 255) < 0.01
+    keyed = Image.new("RGB", (16, 16), (0, 0, 0))  # no alpha channel; black named transparent by a tRNS chunk
+    keyed.paste((200, 40, 10), (4, 4, 12, 12))
+    keyed.save(tmp_path / "keyed.png", transparency=(0, 0, 0))
+    assert torch.allclose(load_image(tmp_path / "keyed.png", 16)[:, 0, 0], torch.ones(3))

@@ -123,7 +123,8 @@ def load_image(path: PathLike, image_size: int | Sequence[int]) -> Tensor:
     h, w = size_hw(image_size)
     try:
         with Image.open(path) as im:
-            im = to_rgb(ImageOps.exif_transpose(im))
+            ImageOps.exif_transpose(im, in_place=True)  # no copy when there is no orientation tag
+            im = to_rgb(im)
             iw, ih = im.size
             scale = min(iw / w, ih / h)  # largest centred box with the target aspect
             cw, ch = round(w * scale), round(h * scale)
@@ -141,7 +142,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     PIL's own ``convert("RGB")`` clips 16-bit and 32-bit integer pixels at 255 (a 16-bit grayscale PNG turns
     almost all white), so those are scaled from their range first. It also drops the alpha channel, which
     shows whatever colour the fully transparent pixels happen to store (often black: a logo on a transparent
-    ground would train as a logo on black); images with alpha, or a palette with a transparent colour, are
+    ground would train as a logo on black); images with alpha, or with a transparent colour (a PNG's tRNS), are
     composited over white instead, as a page shows them.
     """
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -152,7 +153,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
         array = np.asarray(im, dtype=np.float64)
         peak = 1.0 if array.max(initial=0.0) <= 1.0 else 255.0  # float TIFFs are stored in [0, 1] or [0, 255]
         return Image.fromarray(np.round(np.clip(array / peak, 0, 1) * 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA", "RGBa") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
