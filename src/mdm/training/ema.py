@@ -9,7 +9,14 @@ from torch import nn
 
 
 class EMA:
-    """Exponential moving average of a module's floating-point state (parameters and buffers)."""
+    """Exponential moving average of a module's floating-point state (parameters and buffers).
+
+    The decay at step ``s`` is ``min(decay, (1 + s) / (10 + s))``: the warm-up keeps the first steps'
+    random weights from lingering. Until step ``(10 * decay - 1) / (1 - decay)`` (8990 for 0.999, 890
+    for 0.99) the warm-up term is the smaller one, so a shorter run averages with it alone whatever
+    ``decay`` says: a power-law average whose weight on step ``k`` grows about as ``k**8``, reaching
+    back roughly the last tenth of the run.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
