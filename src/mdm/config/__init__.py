@@ -8,7 +8,8 @@ mistyped keys are errors that name the file, the key and the valid keys.
 
 The bottom floor of the package: it imports nothing from :mod:`mdm` outside it.
 
-* :mod:`mdm.config.sections` -- the dataclasses and their checks (:mod:`mdm.config.data` holds the data section, :mod:`mdm.config.errors` the error);
+* :mod:`mdm.config.sections` -- the dataclasses and their checks (:mod:`mdm.config.data` and
+  :mod:`mdm.config.train` hold the data and training sections, :mod:`mdm.config.errors` the error);
 * :mod:`mdm.config.files` -- YAML, presets and overrides;
 * :mod:`mdm.config.choices` -- the names other modules own (scan patterns, levels, ...), as plain data.
 """

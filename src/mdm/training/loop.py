@@ -9,9 +9,9 @@ the same seed and keeps its own rows, and :class:`BatchRandom` gives each sample
 the same noise whichever process holds it. So one process and N processes with
 the same global batch are the same computation (up to the order of float sums).
 
-The EMA decay ramps up as ``min(decay, (1 + step) / (10 + step))``: with the
-paper's 0.9999 and a run of a few thousand steps, a fixed decay would leave the
-EMA weights near their initialisation.
+The EMA decay ramps up as ``min(decay, (1 + step) / (ema_power + 2 + step))``
+(:func:`mdm.training.ema.ema_decay_at`): with the paper's 0.9999 and a run of a few
+thousand steps, a fixed decay would leave the EMA weights near their initialisation.
 
 Resumption is exact: :meth:`Trainer.state` holds the optimizer moments, the EMA,
 both random generators and the partial log window, so a run stopped after step k
@@ -141,7 +141,7 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(config.seed)  # tasks and batch indices, on the CPU
         self.noise_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.ema = EMA(network, config.ema_decay)  # copied whole, before any sharding
+        self.ema = EMA(network, config.ema_decay, config.ema_power)  # copied whole, before any sharding
         if config.compile:
             compile_blocks(network)
         self.objective = self.dist.wrap(TrainingObjective(network, diffusion), units=network.backbone.blocks)

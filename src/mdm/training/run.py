@@ -37,6 +37,7 @@ from mdm.nn.layout import Modality
 from mdm.pipeline import MDMPipeline
 from mdm.tasks import Task, check_task_weights
 from mdm.training.distributed import DistributedContext
+from mdm.training.ema import ema_window_note
 from mdm.training.loop import Trainer, build_model, missing_compiler
 from mdm.training.memory import check_step_memory, estimate_step_memory, free_memory_bytes
 from mdm.training.mixture import check_mixture, prepare_mixture
@@ -296,6 +297,9 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
     say(f"model: {config.backbone.kind.value} backbone, {config.backbone.n_layers} blocks x {config.backbone.d_model}, "
         f"{n / 1e6:.2f}M parameters; {len(data.train)} training samples; {dist.world_size} process(es) on {device}"
         + (f", fsdp: {local / 1e6:.2f}M parameters held here" if dist.sharded else ""))
+    ema_note = ema_window_note(config.train.steps, config.train.ema_decay, config.train.ema_power)
+    if ema_note:
+        say(ema_note)
     trainer.run(time_budget_s=time_budget_s, progress=progress, on_log=on_log, on_step=sample_hook,
                 checkpoint_every=config.train.checkpoint_every, save=save, catch_interrupt=True)
     note = curriculum_cut_note(config, trainer.step, out)
