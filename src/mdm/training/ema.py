@@ -13,7 +13,8 @@ def ema_decay_at(step: int, decay: float, power: float) -> float:
 
     The second term is a power-function average (EDM2, arXiv 2312.02696, Sec 3.1): alone it gives the weights
     of step ``k`` a share growing as ``k**power``, so the average reaches back about ``1 / (power + 2)`` of the
-    steps so far, whatever the run's length, and the random initial weights fade at once. Power 8 is the usual
+    steps so far, whatever the run's length, and the random initial weights' share falls as about
+    ``step**-(power + 1)`` (``1 / (step + 1)`` at power 0, a plain running mean). Power 8 is the usual
     ``(1 + s) / (10 + s)`` warm-up. ``decay`` caps it from step ``(decay * (power + 2) - 1) / (1 - decay)`` on
     (8990 for 0.999 at power 8), so in a shorter run the power alone sets the window.
     """
