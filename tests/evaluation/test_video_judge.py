@@ -8,6 +8,7 @@ import torch
 from mdm.data.moving_digits import MovingDigitsDataset, bounce_trajectory, trajectory_is_consistent
 from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 from mdm.evaluation.figures import video_strip, write_animation
+from mdm.evaluation.suites import format_confusion
 from mdm.evaluation.video import ClipScores, ink_centroids, score_clips, start_directions
 
 
@@ -29,6 +30,21 @@ def test_first_frame_and_whole_clip_shares_read_the_right_frames():
     assert scores.frame_accuracy == 9 / 12
     assert scores.first_frame_accuracy == 3 / 4
     assert scores.whole_clip_accuracy == 1 / 4
+
+
+def test_confusion_counts_the_digit_judged_against_the_one_requested():
+    predicted = torch.tensor([[5, 8, 5], [8, 8, 3]])
+    labels = torch.tensor([5, 8])
+    scores = ClipScores(predicted == labels[:, None], torch.zeros(2, dtype=torch.bool), torch.zeros(2, 3, 2),
+                        torch.zeros(6, 1), labels, predicted)
+    counts = scores.confusion(10)
+    assert counts[5, 5] == 2 and counts[5, 8] == 1 and counts[8, 8] == 2 and counts[8, 3] == 1
+    assert int(counts.sum()) == 6 and int(counts.diagonal().sum()) == 4
+    table = format_confusion({"class": counts.tolist()})
+    assert "| 5 | 67% | 8 (33%) |" in table and "| 8 | 67% | 3 (33%) |" in table and "| 0 | – | – |" in table
+    with pytest.raises(ValueError, match="needs the labels"):
+        ClipScores(predicted == labels[:, None], torch.zeros(2, dtype=torch.bool), torch.zeros(2, 3, 2),
+                   torch.zeros(6, 1)).confusion()
 
 
 def test_real_clips_keep_their_digit_and_move_consistently(real, classifier):

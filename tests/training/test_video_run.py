@@ -126,6 +126,13 @@ def test_moving_digits_suite_scores_generated_and_real_clips(video_run, tmp_path
     # drew the digits at) finds every clip consistent and reads the digit in most frames.
     assert scores["real_consistency"] == 1.0 and scores["real_frame_accuracy"] >= 0.75
     assert (tmp_path / "moving-digits-dpmsolver++-2-cosine-g1.json").is_file()
+    # the per-digit confusion: every judged frame counted once, the right ones on the diagonal
+    frames = 4 * 3
+    for name, key in (("class", "frame_accuracy"), ("caption", "caption_frame_accuracy")):
+        counts = torch.tensor(record["confusion"][name])
+        assert counts.shape == (10, 10) and int(counts.sum()) == frames
+        assert int(counts.diagonal().sum()) == round(scores[key] * frames)
+    assert "| digit | class: right |" in (tmp_path / "moving-digits-dpmsolver++-2-cosine-g1.md").read_text()
 
 
 def test_a_curriculum_trains_with_its_own_clean_frame_share_then_the_runs(tmp_path):

@@ -147,7 +147,9 @@ def _digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed:
 
 
 def _moving_digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int, seed: int,
-                   inception: FeatureNetwork | None) -> tuple[dict, dict, str]:
+                   inception: FeatureNetwork | None) -> tuple[dict, dict, str, dict]:
+    """The scores, the seconds, the judge's name, and each condition's digit confusion of frames (requested x
+    judged, for the record's per-digit table)."""
     from mdm.evaluation.judges.digit_classifier import train_digit_classifier
     from mdm.evaluation.image_quality import _fid_of_features
     from mdm.evaluation.video import score_clips, start_directions
@@ -203,7 +205,8 @@ def _moving_digits(pipe: MDMPipeline, checkpoint, sampler: SamplerConfig, n: int
               "classifier_real_accuracy": real_accuracy}
     if "vq" in judged:
         scores.update(vq_frame_accuracy=judged["vq"].frame_accuracy, vq_consistency=judged["vq"].consistency)
-    return scores, seconds, classifier.name
+    confusion = {name: judged[name].confusion(10).tolist() for name in ("class", "caption")}
+    return scores, seconds, classifier.name, confusion
 
 
 def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int = 64, seed: int = 0,
@@ -226,12 +229,13 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
     pipe = MDMPipeline.from_pretrained(checkpoint, use_ema=use_ema, device=device)
     pipe.progress = progress
     config = pipe.config
+    confusion = None
     if suite == "multiple-choice":
         scores, seconds, feature_name, n = _multiple_choice(pipe, checkpoint, data, n, seed, progress)
     elif suite == "shapesworld":
         scores, seconds, feature_name = _shapesworld(pipe, checkpoint, sampler, n, seed, features)
     elif suite == "moving-digits":
-        scores, seconds, feature_name = _moving_digits(pipe, checkpoint, sampler, n, seed, features)
+        scores, seconds, feature_name, confusion = _moving_digits(pipe, checkpoint, sampler, n, seed, features)
     else:
         scores, seconds, feature_name = _digits(pipe, checkpoint, sampler, n, seed, features)
     generation = seconds.get("class_to_image") or seconds.get("text_to_image")
@@ -244,6 +248,8 @@ def run_suite(checkpoint: str | Path, suite: str, sampler: SamplerConfig, n: int
               "scores": scores, "feature_network": feature_name, "seconds": seconds, "torch": torch.__version__,
               "machine": platform.machine(),
               "threads": torch.get_num_threads()}
+    if confusion is not None:
+        record["confusion"] = confusion
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -306,5 +312,25 @@ def format_record(record: dict) -> str:
     elif network:
         lines += ["", f"FID, IS, precision and recall use {network}, not Inception: "
                       f"they compare runs of this project, not the paper's numbers."]
+    if record.get("confusion"):
+        lines += ["", format_confusion(record["confusion"])]
     lines += ["", "seconds: " + ", ".join(f"{k} {v}" for k, v in record["seconds"].items()), ""]
+    return "\n".join(lines)
+
+
+def format_confusion(confusion: dict[str, list[list[int]]]) -> str:
+    """A row a requested digit: each condition's share of frames judged right, and the digit most often judged
+    instead (with its share), from ``{condition: counts[requested][judged]}``."""
+    names = list(confusion)
+    lines = ["| digit | " + " | ".join(f"{c}: right | {c}: most often instead" for c in names) + " |",
+             "|---" * (1 + 2 * len(names)) + "|"]
+    for digit in range(len(confusion[names[0]])):
+        cells = []
+        for name in names:
+            row = confusion[name][digit]
+            total = sum(row)
+            wrong = max((k for k in range(len(row)) if k != digit), key=lambda k: row[k])
+            cells += [f"{row[digit] / total:.0%}" if total else "–",
+                      f"{wrong} ({row[wrong] / total:.0%})" if total and row[wrong] else "–"]
+        lines.append(f"| {digit} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

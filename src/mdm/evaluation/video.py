@@ -81,6 +81,17 @@ class ClipScores:
     consistent: Tensor
     centroids: Tensor
     features: Tensor  # (b * T, f) the judge's features of the crops (for the frame FID)
+    labels: Tensor | None = None  # (b,) the requested digits
+    predicted: Tensor | None = None  # (b, T) the digit the judge reads in each frame
+
+    def confusion(self, n_classes: int = 10) -> Tensor:
+        """Frame counts (n_classes, n_classes): row = the requested digit, column = the digit judged, so a
+        row's off-diagonal says which digit the model draws instead."""
+        if self.labels is None or self.predicted is None:
+            raise ValueError("ClipScores.confusion needs the labels and the judged digits (made by score_clips)")
+        requested = self.labels[:, None].expand_as(self.predicted)
+        pairs = requested.flatten() * n_classes + self.predicted.flatten()
+        return torch.bincount(pairs, minlength=n_classes * n_classes).view(n_classes, n_classes)
 
     @property
     def frame_accuracy(self) -> float:
@@ -130,7 +141,7 @@ def score_clips(clips: Tensor, labels: Tensor | list[int], classifier, digit_siz
     consistent = torch.tensor([bool(moving[i]) and trajectory_is_consistent(shifted[i], (H, W), digit_size, tol=tol,
                                                                             unknown_offset=digit_size / 2)
                                for i in range(b)])
-    return ClipScores(predicted == labels[:, None], consistent, centroids, features)
+    return ClipScores(predicted == labels[:, None], consistent, centroids, features, labels, predicted)
 
 
 def start_directions(centroids: Tensor, velocities: Tensor, still: float = 0.5) -> Tensor:
