@@ -31,8 +31,9 @@ def ema_window_note(steps: int, decay: float, power: float) -> str | None:
     cap = ema_cap_step(decay, power)
     if steps >= cap:
         return None
-    return (f"note: train.ema_decay={decay} acts only from step {cap:.0f}; in {steps} steps the EMA is the power "
-            f"average of train.ema_power={power:g}, reaching back about {steps / (power + 2):.0f} steps at the end")
+    window = max(1, round(steps / (power + 2)))
+    return (f"note: train.ema_decay={decay} acts only from step {cap:.0f}; over these {steps} steps the EMA is the "
+            f"power average of train.ema_power={power:g}, reaching back about {window} steps")
 
 
 class EMA:

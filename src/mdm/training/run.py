@@ -297,12 +297,11 @@ def _train_locked(config: MDMConfig, out: Path, dist: DistributedContext, resume
     say(f"model: {config.backbone.kind.value} backbone, {config.backbone.n_layers} blocks x {config.backbone.d_model}, "
         f"{n / 1e6:.2f}M parameters; {len(data.train)} training samples; {dist.world_size} process(es) on {device}"
         + (f", fsdp: {local / 1e6:.2f}M parameters held here" if dist.sharded else ""))
-    ema_note = ema_window_note(config.train.steps, config.train.ema_decay, config.train.ema_power)
-    if ema_note:
-        say(ema_note)
     trainer.run(time_budget_s=time_budget_s, progress=progress, on_log=on_log, on_step=sample_hook,
                 checkpoint_every=config.train.checkpoint_every, save=save, catch_interrupt=True)
-    note = curriculum_cut_note(config, trainer.step, out)
-    if note:
-        say(note)
+    # the steps the run made (a time budget may end it long before train.steps)
+    for note in (curriculum_cut_note(config, trainer.step, out),
+                 ema_window_note(trainer.step, config.train.ema_decay, config.train.ema_power)):
+        if note:
+            say(note)
     return RunResult(out, trainer, data, resumed_from)
