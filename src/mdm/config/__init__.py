@@ -18,8 +18,9 @@ from mdm.config.choices import (ABSORBING_LOSSES, DISTRIBUTED_STRATEGIES, IMAGE_
                                 PROCESS_NAMES, SHAPESWORLD_LEVEL_KINDS, SHAPESWORLD_QUESTION_KINDS,
                                 TEXT_SCAN_PATTERNS, Discretization, parse_pattern_set)
 from mdm.config.files import PRESETS, apply_overrides, from_dict, load_config, save_config, to_dict
-from mdm.config.sections import (LR_DECAYS, BackboneConfig, BackboneKind, ConfigError, DataConfig, DiffusionConfig,
-                                 ImageTokens, LayoutConfig, MDMConfig, TrainConfig, VAEConfig)
+from mdm.config.sections import (BackboneConfig, BackboneKind, ConfigError, DataConfig, DiffusionConfig, ImageTokens,
+                                 LayoutConfig, MDMConfig, VAEConfig)
+from mdm.config.train import LR_DECAYS, TrainConfig
 
 __all__ = ["ABSORBING_LOSSES", "DISTRIBUTED_STRATEGIES", "IMAGE_SCAN_PATTERNS", "LR_DECAYS", "MASKING_PROCESSES",
            "PRESETS", "PROCESS_NAMES", "SHAPESWORLD_LEVEL_KINDS", "SHAPESWORLD_QUESTION_KINDS", "TEXT_SCAN_PATTERNS",

@@ -15,7 +15,7 @@ from typing import Any
 from mdm.config.choices import ABSORBING_LOSSES, MASKING_PROCESSES, PROCESS_NAMES, Discretization, parse_pattern_set
 from mdm.config.data import DataConfig
 from mdm.config.errors import ConfigError
-from mdm.config.train import LR_DECAYS, TrainConfig
+from mdm.config.train import TrainConfig
 
 
 def _enum(cls: type[Enum], value: Any, where: str) -> Any:
