@@ -142,3 +142,22 @@ def test_an_image_that_fails_to_decode_after_the_check_is_skipped_and_counted(tm
                                          + str(bad)):
         data = prepare_data(config, None, progress=False, log=lambda _: None)
     assert len(data.train) == 5
+
+
+def test_the_image_tokenizer_seed_defaults_to_the_data_seed_and_another_seed_trains_another_vq(monkeypatch):
+    """``seed`` None reproduces the run's VQ-VAE (data.seed) weight for weight; another seed gives other weights."""
+    import torch
+
+    import mdm.training.prepare as prepare
+
+    monkeypatch.setattr(prepare, "vq_fidelity", lambda *a, **k: {})
+    config = load_config("tiny", ["data.train_size=8", "data.vq_steps=2", "data.seed=3"])
+    images = torch.rand(40, config.layout.image_channels, config.layout.image_size, config.layout.image_size)
+
+    def weights(seed):
+        vq = prepare.train_image_tokenizer(images, [], config, None, progress=False, seed=seed)
+        return torch.cat([p.detach().flatten() for p in vq.parameters()])
+
+    default = weights(None)
+    assert torch.equal(default, weights(3))
+    assert not torch.allclose(default, weights(4))

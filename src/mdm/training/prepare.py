@@ -206,13 +206,15 @@ def _train_vq(samples: list[Sample], config: MDMConfig, folder: Path | None, pro
 
 
 def train_image_tokenizer(images: Any, samples: Iterable[Sample], config: MDMConfig, folder: Path | None,
-                          progress: bool, log=print) -> VQVAE:
+                          progress: bool, log=print, seed: int | None = None) -> VQVAE:
     """Stage 0's VQ-VAE trained on ``images`` (a tensor, or a dataset read on access: :func:`mdm.nn.vq.train_vq`),
-    its fidelity measured on ``samples`` (:func:`vq_fidelity`) and, given a run ``folder``, saved there."""
-    torch.manual_seed(config.data.seed)
+    its fidelity measured on ``samples`` (:func:`vq_fidelity`) and, given a run ``folder``, saved there.
+    ``seed``: its initialisation and batches; default ``data.seed``, the seed of the data it codes."""
+    seed = config.data.seed if seed is None else seed
+    torch.manual_seed(seed)
     vq = VQVAE(VQConfig(in_channels=config.layout.image_channels, downsample=config.layout.vq_factor,
                         codebook_size=config.data.codebook_size, local=config.data.vq_local))
-    train_vq(vq, images, steps=config.data.vq_steps, batch_size=VQ_BATCH, lr=1e-3, seed=config.data.seed,
+    train_vq(vq, images, steps=config.data.vq_steps, batch_size=VQ_BATCH, lr=1e-3, seed=seed,
              progress=progress)
     vq.eval()
     report = vq_fidelity(vq, config, samples, log)
