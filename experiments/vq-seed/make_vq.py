@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -21,19 +20,19 @@ import torch
 from mdm.config import load_config
 from mdm.evaluation.judges.digit_classifier import train_digit_classifier
 from mdm.evaluation.video import score_clips
+from mdm.nn.vq import codebook_usage, reconstructions
 from mdm.training.prepare import load_samples, train_image_tokenizer
 
 
 def code_use(codes: torch.Tensor, size: int) -> dict[str, float]:
-    """Distinct codes used and the perplexity of their use, over all tokens and over the non-commonest ones."""
-    counts = torch.bincount(codes.flatten(), minlength=size).double()
-    p = counts / counts.sum()
-    ink = counts.clone()
-    ink[counts.argmax()] = 0  # the commonest code: the empty background patch
-    q = ink / ink.sum()
-    entropy = lambda d: float(-(d[d > 0] * d[d > 0].log()).sum())  # noqa: E731
-    return {"codes_used": int((counts > 0).sum()), "perplexity": round(math.exp(entropy(p)), 2),
-            "ink_perplexity": round(math.exp(entropy(q)), 2), "background_share": round(float(p.max()), 4)}
+    """Distinct codes used and the perplexity of their use, over all tokens and over the ink codes (all but the
+    commonest, the empty background patch)."""
+    counts = torch.bincount(codes.flatten(), minlength=size)
+    background = counts.argmax()
+    overall, ink = codebook_usage(codes, size), codebook_usage(codes[codes != background], size)
+    return {"codes_used": int((counts > 0).sum()), "perplexity": round(overall["perplexity"], 2),
+            "ink_perplexity": round(ink["perplexity"], 2),
+            "background_share": round(float(counts[background] / counts.sum()), 4)}
 
 
 def main() -> None:
@@ -56,8 +55,7 @@ def main() -> None:
         codes = torch.cat([vq.encode(frames[i:i + 1024]) for i in range(0, len(frames), 1024)])
         held_out = load_samples(config, "val")[:args.n]
         real = torch.stack([s.video for s in held_out])
-        b, T = real.shape[:2]
-        rec = vq.decode(vq.encode(real.flatten(0, 1))).view_as(real).clamp(0, 1)
+        rec = reconstructions(vq, real.flatten(0, 1)).view_as(real).clamp(0, 1)
     classifier, _ = train_digit_classifier(8, seed=0)
     labels = [s.label for s in held_out]
     judged = score_clips(rec, labels, classifier, held_out[0].meta["digit_size"])
