@@ -150,9 +150,28 @@ def test_a_curriculum_trains_with_its_own_clean_frame_share_then_the_runs(tmp_pa
     assert own[2] != none[2] and after == 1.0  # after it, the run's share again, from the same weights
 
 
-def test_a_curriculum_clean_frame_share_outside_0_1_is_refused():
-    with pytest.raises(ConfigError, match=r"train.curriculum_clean_frames_prob is a probability in \[0, 1\].*got 1.5"):
-        load_config("tiny", VIDEO + ["train.curriculum_clean_frames_prob=1.5"])
+def test_a_curriculum_trains_with_its_own_self_conditioning_share_then_the_runs(tmp_path):
+    curriculum = ["train.curriculum_steps=2", "train.curriculum_task_weights={text_to_image: 1.0}", "train.steps=4",
+                  "diffusion.self_conditioning=true", "train.lr=0.05"]  # a rate that shows one step in the loss
+
+    def run_losses(name: str, *extra: str) -> tuple[list[float], float]:
+        result = train_run(load_config("tiny", VIDEO + curriculum + list(extra)), tmp_path / name, **QUIET)
+        return [h["loss"] for h in result.trainer.history], result.trainer.diffusion.config.self_conditioning_prob
+
+    own, after = run_losses("own", "diffusion.self_conditioning_prob=1.0", "train.curriculum_self_conditioning_prob=0")
+    none, _ = run_losses("none", "diffusion.self_conditioning_prob=0")
+    runs, _ = run_losses("runs", "diffusion.self_conditioning_prob=1.0")
+    assert own[:2] == none[:2]  # the curriculum's steps never feed the previous estimate ...
+    # ... which, fed to every sample, trains the estimate's (zero-initialised) input at step 0: other losses at 1
+    assert own[1] != runs[1]
+    # after it, the run's share again: step 2 feeds the estimate and trains its input, which moves step 3
+    assert own[3] != none[3] and after == 1.0
+
+
+@pytest.mark.parametrize("name", ["clean_frames_prob", "self_conditioning_prob"])
+def test_a_curriculum_share_outside_0_1_is_refused(name):
+    with pytest.raises(ConfigError, match=rf"train.curriculum_{name} is a probability in \[0, 1\].*got 1.5"):
+        load_config("tiny", VIDEO + [f"train.curriculum_{name}=1.5"])
 
 
 def test_a_run_resumed_inside_a_curriculum_with_its_own_clean_frame_share_repeats_the_whole_run(tmp_path):

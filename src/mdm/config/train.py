@@ -52,6 +52,9 @@ class TrainConfig:
     # the curriculum's diffusion.clean_frames_prob (None: the run's). A clip with clean frames shows its digit, so
     # only clips without any need the caption; with none, every seed read it by step 750 (moving-digits sets 0)
     curriculum_clean_frames_prob: float | None = None
+    # the curriculum's diffusion.self_conditioning_prob (None: the run's); 0 trains every curriculum step without
+    # the previous estimate, so that the first steps learn to read the condition, not their own estimate
+    curriculum_self_conditioning_prob: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -88,10 +91,11 @@ class TrainConfig:
                     raise ConfigError(f"train.{field_name}.{name} must be a number >= 0, got {w!r}")
         if not isinstance(self.curriculum_steps, int) or self.curriculum_steps < 0:
             raise ConfigError(f"train.curriculum_steps must be an integer >= 0, got {self.curriculum_steps!r}")
-        p = self.curriculum_clean_frames_prob
-        if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-            raise ConfigError(f"train.curriculum_clean_frames_prob is a probability in [0, 1] (or null: the run's "
-                              f"diffusion.clean_frames_prob), got {p!r}")
+        for name in ("clean_frames_prob", "self_conditioning_prob"):
+            p = getattr(self, f"curriculum_{name}")
+            if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+                raise ConfigError(f"train.curriculum_{name} is a probability in [0, 1] (or null: the run's "
+                                  f"diffusion.{name}), got {p!r}")
         if self.curriculum_steps and not any(w > 0 for w in self.curriculum_task_weights.values()):
             raise ConfigError(f"train.curriculum_steps = {self.curriculum_steps} needs train.curriculum_task_weights "
                               f"with a weight > 0, e.g. {{text_to_image: 1.0}}; got {self.curriculum_task_weights}")

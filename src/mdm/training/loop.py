@@ -152,9 +152,11 @@ class Trainer:
         self.draw_curriculum = (task_sampler(self.data, config.curriculum_task_weights, self.generator)
                                 if config.curriculum_steps else None)
         # the diffusion config after and during the curriculum (indexed by "in the curriculum"), which may give
-        # its own clean-frame share
-        self.stage_diffusion = (diffusion.config, diffusion.config if config.curriculum_clean_frames_prob is None
-                                else replace(diffusion.config, clean_frames_prob=config.curriculum_clean_frames_prob))
+        # its own clean-frame and self-conditioning shares
+        own = {name: p for name, p in (("clean_frames_prob", config.curriculum_clean_frames_prob),
+                                       ("self_conditioning_prob", config.curriculum_self_conditioning_prob))
+               if p is not None}
+        self.stage_diffusion = (diffusion.config, replace(diffusion.config, **own) if own else diffusion.config)
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
         self.elapsed = 0.0  # training seconds over every call of run(), resumptions included
