@@ -162,6 +162,12 @@ def test_a_curriculum_share_outside_0_1_is_refused(name):
         load_config("tiny", VIDEO + [f"train.curriculum_{name}=1.5"])
 
 
+def test_a_curriculum_self_conditioning_share_without_self_conditioning_is_refused():
+    with pytest.raises(ConfigError, match=r"train.curriculum_self_conditioning_prob needs diffusion.self_conditioning"):
+        load_config("tiny", VIDEO + ["train.curriculum_self_conditioning_prob=0"])
+    load_config("tiny", VIDEO + ["train.curriculum_self_conditioning_prob=0", "diffusion.self_conditioning=true"])
+
+
 def test_a_run_resumed_inside_a_curriculum_with_its_own_clean_frame_share_repeats_the_whole_run(tmp_path):
     overrides = VIDEO + ["train.curriculum_steps=2", "train.curriculum_task_weights={text_to_image: 1.0}",
                          "train.steps=4", "train.checkpoint_every=1", "diffusion.clean_frames_prob=1.0",

@@ -264,6 +264,9 @@ class MDMConfig:
             raise ConfigError(f"diffusion.image_process = {self.diffusion.image_process} needs image states: "
                               f"layout.image_tokens = pixels feeds raw patches, which only the Gaussian noise MSE "
                               f"diffuses (set layout.image_tokens=vq or diffusion.image_process=gaussian)")
+        if self.train.curriculum_self_conditioning_prob is not None and not self.diffusion.self_conditioning:
+            raise ConfigError("train.curriculum_self_conditioning_prob needs diffusion.self_conditioning = true: "
+                              "without it no step feeds the previous estimate")
         clean_keys = [k for k, p in (("diffusion.clean_frames_prob", self.diffusion.clean_frames_prob),
                                      ("train.curriculum_clean_frames_prob", self.train.curriculum_clean_frames_prob))
                       if p]
