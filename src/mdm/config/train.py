@@ -12,10 +12,6 @@ from mdm.config.errors import ConfigError
 LR_DECAYS = ("constant", "linear", "cosine")
 
 
-# diffusion shares a curriculum may set for its own steps, each as train.curriculum_<share>
-CURRICULUM_SHARES = ("clean_frames_prob", "self_conditioning_prob")
-
-
 @dataclass
 class TrainConfig:
     """The training loop (Sec 5.1: AdamW lr 1e-4 without weight decay, EMA 0.9999)."""
@@ -96,7 +92,7 @@ class TrainConfig:
                     raise ConfigError(f"train.{field_name}.{name} must be a number >= 0, got {w!r}")
         if not isinstance(self.curriculum_steps, int) or self.curriculum_steps < 0:
             raise ConfigError(f"train.curriculum_steps must be an integer >= 0, got {self.curriculum_steps!r}")
-        for name in CURRICULUM_SHARES:
+        for name in ("clean_frames_prob", "self_conditioning_prob"):
             p = getattr(self, f"curriculum_{name}")
             if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
                 raise ConfigError(f"train.curriculum_{name} is a probability in [0, 1] (or null: the run's "
@@ -104,11 +100,6 @@ class TrainConfig:
         if self.curriculum_steps and not any(w > 0 for w in self.curriculum_task_weights.values()):
             raise ConfigError(f"train.curriculum_steps = {self.curriculum_steps} needs train.curriculum_task_weights "
                               f"with a weight > 0, e.g. {{text_to_image: 1.0}}; got {self.curriculum_task_weights}")
-
-    def curriculum_diffusion(self) -> dict[str, float]:
-        """The diffusion shares the curriculum sets itself (``curriculum_<share>`` not None), by diffusion key."""
-        return {name: getattr(self, f"curriculum_{name}") for name in CURRICULUM_SHARES
-                if getattr(self, f"curriculum_{name}") is not None}
 
     def drawn_task_weights(self) -> dict[str, float]:
         """Every task a step may draw, curriculum included, with its largest weight (what the run trains)."""

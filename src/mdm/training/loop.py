@@ -153,7 +153,9 @@ class Trainer:
                                 if config.curriculum_steps else None)
         # the diffusion config after and during the curriculum (indexed by "in the curriculum"), which may give
         # its own clean-frame and self-conditioning shares
-        own = config.curriculum_diffusion()
+        own = {name: p for name, p in (("clean_frames_prob", config.curriculum_clean_frames_prob),
+                                       ("self_conditioning_prob", config.curriculum_self_conditioning_prob))
+               if p is not None}
         self.stage_diffusion = (diffusion.config, replace(diffusion.config, **own) if own else diffusion.config)
         self.running: dict[str, float] = {}
         self.history: list[dict] = []
