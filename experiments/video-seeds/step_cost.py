@@ -3,31 +3,30 @@ process, their steps (``Trainer.train_step``: forward, loss, backward, clipping,
 a load on the shared machine slows both alike; the median of each.
 
     python experiments/video-seeds/step_cost.py --config moving-digits --task text_to_image \
-        backbone.text_modulation=true backbone.text_pooling=attention
+        backbone.chunk_size=48
+
+(The pooled caption was measured with ``backbone.text_modulation=true backbone.text_pooling=attention``
+before the preset took them.) Each model's step is ``mdm bench train-step``'s.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from dataclasses import replace
 
 import torch
 
-from mdm.bench.train_step import synthetic_data
+# mdm bench train-step's step of one model (the task alone, no curriculum, eager blocks, fp32)
+from mdm.bench.train_step import _Step, synthetic_data
 from mdm.config import MDMConfig, load_config
 from mdm.nn.layout import Modality
 from mdm.tasks import Task, TokenizedData
-from mdm.training.loop import Trainer, build_model
 
 
-def trainer_for(config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int]) -> Trainer:
+def step_for(config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int]) -> _Step:
+    """One model's training step, its weights from seed 0 (both models start from the same draws)."""
     torch.manual_seed(0)
-    network, diffusion = build_model(config, vocab)
-    train = replace(config.train, task_weights={task.value: 1.0}, curriculum_steps=0, compile=False)
-    trainer = Trainer(network, diffusion, data, train)
-    trainer.network.train()
-    return trainer
+    return _Step(config, task, data, vocab, compile_blocks=False)
 
 
 def main() -> None:
@@ -41,15 +40,15 @@ def main() -> None:
     torch.set_num_threads(1)
     configs = {"preset": load_config(args.config), "override": load_config(args.config, args.overrides)}
     data, vocab = synthetic_data(configs["preset"], 64)
-    trainers = {name: trainer_for(c, Task(args.task), data, vocab) for name, c in configs.items()}
+    trainers = {name: step_for(c, Task(args.task), data, vocab) for name, c in configs.items()}
     for t in trainers.values():
         for _ in range(args.warmup):
-            t.train_step()
+            t.step()
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(args.repeats):
         for name, t in trainers.items():
             t0 = time.perf_counter()
-            t.train_step()
+            t.step()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["preset"])
     for name, ts in times.items():
