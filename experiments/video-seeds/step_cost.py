@@ -16,17 +16,16 @@ import time
 
 import torch
 
-# mdm bench train-step's step of one model (the task alone, no curriculum, eager blocks, fp32)
-from mdm.bench.train_step import _Step, synthetic_data
+from mdm.bench.train_step import TrainStep, synthetic_data
 from mdm.config import MDMConfig, load_config
 from mdm.nn.layout import Modality
 from mdm.tasks import Task, TokenizedData
 
 
-def step_for(config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int]) -> _Step:
+def step_for(config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int]) -> TrainStep:
     """One model's training step, its weights from seed 0 (both models start from the same draws)."""
     torch.manual_seed(0)
-    return _Step(config, task, data, vocab, compile_blocks=False)
+    return TrainStep(config, task, data, vocab, compile_blocks=False)
 
 
 def main() -> None:

@@ -81,8 +81,10 @@ def _variants(config: MDMConfig) -> dict[str, MDMConfig]:
     return {"mamba": config, "transformer": replace(config, backbone=transformer)}
 
 
-class _Step:
-    """One model's training step, whole (:meth:`Trainer.train_step`) or in its three phases for the profile."""
+class TrainStep:
+    """One model's training step on one task, whole (:meth:`Trainer.train_step`) or in its three phases for the
+    profile: the task alone, no curriculum, fp32, blocks compiled when ``compile_blocks``. Public so that a probe
+    comparing two configs times the step this benchmark times."""
 
     def __init__(self, config: MDMConfig, task: Task, data: TokenizedData, vocab: dict[Modality, int],
                  compile_blocks: bool) -> None:
@@ -128,7 +130,7 @@ def _top_ops(prof: profile, steps: int, top: int) -> dict[str, Any]:
                      "share": e.self_cpu_time_total / total} for e in events[:top]]}
 
 
-def _profile(step: _Step, steps: int, top: int) -> dict[str, Any]:
+def _profile(step: TrainStep, steps: int, top: int) -> dict[str, Any]:
     """Self CPU time by op of the forward pass and of the backward pass, each profiled on its own."""
     fwd = profile(activities=[ProfilerActivity.CPU], acc_events=True)  # events of every step, not the last only
     bwd = profile(activities=[ProfilerActivity.CPU], acc_events=True)
@@ -154,7 +156,7 @@ def train_step_job(config_dict: dict, task: str, threads: int, repeats: int, war
     if batch_size is not None:
         config = replace(config, train=replace(config.train, batch_size=batch_size))
     data, vocab = synthetic_data(config, max(config.train.batch_size, 64))
-    steps = {name: _Step(cfg, Task(task), data, vocab, compile_blocks) for name, cfg in _variants(config).items()}
+    steps = {name: TrainStep(cfg, Task(task), data, vocab, compile_blocks) for name, cfg in _variants(config).items()}
     for s in steps.values():
         for _ in range(warmup):
             s.step()
