@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 SOURCES = Path(__file__).with_name("csrc")
-KERNELS = ("causal_conv_silu", "decayed_scores", "ssd_scan")
+KERNELS = ("causal_conv_silu", "decayed_scores", "ssd_scan", "ssd_recurrent")
 
 
 def kernel_applies(x: Tensor) -> bool:
