@@ -19,10 +19,12 @@ Two implementations, tied by tests:
   linear recurrence carrying the state across chunks. Pure PyTorch, any device.
 
 :func:`ssd` dispatches: the ``mamba_ssm`` Triton kernel on CUDA when it imports,
-otherwise :func:`ssd_chunked`. On CPU it has two C++ kernels, tied to its PyTorch form
-by tests: the in-chunk matrix (:func:`decayed_scores`, ``csrc/decayed_scores.cpp``) for
-training, and, where no gradient is needed (sampling, evaluation), the whole scan in one
-pass a head (``csrc/ssd_scan.cpp``).
+otherwise :func:`ssd_chunked`. On CPU it has C++ kernels, tied to :func:`ssd_ref` by tests:
+for training, the plain recurrence with its backward (:mod:`mdm.nn.ssd_recurrent`,
+``csrc/ssd_recurrent.cpp``); where no gradient is needed (sampling, evaluation), the whole
+chunked scan in one pass a head (``csrc/ssd_scan.cpp``); and the in-chunk matrix of the
+PyTorch form (:func:`decayed_scores`, ``csrc/decayed_scores.cpp``), which training took
+before the recurrence and now only a build without ``ssd_recurrent`` reaches.
 
 Shape letters: ``b`` batch, ``l`` sequence length, ``h`` heads, ``p`` head_dim,
 ``g`` groups of B/C (heads ``h = g * r`` share one B/C), ``n`` d_state,
@@ -41,6 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from mdm.config import Discretization
 from mdm.nn.cpu_kernels import cpu_kernel, kernel_applies
+from mdm.nn.ssd_recurrent import ssd_recurrent
 
 
 def input_step(dt: Tensor, A: Tensor, discretization: Discretization | str) -> Tensor:
@@ -293,17 +296,24 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     above ~32 MB are freshly mmapped by glibc and page-fault on every call (about
     2x slower at 16-64K tokens). Any length works: the tail is padded with
     ``dt = 0`` (decay 1, no input), which leaves the state unchanged.
-    ``cpu_kernel_ok`` lets step 1 take its C++ kernel on CPU (:func:`decayed_scores`; same results), and a
-    call that needs no gradient (sampling, evaluation) the whole scan's (``csrc/ssd_scan.cpp``).
+    ``cpu_kernel_ok`` lets a CPU float call take a C++ kernel (same results up to rounding): one that needs
+    a gradient (training) the plain recurrence with its backward (:func:`mdm.nn.ssd_recurrent.ssd_recurrent`),
+    one that needs none (sampling, evaluation) the fused forward scan (``csrc/ssd_scan.cpp``); without them,
+    step 1 of this form takes its own (:func:`decayed_scores`). Why the recurrence for training: one scan's
+    forward and backward at the moving-digits preset's shapes (batch 16, 167 positions, 8 heads of 32,
+    d_state 32, one thread) took 8 ms against this form's 34 ms, and it won at every length measured, up to
+    4096 (270 ms against 1.9 s), so it is taken at any length (``benchmarks/results/ssd-ab-recurrent.md``).
 
     Args and returns as :func:`ssd_ref`.
     """
     b, l, h, p, g, n = _check_inputs(x, dt, A, B, C, D, initial_state)
     if chunk_size < 1 or segment_len < chunk_size:
         raise ValueError(f"ssd_chunked: need 1 <= chunk_size <= segment_len, got {chunk_size}, {segment_len}")
-    inputs = (x, dt, A, B, C, D, initial_state)
-    kernel = (cpu_kernel("ssd_scan") if cpu_kernel_ok and kernel_applies(x) and not _needs_grad(inputs)
+    needs_grad = _needs_grad((x, dt, A, B, C, D, initial_state))
+    kernel = (cpu_kernel("ssd_recurrent" if needs_grad else "ssd_scan") if cpu_kernel_ok and kernel_applies(x)
               else None)
+    if kernel is not None and needs_grad:
+        return ssd_recurrent(kernel, x, input_step(dt, A, discretization), dt * A, B, C, D, initial_state)
     if kernel is not None:
         return _ssd_scan_kernel(kernel, x, dt, A, B, C, D, initial_state, discretization,
                                 balanced_chunk(l, chunk_size))
