@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import mdm.nn.ssd as ssd_module
 from mdm.nn.ssd import decay_matrix, decayed_scores, ssd_chunked, ssd_ref
 
 KERNEL = "decayed_scores"  # what the built_kernel fixture (conftest.py) builds
@@ -41,8 +42,23 @@ def test_kernel_gradients_pass_gradcheck(kernel):
     assert torch.autograd.gradcheck(decayed_scores, (CB, a))
 
 
+def _graph(t):
+    """The names of the autograd nodes behind ``t``."""
+    names, todo, seen = set(), [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            names.add(node.name())
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
 @pytest.mark.parametrize("length", [1, 50, 99, 130])  # one chunk, one full chunk, two balanced, three
-def test_scan_with_the_kernel_equals_the_sequential_reference_and_the_scan_without_it(kernel, length):
+def test_scan_with_the_kernel_equals_the_sequential_reference_and_the_scan_without_it(kernel, length, monkeypatch):
+    # A scan that needs a gradient takes the recurrent kernel where it builds: without it, the chunked form's.
+    real = ssd_module.cpu_kernel
+    monkeypatch.setattr(ssd_module, "cpu_kernel", lambda name: None if name == "ssd_recurrent" else real(name))
     gen = torch.Generator().manual_seed(length)
     b, h, p, g, n = 2, 4, 8, 2, 6
     x = torch.randn(b, length, h, p, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -52,6 +68,7 @@ def test_scan_with_the_kernel_equals_the_sequential_reference_and_the_scan_witho
     C = torch.randn(b, length, g, n, generator=gen, dtype=torch.float64, requires_grad=True)
     start = torch.randn(b, h, p, n, generator=gen, dtype=torch.float64)
     runs = [ssd_chunked(x, dt, A, B, C, initial_state=start, chunk_size=64, cpu_kernel_ok=ok) for ok in (True, False)]
+    assert "_DecayedScoresBackward" in _graph(runs[0][0]) and "_DecayedScoresBackward" not in _graph(runs[1][0])
     runs.append(ssd_ref(x, dt, A, B, C, initial_state=start))
     grad_y = torch.randn_like(runs[0][0])
     grads = [torch.autograd.grad((y * grad_y).sum() + state.sum(), (x, dt, B, C)) for y, state in runs]

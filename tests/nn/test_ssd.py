@@ -114,17 +114,20 @@ def test_state_carries_across_calls():
 
 # --------------------------------------------------------------------------- gradients
 
+# cpu_kernel_ok: True takes the recurrent C++ kernel (tests/nn/test_ssd_recurrent.py has its own), False the PyTorch
+# chunked form, its fallback.
+@pytest.mark.parametrize("cpu_kernel_ok", [True, False], ids=["kernel", "pytorch"])
 @pytest.mark.parametrize("length, chunk_size", [(37, 8), (64, 16)])
 @pytest.mark.parametrize("n_groups", [1, 2])
 @pytest.mark.parametrize("discretization", ["zoh", "euler"])
-def test_gradients_match_reference(discretization, n_groups, length, chunk_size):
+def test_gradients_match_reference(discretization, n_groups, length, chunk_size, cpu_kernel_ok):
     leaves = [t.requires_grad_() for t in make_inputs(l=length, g=n_groups)]
     names = ["x", "dt", "A", "B", "C", "D", "initial_state"]
     y_ref, s_ref = ssd_ref(*leaves, discretization)
     gy, gs = torch.randn_like(y_ref), torch.randn_like(s_ref)  # one shared cotangent
 
     grads_ref = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), leaves)
-    y, s = ssd_chunked(*leaves, discretization, chunk_size=chunk_size)
+    y, s = ssd_chunked(*leaves, discretization, chunk_size=chunk_size, cpu_kernel_ok=cpu_kernel_ok)
     grads = torch.autograd.grad((y * gy).sum() + (s * gs).sum(), leaves)
     for name, g, g_ref in zip(names, grads, grads_ref):
         assert g.shape == g_ref.shape, name
@@ -133,9 +136,11 @@ def test_gradients_match_reference(discretization, n_groups, length, chunk_size)
         assert rel_err(g, g_ref) < 1e-8, name
 
 
+@pytest.mark.parametrize("cpu_kernel_ok", [True, False], ids=["kernel", "pytorch"])
 @pytest.mark.parametrize("length, chunk_size", [(2, 8), (16, 16), (13, 64)])  # length 1: A has no effect
 @pytest.mark.parametrize("discretization", ["zoh", "euler"])
-def test_one_chunk_from_the_start_matches_reference_and_the_general_path(discretization, length, chunk_size):
+def test_one_chunk_from_the_start_matches_reference_and_the_general_path(discretization, length, chunk_size,
+                                                                          cpu_kernel_ok):
     """A sequence that fits one chunk with no initial state skips the cross-chunk pass: the reference's outputs,
     final state and gradients, and bit for bit the floats of the general path given an explicit zero state."""
     leaves = [t.requires_grad_() for t in make_inputs(l=length, g=2, with_init=False)[:6]]
@@ -143,14 +148,16 @@ def test_one_chunk_from_the_start_matches_reference_and_the_general_path(discret
     y_ref, s_ref = ssd_ref(*leaves, discretization=discretization)
     gy, gs = torch.randn_like(y_ref), torch.randn_like(s_ref)  # one shared cotangent
     grads_ref = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), leaves)
-    y, s = ssd_chunked(*leaves, discretization=discretization, chunk_size=chunk_size)
+    y, s = ssd_chunked(*leaves, discretization=discretization, chunk_size=chunk_size,
+                       cpu_kernel_ok=cpu_kernel_ok)
     assert rel_err(y, y_ref) < 1e-9 and rel_err(s, s_ref) < 1e-9
     grads = torch.autograd.grad((y * gy).sum() + (s * gs).sum(), leaves)
     for name, g, g_ref in zip(names, grads, grads_ref):
         assert g_ref.abs().max() > 0, name
         assert rel_err(g, g_ref) < 1e-8, name  # 10x the output tolerance, as above
     zeros = leaves[0].new_zeros(s.shape)
-    y_general, s_general = ssd_chunked(*leaves, zeros, discretization, chunk_size=chunk_size)
+    y_general, s_general = ssd_chunked(*leaves, zeros, discretization, chunk_size=chunk_size,
+                                       cpu_kernel_ok=cpu_kernel_ok)
     assert torch.equal(y, y_general) and torch.equal(s, s_general)
     grads_general = torch.autograd.grad((y_general * gy).sum() + (s_general * gs).sum(), leaves)
     for name, g, g_general in zip(names, grads, grads_general):

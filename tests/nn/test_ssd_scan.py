@@ -78,7 +78,7 @@ def test_fused_scan_matches_the_pytorch_form_in_float32_at_a_preset_length(kerne
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_a_scan_that_needs_a_gradient_takes_the_pytorch_form(kernel, kernel_calls):
+def test_a_scan_that_needs_a_gradient_takes_another_path(kernel, kernel_calls):
     x, dt, A, B, C, D, start = _inputs(50, torch.float64)
     x.requires_grad_()
     y, _ = ssd_chunked(x, dt, A, B, C, D, start, chunk_size=16)
