@@ -301,8 +301,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
     one that needs none (sampling, evaluation) the fused forward scan (``csrc/ssd_scan.cpp``); without them,
     step 1 of this form takes its own (:func:`decayed_scores`). Why the recurrence for training: one scan's
     forward and backward at the moving-digits preset's shapes (batch 16, 167 positions, 8 heads of 32,
-    d_state 32, one thread) took 8 ms against this form's 34 ms, and it won at every length measured, up to
-    4096 (270 ms against 1.9 s), so it is taken at any length (``benchmarks/results/ssd-ab-recurrent.md``).
+    d_state 32, one thread) took 8.7 ms against this form's 28.8 ms, and it won at every length measured,
+    up to 4096 (246 ms against 1.83 s), so it is taken at any length (``benchmarks/results/ssd-ab-recurrent.md``).
 
     Args and returns as :func:`ssd_ref`.
     """
