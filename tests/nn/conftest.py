@@ -26,3 +26,19 @@ def empty_build_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda module, verbose: str(tmp_path / module))
     return tmp_path
+
+
+@pytest.fixture
+def count_calls(monkeypatch):
+    """``count_calls(module, name)`` wraps ``module.name`` for the test and returns the list each call appends to:
+    which path a dispatcher took."""
+    def patch(module, name: str) -> list[int]:
+        calls, real = [], getattr(module, name)
+
+        def spy(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+        return calls
+    return patch

@@ -18,3 +18,17 @@ def conv_ssd_ref(mixer: Mamba2Base, scan: CausalScan, xBC: torch.Tensor, dt: tor
     y, _ = ssd_ref(x.reshape(b, l, h, -1), F.softplus(dt + scan.dt_bias), -torch.exp(scan.A_log),
                    B.reshape(b, l, g, n), C.reshape(b, l, g, n), scan.D, discretization=mixer.discretization)
     return y.reshape(b, l, d_inner)
+
+
+def ssd_inputs(length: int, dtype: torch.dtype, b: int = 2, h: int = 4, p: int = 8, g: int = 2, n: int = 6,
+               seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random (x, dt, A, B, C, D, initial_state) of an SSD scan: dt a softplus, A negative, so the decays are real."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, length, h, p, generator=gen, dtype=dtype)
+    dt = F.softplus(torch.randn(b, length, h, generator=gen, dtype=dtype) - 1)
+    A = -torch.rand(h, generator=gen, dtype=dtype) * 4 - 0.5
+    B = torch.randn(b, length, g, n, generator=gen, dtype=dtype)
+    C = torch.randn(b, length, g, n, generator=gen, dtype=dtype)
+    D = torch.randn(h, generator=gen, dtype=dtype)
+    start = torch.randn(b, h, p, n, generator=gen, dtype=dtype)
+    return x, dt, A, B, C, D, start

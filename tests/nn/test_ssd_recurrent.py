@@ -8,6 +8,7 @@ import torch
 import mdm.nn.ssd as ssd_module
 from mdm.nn.ssd import input_step, ssd_chunked, ssd_ref
 from mdm.nn.ssd_recurrent import ssd_recurrent
+from scan_reference import ssd_inputs
 
 KERNEL = "ssd_recurrent"  # what the built_kernel fixture (conftest.py) builds
 NAMES = ("x", "dt", "A", "B", "C", "D", "initial_state")
@@ -19,29 +20,15 @@ def kernel(built_kernel):
 
 
 @pytest.fixture
-def kernel_calls(monkeypatch):
+def kernel_calls(count_calls):
     """Counts the scans that went to the recurrent kernel."""
-    calls = []
-    real = ssd_module.ssd_recurrent
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ssd_module, "ssd_recurrent", spy)
-    return calls
+    return count_calls(ssd_module, "ssd_recurrent")
 
 
 def _inputs(length, dtype=torch.float64, b=2, h=4, p=8, g=2, n=6, seed=0, with_D=True, with_state=True):
     """Leaves that require a gradient, None for a D or a state left out."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, length, h, p, generator=gen, dtype=dtype)
-    dt = torch.nn.functional.softplus(torch.randn(b, length, h, generator=gen, dtype=dtype) - 1)
-    A = -torch.rand(h, generator=gen, dtype=dtype) * 4 - 0.5
-    B = torch.randn(b, length, g, n, generator=gen, dtype=dtype)
-    C = torch.randn(b, length, g, n, generator=gen, dtype=dtype)
-    D = torch.randn(h, generator=gen, dtype=dtype) if with_D else None
-    start = torch.randn(b, h, p, n, generator=gen, dtype=dtype) if with_state else None
+    x, dt, A, B, C, D, start = ssd_inputs(length, dtype, b=b, h=h, p=p, g=g, n=n, seed=seed)
+    D, start = D if with_D else None, start if with_state else None
     return [t if t is None else t.requires_grad_() for t in (x, dt, A, B, C, D, start)]
 
 

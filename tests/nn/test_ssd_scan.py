@@ -6,6 +6,7 @@ import torch
 
 import mdm.nn.ssd as ssd_module
 from mdm.nn.ssd import ssd_chunked, ssd_ref
+from scan_reference import ssd_inputs
 
 KERNEL = "ssd_scan"  # what the built_kernel fixture (conftest.py) builds
 
@@ -15,30 +16,13 @@ def kernel(built_kernel):
     return built_kernel
 
 
-def _inputs(length, dtype, b=2, h=4, p=8, g=2, n=6, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, length, h, p, generator=gen, dtype=dtype)
-    dt = torch.nn.functional.softplus(torch.randn(b, length, h, generator=gen, dtype=dtype) - 1)
-    A = -torch.rand(h, generator=gen, dtype=dtype) * 4 - 0.5
-    B = torch.randn(b, length, g, n, generator=gen, dtype=dtype)
-    C = torch.randn(b, length, g, n, generator=gen, dtype=dtype)
-    D = torch.randn(h, generator=gen, dtype=dtype)
-    start = torch.randn(b, h, p, n, generator=gen, dtype=dtype)
-    return x, dt, A, B, C, D, start
+_inputs = ssd_inputs
 
 
 @pytest.fixture
-def kernel_calls(monkeypatch):
+def kernel_calls(count_calls):
     """Counts the scans that went to the fused kernel."""
-    calls = []
-    real = ssd_module._ssd_scan_kernel
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ssd_module, "_ssd_scan_kernel", spy)
-    return calls
+    return count_calls(ssd_module, "_ssd_scan_kernel")
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
