@@ -105,8 +105,8 @@ def test_every_width(kernel, dtype, tol, p, n, g, h):
 
 
 def test_a_long_sequence(kernel):
-    """Past ssd_chunked's 2048-position segments: the kernel keeps no state per position, so it needs none, and
-    da's running sum over every later position stays exact."""
+    """Past ssd_chunked's 2048-position segments: the kernel takes the whole length in one call (a state per 32
+    positions, no segments), and da's running sum over every later position stays exact."""
     leaves = _inputs(2100, b=1, h=2, p=4, g=1, n=3, seed=5)
     _compare(_values_and_grads(ssd_chunked, leaves), _values_and_grads(ssd_ref, leaves), 1e-10)
 
@@ -197,3 +197,14 @@ def test_the_kernel_rejects_mixed_dtypes_and_bad_shapes(kernel):
     with pytest.raises(RuntimeError, match="dy"):
         kernel.backward(y[:, 1:].contiguous(), empty, x, step, a, B, C, D, empty)
     assert ssd_recurrent(kernel, x, step, a, B, C, D, None)[0].shape == x.shape
+
+
+def test_width_one_views(kernel):
+    """A head_dim or d_state of 1 given as a view whose last stride is not 1: torch calls it contiguous, and the
+    kernel still gets a unit stride."""
+    x, dt, A, B, C, D, start = ssd_inputs(10, torch.float64, b=2, h=4, p=1, g=2, n=1, seed=2)
+    x = x.reshape(2, 10, 1, 4).transpose(2, 3)  # (2, 10, 4, 1), last stride 4
+    B, C = (t.reshape(2, 10, 1, 2).transpose(2, 3) for t in (B, C))
+    assert x.stride(-1) != 1 and B.stride(-1) != 1
+    leaves = [t.requires_grad_() for t in (x, dt, A, B, C, D, start)]
+    _compare(_values_and_grads(ssd_chunked, leaves), _values_and_grads(ssd_ref, leaves), 1e-10)

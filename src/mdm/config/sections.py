@@ -59,8 +59,8 @@ class BackboneConfig:
     chunk_size: int = 64  # the longest SSD chunk (best on CPU; shorter tails run as balanced chunks); CUDA uses >= 64
     discretization: Discretization = Discretization.ZOH
     segment_len: int = 2048  # positions a Mamba block processes at a time (exact; bounds temporaries)
-    # the causal conv + SiLU and the SSD's in-chunk matrix by C++ kernels on CPU (float32/64, eager; built on first
-    # use, PyTorch with a warning when they cannot be); false: PyTorch everywhere. Same results.
+    # the causal conv + SiLU and the SSD scan by C++ kernels on CPU (float32/64, eager; built on first use, PyTorch
+    # with a warning when they cannot be); false: PyTorch everywhere. Same results up to rounding.
     cpu_kernels: bool = True
     # initial range of each scan head's step dt (log-uniform) and decay rate A (uniform): the public Mamba-2's
     # [0.001, 0.1] and [1, 16] forget a token within ~30 positions in most heads (decay exp(-dt A) a position)

@@ -95,8 +95,8 @@ class Mamba2Base(nn.Module):
         n_groups: groups of heads sharing B and C.
         chunk_size: the longest SSD chunk (64 is fastest on CPU; see ``ssd_chunked``).
         discretization: ``zoh`` (Eq. 12-13, the paper) or ``euler`` (public checkpoints).
-        cpu_kernels: the causal conv + SiLU and the SSD's in-chunk matrix by their C++ kernels on CPU
-            (:mod:`mdm.nn.cpu_kernels`; same results).
+        cpu_kernels: the causal conv + SiLU and the SSD scan by their C++ kernels on CPU
+            (:mod:`mdm.nn.cpu_kernels`; same results up to rounding).
     """
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, head_dim: int, n_groups: int,

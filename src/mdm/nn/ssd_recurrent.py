@@ -18,8 +18,9 @@ from torch.autograd.function import once_differentiable
 
 
 def _last_contiguous(t: Tensor) -> Tensor:
-    """``t`` itself when its last dimension is contiguous (the kernel takes any other strides), else a copy."""
-    return t if t.stride(-1) == 1 else t.contiguous()
+    """``t`` itself when its last stride is 1 (the kernel takes any other strides), else a contiguous copy. Not
+    ``t.contiguous()``: torch counts a last dimension of size 1 contiguous whatever its stride, and returns it."""
+    return t if t.stride(-1) == 1 else t.clone(memory_format=torch.contiguous_format)
 
 
 class _RecurrentScan(torch.autograd.Function):
