@@ -8,13 +8,13 @@
 //     du_t  = g_t B_t,   dB_t = sum over the group's heads of g_t^T u_t,   dC_t = sum of H_t^T dy_t
 //     da_t  = sum_{k >= t} (C_k . H_k^T dy_k + [k last] <dH_final, H_k> - u_k . du_k)
 //     dH_in = alpha_0 g_0                       (H_in: the state entering position 0)
-// The da line is d/da of the decays exp(a_{j+1} + ... + a_t) written through the cumulative log-decays (as the decayed_scores kernel's
-// backward does): it needs no H_{t-1} in the reverse pass, so the backward is two sweeps per head, one forward
-// (rebuilding H_t to read dC and the C . H^T dy terms) and one reverse (the adjoint); it keeps one state per 32
-// positions (where the da sum restarts) and one scalar per position, a thread. Why not the chunked form: at the presets'
-// ~100-200 positions its ~40 tensor ops a call (batched matmuls on small blocks, layout copies, masks) cost more
-// than the recurrence's 2 (forward) and 5 (backward) multiply-adds per state entry and position, and here the
-// 32 x 32 state stays in L1.
+// The da line is d/da of the decays exp(a_{j+1} + ... + a_t) written through the cumulative log-decays (as the
+// decayed_scores kernel's backward does): it needs no H_{t-1} in the reverse pass, so the backward is two sweeps
+// per head, one forward (rebuilding H_t to read dC and the C . H^T dy terms) and one reverse (the adjoint); it keeps
+// one state per 32 positions (where the da sum restarts) and one scalar per position, a thread. Why not the chunked
+// form: at the presets' ~100-200 positions its ~40 tensor ops a call (batched matmuls on small blocks, layout
+// copies, masks) cost more than the recurrence's 2 (forward) and 5 (backward) multiply-adds per state entry and
+// position, and here the 32 x 32 state stays in L1.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
