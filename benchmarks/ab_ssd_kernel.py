@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from mdm.bench.train_step import machine
 from mdm.nn.flops import ssd_flops
 from mdm.nn.ssd import ssd_chunked
 
@@ -34,7 +34,7 @@ def main() -> None:
     square = torch.randn(2048, 2048)
     all_peaks: list[float] = []
     heads, head_dim, d_state, chunk = 8, 32, 32, 64
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = machine()["commit"]  # the short hash, "+dirty" with uncommitted changes
     rows = []
     for length in (int(v) for v in args.lengths.split(",")):
         g = torch.Generator().manual_seed(0)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 import mdm.nn.ssd as ssd_module
+from mdm.bench.train_step import machine
 from mdm.nn.ssd import ssd_chunked
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     def chunked_kernel(name: str):
         return None if name == "ssd_recurrent" else real(name)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = machine()["commit"]  # the short hash, "+dirty" with uncommitted changes
     rows, loads = [], [os.getloadavg()[0]]
     for length in (int(v) for v in args.lengths.split(",")):
         gen = torch.Generator().manual_seed(0)
